@@ -1,0 +1,46 @@
+"""``concurrent.futures.ProcessPoolExecutor(2)``: ``submit`` then ``.result()``."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from bench_tasks import noop
+from harness import Contender, add_contender, bench, round_trip_us, throughput
+
+
+def start() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(2)
+
+
+def first_result(executor: ProcessPoolExecutor) -> Any:
+    return executor.submit(noop, 1).result()
+
+
+def stop(executor: ProcessPoolExecutor) -> None:
+    executor.shutdown(wait=True)
+
+
+add_contender(
+    Contender(
+        "concurrent",
+        "concurrent.futures.ProcessPoolExecutor(2).submit(f, i) ... .result()",
+        start,
+        first_result,
+        stop,
+    )
+)
+
+
+@bench("tiny_tasks_per_s", "concurrent")
+def tiny_tasks(executor: ProcessPoolExecutor, n: int) -> float:
+    def batch(k: int) -> list[Any]:
+        futures = [executor.submit(noop, i) for i in range(k)]
+        return [future.result() for future in futures]
+
+    return throughput(batch, n)
+
+
+@bench("sync_round_trip_us", "concurrent")
+def sync_round_trip(executor: ProcessPoolExecutor, n: int) -> float:
+    return round_trip_us(lambda i: executor.submit(noop, i).result(), n)

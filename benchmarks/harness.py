@@ -1,0 +1,579 @@
+"""The shared benchmark harness: registry, timing helpers, subprocesses, medians, the table.
+
+A *contender* (raylite, ray, multiprocessing, ...) is registered once with
+:func:`add_contender`: how to start its pool, get a first result and stop it. A *benchmark*
+is a :class:`Metric` in :data:`METRICS` plus, per contender, one function registered with
+:func:`bench`: ``fn(handle, n) -> value``, where ``handle`` is what the contender's ``start``
+returned and ``n`` the operation count. ``init_to_first_result`` is measured by the harness
+itself from ``start`` and ``first_result``.
+
+To add a benchmark: append a :class:`Metric` to :data:`METRICS`, then write one ``@bench``
+function in each contender module that supports it (contenders without one show "-").
+
+Each (contender, repeat) runs in a fresh subprocess (``run.py --child NAME``), one at a
+time; the child appends one JSON line per measurement to a result file, so what it measured
+before a crash or a timeout is kept.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+SUBJECT = "raylite"
+"""The contender the "vs best peer" column compares against all others."""
+
+BenchFn = Callable[[Any, int], float]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row of the table.
+
+    Attributes:
+        name: Row name, also the key in the JSON output.
+        unit: Unit of the value, shown in the row label.
+        higher_is_better: True for rates, False for times.
+        count: Default operation count passed to each ``@bench`` function (None: not used).
+        what: One line saying what is measured.
+    """
+
+    name: str
+    unit: str
+    higher_is_better: bool
+    count: int | None
+    what: str
+
+
+INIT = "init_to_first_result"
+INIT_FAILED = "init failed"  # the error of metrics not run because the pool did not start
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric(INIT, "s", False, None, "init()/pool creation until f(1)'s result is in hand"),
+        Metric(
+            "tiny_tasks_per_s",
+            "tasks/s",
+            True,
+            20_000,
+            "submit n no-op tasks asynchronously, then get all results; n / elapsed",
+        ),
+        Metric(
+            "sync_round_trip_us",
+            "us",
+            False,
+            2_000,
+            "get(f.remote(i)) in a loop, n calls; mean microseconds per call",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One column of the table: a way to run tasks on 2 worker processes.
+
+    Attributes:
+        name: Column name and ``--only`` key.
+        api: One line naming the API used, for the legend.
+        start: Creates the pool (``init`` and the like); returns the handle benchmarks get.
+        first_result: Runs ``noop(1)`` on the pool and returns its result.
+        stop: Shuts the pool down.
+        modules: Imported before the clock starts (import time is not measured).
+        optional: If a module is missing, skip the contender with a note instead of an error.
+        counts: Per-metric operation counts overriding :attr:`Metric.count` (slow peers).
+        packages: Distributions whose versions are printed with the machine.
+    """
+
+    name: str
+    api: str
+    start: Callable[[], Any]
+    first_result: Callable[[Any], Any]
+    stop: Callable[[Any], None]
+    modules: tuple[str, ...] = ()
+    optional: bool = True
+    counts: dict[str, int] = field(default_factory=dict)
+    packages: tuple[str, ...] = ()
+
+
+CONTENDERS: dict[str, Contender] = {}
+BENCHMARKS: dict[str, dict[str, BenchFn]] = {name: {} for name in METRICS if name != INIT}
+
+
+def add_contender(contender: Contender) -> Contender:
+    """Registers a contender (a column); returns it."""
+    if contender.name in CONTENDERS:
+        raise ValueError(f"contender {contender.name!r} is registered twice")
+    unknown = set(contender.counts) - set(BENCHMARKS)
+    if unknown:
+        raise ValueError(f"{contender.name}: counts for unknown benchmarks {sorted(unknown)}")
+    CONTENDERS[contender.name] = contender
+    return contender
+
+
+def bench(metric: str, contender: str) -> Callable[[BenchFn], BenchFn]:
+    """Decorator registering ``fn(handle, n) -> value`` as ``contender``'s ``metric``."""
+    if metric not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {metric!r}; add a Metric to harness.METRICS first")
+
+    def register(fn: BenchFn) -> BenchFn:
+        if contender in BENCHMARKS[metric]:
+            raise ValueError(f"{metric}/{contender} is registered twice")
+        BENCHMARKS[metric][contender] = fn
+        return fn
+
+    return register
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing helpers used by the @bench functions
+
+
+def warmup_count(n: int) -> int:
+    """Untimed operations run before a measurement of ``n``: 5% (1,000 for 20,000)."""
+    return max(10, n // 20)
+
+
+def throughput(run_batch: Callable[[int], Sequence[Any]], n: int) -> float:
+    """Operations per second of ``run_batch(n)``, after a warm-up batch.
+
+    Args:
+        run_batch: Submits ``noop(i)`` for ``i in range(k)`` and returns all ``k`` results.
+        n: Number of tasks in the timed batch.
+    """
+    _check(run_batch(warmup_count(n)), warmup_count(n))
+    start = time.perf_counter()
+    results = run_batch(n)
+    elapsed = time.perf_counter() - start
+    _check(results, n)
+    return n / elapsed
+
+
+def round_trip_us(call: Callable[[int], Any], n: int) -> float:
+    """Mean microseconds of ``call(i)`` over ``n`` sequential calls, after a warm-up.
+
+    Args:
+        call: Runs ``noop(i)`` remotely and waits for its result, which it returns.
+        n: Number of timed calls.
+    """
+    for i in range(warmup_count(n)):
+        call(i)
+    last: Any = None
+    start = time.perf_counter()
+    for i in range(n):
+        last = call(i)
+    elapsed = time.perf_counter() - start
+    if last != n - 1:
+        raise AssertionError(f"noop({n - 1}) returned {last!r}")
+    return elapsed / n * 1e6
+
+
+def _check(results: Sequence[Any], n: int) -> None:
+    if list(results) != list(range(n)):
+        raise AssertionError(f"wrong results for {n} no-op tasks: {list(results)[:5]!r}...")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside the child process
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}".strip().rstrip(":")
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # so `finally: stop(handle)` runs when the parent times out
+
+
+def child_main(name: str, result_file: Path) -> int:
+    """Measures every benchmark of one contender once; appends JSON lines to ``result_file``.
+
+    Returns 0 once its errors are recorded; another exit code means the child crashed.
+    """
+    contender = CONTENDERS[name]
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    with result_file.open("a", buffering=1) as out:
+
+        def emit(**record: Any) -> None:
+            out.write(json.dumps(record) + "\n")
+
+        try:
+            for module in contender.modules:
+                importlib.import_module(module)
+        except ImportError as error:
+            if contender.optional:
+                emit(skip=_reason(error))
+                return 0
+            emit(metric=INIT, error=_reason(error))
+            return 0
+        start = time.perf_counter()
+        try:
+            handle = contender.start()
+            first = contender.first_result(handle)
+            if first != 1:
+                raise AssertionError(f"noop(1) returned {first!r}")
+        except Exception as error:
+            traceback.print_exc()
+            emit(metric=INIT, error=_reason(error))
+            return 0
+        emit(metric=INIT, value=time.perf_counter() - start)
+        try:
+            for metric, impls in BENCHMARKS.items():
+                if name not in impls:
+                    continue
+                count = contender.counts.get(metric, METRICS[metric].count) or 0
+                try:
+                    emit(metric=metric, value=impls[name](handle, count), n=count)
+                except Exception as error:
+                    traceback.print_exc()
+                    emit(metric=metric, error=_reason(error))
+        finally:
+            contender.stop(handle)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# In the parent: run the children, collect, aggregate
+
+
+@dataclass
+class Cell:
+    """What the runs of one contender measured for one metric."""
+
+    values: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    n: int | None = None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
+
+@dataclass
+class Results:
+    """Everything one ``run.py`` invocation measured."""
+
+    contenders: list[str]
+    repeats: int
+    cells: dict[str, dict[str, Cell]]  # contender -> metric -> cell
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Workers of every library (Ray's and dask's included) must import bench_tasks by name.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), env.get("PYTHONPATH")]))
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _last_line(path: Path) -> str:
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    return next((line for line in reversed(lines) if line), "")
+
+
+def run_child(name: str, workdir: Path, timeout: float) -> tuple[list[dict[str, Any]], str | None]:
+    """Runs one contender once in a fresh process.
+
+    Returns:
+        The JSON records it wrote, and why it failed as a whole (timeout, crash) or None.
+    """
+    result_file = workdir / f"{name}.jsonl"
+    log_file = workdir / f"{name}.log"
+    result_file.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        str(BENCH_DIR / "run.py"),
+        "--child",
+        name,
+        "--result-file",
+        str(result_file),
+    ]
+    failure: str | None = None
+    with log_file.open("w") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=BENCH_DIR.parent,
+            env=_child_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(timeout=timeout)
+            if rc != 0:
+                failure = f"exit code {rc}: {_last_line(log_file)}"[:300]
+        except subprocess.TimeoutExpired:
+            failure = f"timeout after {timeout:g} s"
+            _kill_group(proc)
+    records = []
+    if result_file.exists():
+        records = [json.loads(line) for line in result_file.read_text().splitlines() if line]
+    return records, failure
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_all(names: list[str], repeats: int, timeout: float) -> Results:
+    """Runs each contender ``repeats`` times, sequentially, interleaving contenders per round."""
+    results = Results(names, repeats, {n: {m: Cell() for m in METRICS} for n in names})
+    with tempfile.TemporaryDirectory(prefix="raylite-bench-") as tmp:
+        for repeat in range(1, repeats + 1):
+            for name in names:
+                if name in results.skipped:
+                    continue
+                began = time.perf_counter()
+                records, failure = run_child(name, Path(tmp), timeout)
+                _collect(results, name, records, failure)
+                errors = sum("error" in record for record in records)
+                status = (
+                    "skipped"
+                    if name in results.skipped
+                    else failure or (f"{errors} error(s)" if errors else "ok")
+                )
+                print(
+                    f"[run {repeat}/{repeats}] {name:<16} {time.perf_counter() - began:6.1f} s"
+                    f"  {status}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                time.sleep(0.5)  # let the last pool's processes finish exiting
+    return results
+
+
+def _collect(
+    results: Results, name: str, records: list[dict[str, Any]], failure: str | None
+) -> None:
+    cells = results.cells[name]
+    seen: set[str] = set()
+    init_ok = False
+    for record in records:
+        if "skip" in record:
+            results.skipped[name] = record["skip"]
+            return
+        metric = record["metric"]
+        seen.add(metric)
+        if "error" in record:
+            cells[metric].errors.append(record["error"])
+        else:
+            cells[metric].values.append(float(record["value"]))
+            cells[metric].n = record.get("n")
+            init_ok = init_ok or metric == INIT
+    for metric in METRICS:
+        if metric in seen or not runs(name, metric):
+            continue
+        if INIT in seen and not init_ok:
+            reason = INIT_FAILED
+        else:
+            reason = failure or "no result recorded"
+        cells[metric].errors.append(reason)
+
+
+def runs(contender: str, metric: str) -> bool:
+    """Whether ``contender`` measures ``metric`` (every contender measures init)."""
+    return metric == INIT or contender in BENCHMARKS[metric]
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, CPU, memory, Python and the versions of every contender's packages."""
+    import multiprocessing
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    packages = {"raylite", "cloudpickle", "numpy"}
+    for contender in CONTENDERS.values():
+        packages.update(contender.packages)
+    versions: dict[str, str | None] = {}
+    for package in sorted(packages):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory_gib = 0.0
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gib": round(memory_gib, 1),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "mp_start_method": multiprocessing.get_start_method(),
+        "versions": versions,
+    }
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _cell_text(results: Results, name: str, metric: str) -> str:
+    if name in results.skipped:
+        return "skipped"
+    if not runs(name, metric):
+        return "-"
+    cell = results.cells[name][metric]
+    if cell.median is not None:
+        return _fmt(cell.median) + ("*" if cell.errors else "")
+    if not cell.errors:
+        return "-"
+    short = cell.errors[0].split(":", 1)[0]
+    return f"error: {short}"
+
+
+def versus_best_peer(results: Results, metric: str) -> tuple[float, str] | None:
+    """``(ratio, peer)`` with ratio > 1 meaning raylite is better than the best other."""
+    if SUBJECT not in results.cells:
+        return None
+    own = results.cells[SUBJECT][metric].median
+    peers = {
+        name: cells[metric].median
+        for name, cells in results.cells.items()
+        if name != SUBJECT and name not in results.skipped and cells[metric].median is not None
+    }
+    if own is None or not peers or own <= 0:
+        return None
+    higher = METRICS[metric].higher_is_better
+    peer = (max if higher else min)(peers, key=lambda p: peers[p] or 0.0)
+    value = peers[peer] or 0.0
+    return (own / value if higher else value / own), peer
+
+
+def notes(results: Results) -> list[str]:
+    """Scaled-down counts, skipped contenders, errors (full text), partial failures."""
+    lines = []
+    for name in results.contenders:
+        contender = CONTENDERS[name]
+        if name in results.skipped:
+            lines.append(f"{name}: skipped ({results.skipped[name]})")
+            continue
+        for metric, count in contender.counts.items():
+            default = METRICS[metric].count
+            lines.append(
+                f"{name}: {metric} measured over {count:,} operations instead of "
+                f"{default:,} (it is slow); the value is still per task / per call"
+            )
+        for metric, cell in results.cells[name].items():
+            for error in dict.fromkeys(e for e in cell.errors if e != INIT_FAILED):
+                times = cell.errors.count(error)
+                where = f"{times}/{len(cell.errors) + len(cell.values)} runs"
+                extra = ", * = median of the runs that worked" if cell.values else ""
+                lines.append(f"{name}: {metric} failed in {where}{extra}: {error}")
+    return lines
+
+
+def format_report(results: Results, machine: dict[str, Any]) -> str:
+    """The plain-text report: machine, table of medians, legend, notes."""
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
+    missing = ", ".join(k for k, v in machine["versions"].items() if not v)
+    out = [
+        f"Machine: {machine['cores']} cores ({machine['usable_cores']} usable), "
+        f"{machine['cpu'] or 'unknown CPU'}, {machine['memory_gib']} GiB, {machine['platform']}",
+        f"Python:  {machine['python']} (multiprocessing start method: "
+        f"{machine['mp_start_method']})",
+        f"Versions: {versions}" + (f"; not installed: {missing}" if missing else ""),
+        f"Medians of {results.repeats} runs per contender, each run a fresh subprocess, "
+        "run one at a time; 2 worker processes everywhere.",
+        "",
+    ]
+    header = ["metric", *results.contenders, f"{SUBJECT} vs best peer"]
+    rows = [header]
+    for metric in METRICS.values():
+        row = [f"{metric.name} ({metric.unit})"]
+        row += [_cell_text(results, name, metric.name) for name in results.contenders]
+        ratio = versus_best_peer(results, metric.name)
+        row.append(f"{ratio[0]:.2f}x vs {ratio[1]}" if ratio else "n/a")
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for i, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        out.append("  ".join(cells).rstrip())
+        if i == 0:
+            out.append("  ".join("-" * w for w in widths))
+    out += [
+        "",
+        f"Ratio: higher-is-better metrics {SUBJECT}/peer, times peer/{SUBJECT}; "
+        f">1 means {SUBJECT} is better.",
+    ]
+    out += ["", "Metrics:"] + [f"  {m.name}: {m.what}" for m in METRICS.values()]
+    out += ["", "Contenders:"] + [f"  {n}: {CONTENDERS[n].api}" for n in results.contenders]
+    lines = notes(results)
+    if lines:
+        out += ["", "Notes:"] + [f"  - {line}" for line in lines]
+    return "\n".join(out)
+
+
+def to_json(results: Results, machine: dict[str, Any]) -> dict[str, Any]:
+    """Machine, raw values, medians, errors and ratios, for ``--json``."""
+    table: dict[str, Any] = {}
+    for name in results.contenders:
+        table[name] = {"skipped": results.skipped.get(name)}
+        for metric, cell in results.cells[name].items():
+            table[name][metric] = {
+                "median": cell.median,
+                "values": cell.values,
+                "errors": cell.errors,
+                "n": cell.n,
+            }
+    ratios = {}
+    for metric in METRICS:
+        ratio = versus_best_peer(results, metric)
+        ratios[metric] = {"ratio": ratio[0], "peer": ratio[1]} if ratio else None
+    return {
+        "machine": machine,
+        "repeats": results.repeats,
+        "metrics": {
+            m.name: {
+                "unit": m.unit,
+                "higher_is_better": m.higher_is_better,
+                "count": m.count,
+                "what": m.what,
+            }
+            for m in METRICS.values()
+        },
+        "results": table,
+        f"{SUBJECT}_vs_best_peer": ratios,
+        "notes": notes(results),
+    }

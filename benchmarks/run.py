@@ -1,0 +1,95 @@
+"""raylite's benchmark suite: raylite against Ray, multiprocessing, ProcessPoolExecutor,
+joblib and dask, all on 2 worker processes.
+
+Measured, per contender (see ``harness.METRICS``):
+
+- ``init_to_first_result`` (s): from just before ``init()`` / pool creation until the result
+  of a trivial task ``noop(1)`` is in hand. Worker start-up is included; interpreter start-up
+  and imports are not (the library is imported before the clock starts).
+- ``tiny_tasks_per_s``: with the pool up, after a warm-up of 1,000 tasks, submit 20,000
+  no-op tasks ``noop(i) -> i`` asynchronously, then get all results: 20,000 / elapsed.
+- ``sync_round_trip_us``: ``get(f.remote(i))`` (or the library's equivalent) in a loop,
+  2,000 calls after a warm-up of 100: mean microseconds per call.
+
+Ray runs 2,000 tiny tasks and 200 sync calls instead (it is ~10x slower per task); its
+values are still per task / per call. The notes under the table say so.
+
+How: each (contender, repeat) runs in its own fresh subprocess (``run.py --child NAME``),
+sequentially, never two at once; repeats interleave the contenders (round 1: all of them,
+round 2: all of them, ...) so machine noise spreads evenly. The table shows medians over
+the repeats (default 5, ``--quick`` 2), and a "raylite vs best peer" ratio where >1 means
+raylite is better (rates: raylite/peer; times: peer/raylite). A contender that raises or
+runs past ``--timeout`` gets an ``error: ...`` cell and the run goes on; an optional one that
+is not installed is skipped with a note.
+
+Usage:
+    python benchmarks/run.py                       # all contenders, 5 repeats
+    python benchmarks/run.py --quick               # 2 repeats
+    python benchmarks/run.py --only raylite,multiprocessing --json results.json
+
+To add a benchmark, see ``harness.py``; contenders live in ``benchmarks/contenders/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import contenders
+import harness
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="raylite vs its peers: task overheads.")
+    parser.add_argument("--quick", action="store_true", help="2 repeats instead of 5")
+    parser.add_argument("--repeats", type=int, metavar="R", help="repeats per contender")
+    parser.add_argument(
+        "--only",
+        metavar="NAME,...",
+        help=f"contenders to run (default all: {','.join(contenders.ORDER)})",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds one contender's subprocess may run (default 300)",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        return harness.child_main(args.child, args.result_file)
+    known = [n for n in contenders.ORDER if n in harness.CONTENDERS]
+    known += [n for n in harness.CONTENDERS if n not in known]
+    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else known
+    unknown = [n for n in names if n not in harness.CONTENDERS]
+    names = [n for n in known if n in names]  # the table's column order is always the same
+    if unknown or not names:
+        print(
+            f"run.py: error: unknown contender(s) {unknown}; choose from {','.join(known)}",
+            file=sys.stderr,
+        )
+        return 2
+    repeats = args.repeats or (2 if args.quick else 5)
+    if repeats < 1:
+        print("run.py: error: --repeats must be at least 1", file=sys.stderr)
+        return 2
+    results = harness.run_all(names, repeats, args.timeout)
+    machine = harness.machine_info()
+    print(harness.format_report(results, machine))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(harness.to_json(results, machine), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

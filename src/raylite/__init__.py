@@ -1,0 +1,45 @@
+"""raylite: Ray Core's API, embedded and fast on one machine.
+
+``import raylite as ray`` runs Ray Core programs unchanged: ``@ray.remote`` functions run
+as tasks in worker processes on this machine, with no server to start.
+"""
+
+from . import exceptions as exceptions
+from ._api import available_resources as available_resources
+from ._api import cancel as cancel
+from ._api import cluster_resources as cluster_resources
+from ._api import get as get
+from ._api import get_gpu_ids as get_gpu_ids
+from ._api import get_runtime_context as get_runtime_context
+from ._api import init as init
+from ._api import is_initialized as is_initialized
+from ._api import put as put
+from ._api import remote as remote
+from ._api import shutdown as shutdown
+from ._api import wait as wait
+from ._object_ref import ObjectRef as ObjectRef
+from ._remote_function import RemoteFunction as RemoteFunction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # lifecycle
+    "init",
+    "shutdown",
+    "is_initialized",
+    # tasks and objects
+    "remote",
+    "get",
+    "put",
+    "wait",
+    "cancel",
+    "ObjectRef",
+    "RemoteFunction",
+    # resources and context
+    "available_resources",
+    "cluster_resources",
+    "get_runtime_context",
+    "get_gpu_ids",
+    # submodules
+    "exceptions",
+]

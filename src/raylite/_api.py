@@ -1,0 +1,366 @@
+"""The module-level API: ``init``, ``shutdown``, ``get``, ``put``, ``wait``, ``cancel``, ...
+
+Each function checks its arguments (errors name the argument, the value and what is
+allowed), then hands the call to ``_runtime.current()``. Names, signatures and defaults are
+Ray's (https://docs.ray.io/en/latest/ray-core/api/core.html).
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, overload
+
+from . import _runtime
+from ._object_ref import ObjectRef
+from ._options import check_amount, task_options, validate_resources
+from ._remote_function import RemoteFunction
+
+__all__ = [
+    "init",
+    "shutdown",
+    "is_initialized",
+    "remote",
+    "get",
+    "put",
+    "wait",
+    "cancel",
+    "available_resources",
+    "cluster_resources",
+    "get_runtime_context",
+    "get_gpu_ids",
+    "RuntimeContext",
+]
+
+# Ray's init() keywords that mean nothing on one machine but are harmless to accept.
+_IGNORED_INIT = {
+    "include_dashboard", "dashboard_host", "dashboard_port", "configure_logging",
+    "logging_level", "logging_format", "logging_config", "log_to_driver", "namespace",
+    "job_config", "_temp_dir", "_system_config", "_node_ip_address", "labels",
+    "enable_resource_isolation", "_metrics_export_port",
+}  # fmt: skip
+
+
+class InitInfo(dict):  # type: ignore[type-arg]
+    """What ``init`` returns (Ray's RayContext is dict-like too)."""
+
+    def __enter__(self) -> InitInfo:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutdown()
+
+    def disconnect(self) -> None:
+        shutdown()
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    local_mode: bool = False,
+    ignore_reinit_error: bool = False,
+    **kwargs: Any,
+) -> InitInfo:
+    """Starts raylite in this process: worker processes on this machine, no server.
+
+    Args:
+        address: ``None`` for the embedded runtime; a Ray cluster address runs on Ray.
+        num_cpus: CPUs tasks may reserve (default: ``os.cpu_count()``); fractions allowed.
+        num_gpus: GPUs (default: detected); a fraction such as ``0.2`` caps GPU use
+            (Ray rejects fractional totals, raylite accepts them).
+        resources: custom resources, e.g. ``{"search": 4}`` to allow 4 concurrent users.
+        object_store_memory: bytes the object store may hold.
+        local_mode: run every task inline in this process (for debuggers).
+        ignore_reinit_error: return quietly if raylite is already running.
+
+    Returns:
+        A dict-like context; usable as ``with raylite.init(): ...``.
+
+    Raises:
+        RuntimeError: already initialized (and ``ignore_reinit_error`` is false), or an
+            unknown keyword.
+        ValueError, TypeError: a bad value (the message names it).
+    """
+    unknown = sorted(set(kwargs) - _IGNORED_INIT)
+    if unknown:
+        raise RuntimeError(
+            f"Unknown keyword argument(s) to raylite.init(): {', '.join(unknown)}. "
+            "See help(raylite.init) for the supported ones."
+        )
+    if _runtime.current_or_none() is not None:
+        if ignore_reinit_error:
+            return InitInfo(session=_runtime.current().context()["session"])
+        raise RuntimeError(
+            "Maybe you called raylite.init twice by accident? This error can be suppressed "
+            "by passing in 'ignore_reinit_error=True' or by calling 'raylite.shutdown()' "
+            "prior to 'raylite.init()'."
+        )
+    if address is not None and address != "local":
+        raise NotImplementedError(
+            f"init(address={address!r}): running on a Ray cluster is not available yet; "
+            "omit address to use the embedded runtime."
+        )
+    cpus = float(os.cpu_count() or 1) if num_cpus is None else check_amount("num_cpus", num_cpus)
+    gpus = _gpu_list(num_gpus)
+    custom = validate_resources("resources", resources)
+    if object_store_memory is not None and (
+        isinstance(object_store_memory, bool)
+        or not isinstance(object_store_memory, int)
+        or object_store_memory <= 0
+    ):
+        raise ValueError(
+            f"object_store_memory must be a positive number of bytes, got {object_store_memory!r}."
+        )
+    session = uuid.uuid4().hex[:12]
+    from ._local.runtime import LocalRuntime, RuntimeConfig
+
+    config = RuntimeConfig(
+        num_cpus=float(cpus),
+        gpus=gpus,
+        resources=custom,
+        object_store_memory=object_store_memory,
+        max_workers=max(64, 4 * int(math.ceil(cpus))),
+        session=session,
+    )
+    if local_mode:
+        from ._local.inline import InlineRuntime
+
+        _runtime.set_current(InlineRuntime(config))
+    else:
+        _runtime.set_current(LocalRuntime(config))
+    return InitInfo(session=session, address="local", num_cpus=cpus)
+
+
+def _gpu_list(num_gpus: float | None) -> list[float]:
+    """Per-GPU capacities: ``[1, 1]`` for two GPUs, ``[0.2]`` for a fractional total."""
+    if num_gpus is None:
+        return [1.0] * _detect_gpus()
+    total = check_amount("num_gpus", num_gpus)
+    whole = int(total)
+    return [1.0] * whole + ([round(total - whole, 4)] if total - whole > 1e-9 else [])
+
+
+def _detect_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
+    except OSError:
+        return 0
+
+
+def shutdown() -> None:
+    """Stops raylite: ends every worker process and frees every object. Safe to repeat."""
+    rt = _runtime.current_or_none()
+    if rt is None:
+        return
+    _runtime.set_current(None)
+    rt.shutdown()
+
+
+atexit.register(shutdown)
+
+
+def is_initialized() -> bool:
+    """True between ``init`` (or the first auto-init) and ``shutdown``."""
+    return _runtime.current_or_none() is not None
+
+
+@overload
+def remote(__function: Callable[..., Any]) -> RemoteFunction: ...
+
+
+@overload
+def remote(**options: Any) -> Callable[[Callable[..., Any]], RemoteFunction]: ...
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """Makes a function a remote function (a task when called with ``.remote()``).
+
+    Use bare (``@raylite.remote``) or with options (``@raylite.remote(num_cpus=0.5)``).
+
+    Raises:
+        TypeError: misuse of the decorator (the message shows the right form).
+        ValueError: an unknown option or a bad value.
+    """
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make_remote(args[0], {})
+    if args:
+        raise TypeError(
+            "The @raylite.remote decorator must be applied either with no arguments and no "
+            "parentheses, for example '@raylite.remote', or it must be applied using some "
+            "of the arguments, for example '@raylite.remote(num_cpus=1)'."
+        )
+    task_options(**options)  # fail at decoration time on a bad option
+    return lambda fn: _make_remote(fn, options)
+
+
+def _make_remote(target: Any, options: dict[str, Any]) -> Any:
+    if isinstance(target, type):
+        raise NotImplementedError("Actors (@remote on a class) are not available yet.")
+    if not callable(target):
+        raise TypeError(f"@raylite.remote needs a function or a class, got {target!r}.")
+    return RemoteFunction(target, task_options(**options))
+
+
+def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+    """Waits for and returns the value(s) of ObjectRef(s).
+
+    Args:
+        object_refs: one ObjectRef, or a list of them.
+        timeout: seconds to wait at most; ``None`` waits as long as it takes.
+
+    Returns:
+        The value, or a list of values in the order of ``object_refs``.
+
+    Raises:
+        GetTimeoutError: not ready within ``timeout``.
+        RayTaskError: the task raised (also an instance of the user's exception class).
+        WorkerCrashedError, TaskCancelledError, ObjectLostError: as named.
+    """
+    _check_timeout(timeout)
+    if isinstance(object_refs, ObjectRef):
+        return _runtime.current().get([object_refs], timeout)[0]
+    if not isinstance(object_refs, (list, tuple)):
+        raise ValueError(
+            f"Invalid type of object refs, {type(object_refs).__name__}, is given. "
+            "'object_refs' must either be an ObjectRef or a list of ObjectRefs."
+        )
+    _check_refs("get", object_refs)
+    if not object_refs:
+        return []
+    return _runtime.current().get(list(object_refs), timeout)
+
+
+def put(value: Any, *, _owner: Any = None) -> ObjectRef:
+    """Stores ``value`` once; pass the returned ObjectRef to many tasks instead of the value."""
+    return _runtime.current().put(value)
+
+
+def wait(
+    ray_waitables: Sequence[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Waits until ``num_returns`` of the refs are ready or ``timeout`` passes.
+
+    Returns:
+        ``(ready, not_ready)``, each in the order of ``ray_waitables``; ``ready`` has at
+        most ``num_returns`` refs.
+    """
+    if isinstance(ray_waitables, ObjectRef) or not isinstance(ray_waitables, (list, tuple)):
+        raise TypeError(
+            f"wait() expected a list of ObjectRef, got {type(ray_waitables).__name__}. "
+            "Wrap a single ref in a list: raylite.wait([ref])."
+        )
+    _check_refs("wait", ray_waitables)
+    _check_timeout(timeout)
+    if len(set(ray_waitables)) != len(ray_waitables):
+        raise ValueError("Wait requires a list of unique object refs.")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
+        raise ValueError(f"Invalid number of objects to return {num_returns!r}: must be >= 1.")
+    if num_returns > len(ray_waitables):
+        raise ValueError(
+            f"Invalid number of objects to return {num_returns}/{len(ray_waitables)}: "
+            "num_returns cannot exceed the number of refs."
+        )
+    return _runtime.current().wait(list(ray_waitables), num_returns, timeout)
+
+
+def cancel(ray_waitable: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancels the task that produces ``ray_waitable``.
+
+    A queued task never runs; a running one is interrupted (``force=True`` kills its worker
+    process). ``get`` on its result then raises ``TaskCancelledError``. ``recursive``
+    cancels the tasks it submitted too. Cancelling a finished task does nothing.
+    """
+    if not isinstance(ray_waitable, ObjectRef):
+        raise TypeError(
+            f"cancel() expected an ObjectRef, got {type(ray_waitable).__name__} {ray_waitable!r}."
+        )
+    _runtime.current().cancel(ray_waitable, force, recursive)
+
+
+def available_resources() -> dict[str, float]:
+    """Resources free right now, by name (``{"CPU": 1.5, "GPU": 1.0, ...}``)."""
+    return _runtime.current().available_resources()
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of this runtime, by name."""
+    return _runtime.current().cluster_resources()
+
+
+class RuntimeContext:
+    """Who and where the caller is: driver or task, ids, assigned GPUs."""
+
+    __module__ = "raylite.runtime_context"
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self._info = info
+
+    def get_job_id(self) -> str:
+        return str(self._info["session"])
+
+    def get_node_id(self) -> str:
+        return str(self._info["session"])
+
+    def get_worker_id(self) -> str:
+        return f"{self._info['worker_id']:x}"
+
+    def get_task_id(self) -> str | None:
+        task_id = self._info["task_id"]
+        return None if task_id is None else f"{task_id:056x}"
+
+    def get_task_name(self) -> str | None:
+        return self._info["task_name"]
+
+    def get_actor_id(self) -> str | None:
+        return None
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        return {"GPU": [str(i) for i in self._info["gpu_ids"]]}
+
+    @property
+    def namespace(self) -> str:
+        return "default"
+
+    @property
+    def was_current_actor_reconstructed(self) -> bool:
+        return False
+
+
+def get_runtime_context() -> RuntimeContext:
+    """The context of the caller (the driver, or the task this runs in)."""
+    return RuntimeContext(_runtime.current().context())
+
+
+def get_gpu_ids() -> list[int]:
+    """GPU ids assigned to the calling task or actor (``[]`` in the driver)."""
+    return list(_runtime.current().context()["gpu_ids"])
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise ValueError(f"'timeout' must be a non-negative number or None, got {timeout!r}.")
+
+
+def _check_refs(fn: str, refs: Sequence[Any]) -> None:
+    for r in refs:
+        if not isinstance(r, ObjectRef):
+            raise TypeError(
+                f"{fn}() expected a list of ObjectRef, but it contains "
+                f"{type(r).__name__} {r!r}. Pass the refs returned by .remote() or put()."
+            )

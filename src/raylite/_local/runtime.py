@@ -1,0 +1,922 @@
+"""LocalRuntime: the embedded driver. Wires the scheduler, the workers and the object table.
+
+::
+
+    user threads                         I/O thread (one, "raylite-io")
+    ------------                         ------------------------------
+    remote(): scheduler.submit ─┐        select(worker sockets, zygote, wake pipe)
+      dispatch -> Channel.queue │ lock    ├ TaskDone  -> store results, wake waiters,
+    get()/wait(): flush, then   ├──────── │             scheduler.task_done -> dispatch
+      block on a _Waiter        │         ├ Submit/Put/Get/Wait/RefOps from workers
+    put(): store inline         │         ├ zygote: started -> scheduler.worker_started
+    ObjectRef.__del__: release ─┘         │         exited  -> drain socket, retry or fail
+                                          └ flush every channel with queued output
+
+State: one lock (``_lock``) guards everything below; whoever holds it may queue messages on
+any worker's ``Channel``. Sockets are non-blocking on this side: a flush sends what fits and
+the I/O thread sends the rest when the socket is writable, so the driver never blocks on a
+slow worker (and a worker blocked on sending to us cannot deadlock us).
+
+Objects: ``_objects`` maps id -> ``_Entry`` (payload bytes once ready). An entry lives while
+its refcount is positive: one per live ObjectRef in this process, one per worker that
+borrows it, one per pending task that uses it, one per stored value that contains it.
+ObjectRef.__del__ may run anywhere (GC), so ``release`` never blocks: it queues the id and
+whoever holds or next takes the lock applies it.
+
+Dispatch flushing: a task sent to an idle worker goes out at once (latency); one queued
+behind tasks in flight waits for the I/O thread's next flush, which comes with the next
+result from that worker (throughput: one frame carries many tasks).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import heapq
+import itertools
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._object_ref import ObjectRef
+from .._options import TaskOptions
+from ..exceptions import (
+    GetTimeoutError,
+    ObjectLostError,
+    RaySystemError,
+    RayTaskError,
+    TaskCancelledError,
+    TaskUnschedulableError,
+    WorkerCrashedError,
+)
+from . import serialization as ser
+from .pool import Zygote, describe_exit
+from .protocol import (
+    CancelRequest,
+    CancelTask,
+    Channel,
+    FunctionDef,
+    GetReply,
+    GetRequest,
+    Message,
+    PutObject,
+    RefOps,
+    SubmitTask,
+    TaskDone,
+    TaskRequest,
+    TasksReturned,
+    Unblocked,
+    WaitReply,
+    WaitRequest,
+)
+from .scheduler import Actions, Request, Scheduler, to_units
+from .worker import worker_main
+
+if TYPE_CHECKING:
+    from .._remote_function import RemoteFunction
+
+__all__ = ["LocalRuntime", "RuntimeConfig"]
+
+DRIVER = 0  # the owner id of tasks and borrows that belong to the driver itself
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """What ``init`` decided (validated by the API layer)."""
+
+    num_cpus: float
+    gpus: list[float]
+    resources: dict[str, float]
+    object_store_memory: int | None
+    max_workers: int
+    session: str
+
+
+class _Entry:
+    """An object: its payload once ready, who waits for it, and how many hold it."""
+
+    __slots__ = ("payload", "is_error", "refcount", "waiters", "contained", "task_id")
+
+    def __init__(self, refcount: int, task_id: int = 0) -> None:
+        self.payload: bytes | None = None
+        self.is_error = False
+        self.refcount = refcount
+        self.waiters: list[_Waiter] | None = None
+        self.contained: list[int] = []
+        self.task_id = task_id
+
+
+class _Waiter:
+    """Counts down as objects become ready; fires once when it reaches zero."""
+
+    __slots__ = ("remaining", "event", "callback", "fired")
+
+    def __init__(self, remaining: int, callback: Callable[[], None] | None = None) -> None:
+        self.remaining = remaining
+        self.callback = callback
+        self.fired = False
+        self.event: threading.Lock | None = None
+        if callback is None:
+            self.event = threading.Lock()
+            self.event.acquire()
+
+    def hit(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0 and not self.fired:
+            self.fired = True
+            if self.callback is not None:
+                self.callback()
+            else:
+                assert self.event is not None
+                self.event.release()
+
+
+@dataclass(slots=True)
+class _Task:
+    """A task the driver knows of, from submission until its results are stored."""
+
+    task_id: int
+    fn_id: int
+    name: str
+    args: bytes
+    dep_positions: list[Any]
+    dep_ids: list[int]
+    contained: list[int]
+    return_ids: list[int]
+    opts: TaskOptions
+    request: Request
+    retries_left: int
+    owner: int = DRIVER
+    worker: int | None = None
+    cancelled: bool = False
+    children: list[int] = field(default_factory=list)
+
+
+class _Worker:
+    """The driver's view of one worker process."""
+
+    __slots__ = ("wid", "pid", "chan", "known_fns", "borrows", "gone")
+
+    def __init__(self, wid: int, chan: Channel) -> None:
+        self.wid = wid
+        self.pid = 0
+        self.chan = chan
+        self.known_fns: set[int] = set()
+        self.borrows: set[int] = set()
+        self.gone = False
+
+
+_WAKE = "wake"
+_ZYGOTE = "zygote"
+
+
+class LocalRuntime:
+    """The embedded runtime: worker processes on this machine, driven from this process."""
+
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self.sched = Scheduler(
+            config.num_cpus, config.gpus, config.resources, max_workers=config.max_workers
+        )
+        # Fork the zygote first: no thread of ours runs yet (see pool.py).
+        self._zygote = Zygote(worker_main)
+        self._lock = threading.Lock()
+        self._releases: deque[int] = deque()  # ids released by ObjectRef.__del__, not applied
+        self._after: list[Callable[[], None]] = []  # run once the lock is released
+        self._ids = itertools.count(1)
+        self._objects: dict[int, _Entry] = {}
+        self._tasks: dict[int, _Task] = {}
+        self._functions: dict[int, bytes] = {}  # {fn id: pickled body}
+        self._workers: dict[int, _Worker] = {}
+        self._by_pid: dict[int, _Worker] = {}
+        self._dirty: set[_Worker] = set()
+        self._deadlines: list[tuple[float, int, Callable[[], None]]] = []
+        self._options: dict[bytes, tuple[TaskOptions, Request]] = {}
+        self._closed = False
+
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._zygote.sock.setblocking(False)
+        self._sel.register(self._zygote.sock, selectors.EVENT_READ, _ZYGOTE)
+        self._new_workers: list[_Worker] = []
+
+        self._want_write: set[_Worker] = set()
+        self._spawn(self.sched.prestart(int(min(max(config.num_cpus, 1), config.max_workers))))
+        self._register_new()
+        self._io = threading.Thread(
+            target=_io_main, args=(weakref.ref(self),), name="raylite-io", daemon=True
+        )
+        self._io.start()
+
+    # ---- locking ------------------------------------------------------------------------
+
+    def _unlock(self) -> None:
+        """Applies queued releases, releases the lock, runs deferred callbacks."""
+        while self._releases:
+            self._decref(self._releases.popleft())
+        after, self._after = self._after, []
+        self._lock.release()
+        for fn in after:
+            fn()
+
+    # ---- the Runtime interface ----------------------------------------------------------
+
+    def submit_task(
+        self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
+    ) -> list[ObjectRef]:
+        request = self._request_for(opts, fn.function_name)
+        try:
+            payload, positions, dep_ids, contained = ser.dumps_args(args, kwargs)
+        except ser.SerializationError as exc:
+            raise TypeError(
+                f"Could not serialize the arguments of {fn.function_name}.remote(): {exc}. "
+                "Pass picklable data, or create the object inside the task."
+            ) from None
+        body = None
+        if fn._fn_id not in self._functions:
+            body = ser.dumps_function(fn._function)
+        task_id = next(self._ids)
+        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        task = _Task(
+            task_id, fn._fn_id, fn.function_name, payload, positions, dep_ids, contained,
+            return_ids, opts, request, opts.max_retries,
+        )  # fmt: skip
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            if body is not None:
+                self._functions[fn._fn_id] = body
+            self._hold(dep_ids + contained)
+            for oid in return_ids:
+                self._objects[oid] = _Entry(1, task_id)
+            self._submit(task)
+            return [ObjectRef(oid, self) for oid in return_ids]
+        finally:
+            self._unlock()
+
+    def put(self, value: Any) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
+                "wrap the ObjectRef in a list and call 'put' on it."
+            )
+        data, contained = ser.dumps(value)
+        oid = next(self._ids)
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            self._hold(contained)
+            self._objects[oid] = _Entry(1)
+            self._store(oid, data, False, contained)
+            return ObjectRef(oid, self)
+        finally:
+            self._unlock()
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        waiter = self._wait_for([r._id for r in refs], None)
+        if waiter is not None and not self._block(waiter, timeout):
+            raise GetTimeoutError(
+                f"Get timed out: some object(s) not ready after {timeout} s. Use a longer "
+                "timeout, or raylite.wait() to take the ones that are ready."
+            )
+        with self._lock:
+            entries = [self._objects[r._id] for r in refs]
+        return [ser.load_value(e.payload, e.is_error) for e in entries]  # type: ignore[arg-type]
+
+    def wait(
+        self, refs: list[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        waiter = self._wait_for([r._id for r in refs], num_returns)
+        if waiter is not None:
+            self._block(waiter, timeout)
+        with self._lock:
+            ready = [r for r in refs if self._objects[r._id].payload is not None]
+        done = ready[:num_returns]
+        taken = {r._id for r in done}
+        return done, [r for r in refs if r._id not in taken]
+
+    def _wait_for(self, oids: list[int], num_returns: int | None) -> _Waiter | None:
+        """Registers a waiter for ``num_returns`` of ``oids`` (all if ``None``) unless that
+        many are ready already; flushes queued dispatches so the work gets going."""
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            pending = []
+            for oid in dict.fromkeys(oids):
+                entry = self._objects.get(oid)
+                if entry is None:
+                    raise _lost(oid)
+                if entry.payload is None:
+                    pending.append(entry)
+            ready = len(set(oids)) - len(pending)
+            need = len(pending) if num_returns is None else num_returns - ready
+            if need <= 0:
+                return None
+            waiter = _Waiter(need)
+            for entry in pending:
+                if entry.waiters is None:
+                    entry.waiters = []
+                entry.waiters.append(waiter)
+            self._flush_dirty()
+            return waiter
+        finally:
+            self._unlock()
+
+    def _block(self, waiter: _Waiter, timeout: float | None) -> bool:
+        assert waiter.event is not None
+        if waiter.event.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            return True
+        with self._lock:
+            waiter.fired = True  # a late hit must not release anything
+            return False
+
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            entry = self._objects.get(ref._id)
+            if entry is not None and entry.task_id:
+                self._cancel_task(entry.task_id, force, recursive)
+            self._flush_dirty()
+        finally:
+            self._unlock()
+
+    def available_resources(self) -> dict[str, float]:
+        with self._lock:
+            return self.sched.available()
+
+    def cluster_resources(self) -> dict[str, float]:
+        with self._lock:
+            return self.sched.total()
+
+    def context(self) -> dict[str, Any]:
+        return {
+            "worker_id": DRIVER,
+            "task_id": None,
+            "task_name": None,
+            "pid": os.getpid(),
+            "session": self.config.session,
+            "gpu_ids": [],
+        }
+
+    def add_ref(self, oid: int) -> None:
+        self._releases.append(-oid)  # a negative id is an increment, applied in order
+        if self._lock.acquire(blocking=False):
+            self._unlock()
+
+    def release(self, oid: int) -> None:
+        self._releases.append(oid)
+        if self._lock.acquire(blocking=False):
+            self._unlock()
+
+    def future(self, oid: int) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def resolve() -> None:
+            with self._lock:
+                entry = self._objects.get(oid)
+                data = None if entry is None else (entry.payload, entry.is_error)
+            try:
+                if data is None or data[0] is None:
+                    raise ObjectLostError(f"{oid:056x}", "It was freed before it was read.")
+                fut.set_result(ser.load_value(data[0], data[1]))
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+        def on_ready() -> None:
+            self._after.append(resolve)
+
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            entry = self._objects.get(oid)
+            if entry is None or entry.payload is not None:
+                self._after.append(resolve)
+            else:
+                self._hold([oid])  # the future keeps the object alive until it resolves
+                if entry.waiters is None:
+                    entry.waiters = []
+                entry.waiters.append(_Waiter(1, on_ready))
+                fut.add_done_callback(lambda _: self.release(oid))
+            self._flush_dirty()
+        finally:
+            self._unlock()
+        return fut
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for w in self._workers.values():
+                w.gone = True
+            self._fail_everything("raylite was shut down before the task finished.")
+        os.write(self._wake_w, b"x")
+        self._io.join(timeout=5)
+        for w in list(self._workers.values()) + self._new_workers:
+            w.chan.sock.close()
+        self._zygote.close()
+        self._sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # ---- submission and dispatch (lock held) --------------------------------------------
+
+    def _check_alive(self) -> None:
+        if self._closed:
+            raise RaySystemError(
+                "This raylite session has been shut down; call raylite.init() to start a new "
+                "one (ObjectRefs from the old session cannot be used in it)."
+            )
+
+    def _request_for(self, opts: TaskOptions, name: str) -> Request:
+        """The scheduler's request for ``opts``; fails at once if it can never fit."""
+        request = Request(
+            to_units(opts.num_cpus),
+            to_units(opts.num_gpus),
+            tuple(sorted((k, to_units(v)) for k, v in opts.resources.items() if v)),
+        )
+        why = self.sched.infeasible(request)
+        if why is not None:
+            raise TaskUnschedulableError(
+                f"Task {name}() can never run here: {why}. Ask for less, or start raylite with "
+                "more (raylite.init(num_cpus=..., num_gpus=..., resources={...}))."
+            )
+        return request
+
+    def _submit(self, task: _Task) -> None:
+        self._tasks[task.task_id] = task
+        missing = [oid for oid in task.dep_ids if self._objects[oid].payload is None]
+        self._apply(
+            self.sched.submit(task.task_id, task.request, task.fn_id, list(dict.fromkeys(missing)))
+        )
+
+    def _hold(self, oids: list[int]) -> None:
+        for oid in oids:
+            entry = self._objects.get(oid)
+            if entry is None:
+                raise _lost(oid)
+            entry.refcount += 1
+
+    def _decref(self, oid: int) -> None:
+        if oid < 0:  # an add_ref queued by ObjectRef unpickling
+            entry = self._objects.get(-oid)
+            if entry is not None:
+                entry.refcount += 1
+            return
+        stack = [oid]
+        while stack:
+            oid = stack.pop()
+            entry = self._objects.get(oid)
+            if entry is None:
+                continue
+            entry.refcount -= 1
+            if entry.refcount <= 0:
+                del self._objects[oid]
+                stack.extend(entry.contained)
+
+    def _apply(self, actions: Actions) -> None:
+        work = deque([actions])
+        while work:
+            acts = work.popleft()
+            for task_id, wid in acts.dispatch:
+                more = self._dispatch(task_id, wid)
+                if more is not None:
+                    work.append(more)
+            if acts.start_workers:
+                self._spawn(acts.start_workers)
+
+    def _dispatch(self, task_id: int, wid: int) -> Actions | None:
+        task = self._tasks.get(task_id)
+        w = self._workers[wid]
+        if task is None:  # finished meanwhile (cancelled)
+            return self.sched.task_done(wid, task_id)
+        values = []
+        for oid in task.dep_ids:
+            entry = self._objects[oid]
+            if entry.is_error:  # an argument failed: so does this task, without running
+                self._finish(task, [entry.payload] * len(task.return_ids), is_error=True)  # type: ignore[list-item]
+                return self.sched.task_done(wid, task_id)
+            values.append(entry.payload)
+        task.worker = wid
+        chan = w.chan
+        if task.fn_id not in w.known_fns:
+            w.known_fns.add(task.fn_id)
+            chan.queue(FunctionDef(task.fn_id, self._functions[task.fn_id]))
+        chan.queue(
+            TaskRequest(
+                task_id, task.fn_id, task.name, task.args, task.dep_positions, values,
+                task.return_ids,
+            )
+        )  # fmt: skip
+        if self.sched.in_flight(wid) <= 1:
+            chan.flush(blocking=False)
+        self._dirty.add(w)
+        return None
+
+    def _finish(self, task: _Task, payloads: list[bytes], is_error: bool,
+                contained: list[list[int]] | None = None) -> None:  # fmt: skip
+        """Stores a task's outcome and drops what it held."""
+        self._tasks.pop(task.task_id, None)
+        for i, oid in enumerate(task.return_ids):
+            inner = contained[i] if contained else []
+            if inner:
+                self._hold(inner)
+            self._store(oid, payloads[i] if not is_error else payloads[0], is_error, inner)
+        for oid in task.dep_ids + task.contained:
+            self._decref(oid)
+
+    def _fail(self, task: _Task, error: BaseException) -> None:
+        payload = ser.dumps(error)[0]
+        self._finish(task, [payload], is_error=True)
+
+    def _store(self, oid: int, payload: bytes, is_error: bool, contained: list[int]) -> None:
+        entry = self._objects.get(oid)
+        if entry is None or entry.payload is not None:
+            for inner in contained:  # nobody wants it (freed, or cancelled meanwhile)
+                self._decref(inner)
+            return
+        entry.payload = payload
+        entry.is_error = is_error
+        entry.contained = contained
+        waiters, entry.waiters = entry.waiters, None
+        if waiters:
+            for waiter in waiters:
+                waiter.hit()
+        self._apply(self.sched.object_ready(oid))
+
+    def _cancel_task(self, task_id: int, force: bool, recursive: bool) -> None:
+        task = self._tasks.get(task_id)
+        if task is None or task.cancelled:
+            return
+        task.cancelled = True
+        if recursive:
+            for child in task.children:
+                self._cancel_task(child, force, recursive)
+        error = TaskCancelledError(f"{task_id:056x}")
+        if self.sched.cancel(task_id):
+            self._fail(task, error)
+            return
+        w = self._workers.get(task.worker) if task.worker is not None else None
+        if w is None:
+            return
+        if force:
+            _kill(w.pid)  # the death handler stores the cancellation; no retry
+        else:
+            w.chan.queue(CancelTask(task_id))
+            self._dirty.add(w)
+            queued = self.sched.queued_on(w.wid)
+            if queued and queued[0] == task_id:
+                self._fail(task, error)  # it runs on; its result will be dropped
+
+    # ---- workers (lock held) ------------------------------------------------------------
+
+    def _spawn(self, n: int) -> None:
+        for _ in range(n):
+            wid = next(self._ids)
+            ours, theirs = socket.socketpair()
+            try:
+                self._zygote.spawn(wid, theirs.fileno(), {"session": self.config.session})
+            except OSError:
+                ours.close()
+                self.sched.worker_start_failed()
+                continue
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            w = _Worker(wid, Channel(ours))
+            self._workers[wid] = w
+            self._new_workers.append(w)
+        if self._new_workers:
+            os.write(self._wake_w, b"x")  # the I/O thread registers them
+
+    def _register_new(self) -> None:
+        for w in self._new_workers:
+            self._sel.register(w.chan.sock, selectors.EVENT_READ, w)
+        self._new_workers.clear()
+
+    def _on_zygote(self) -> None:
+        events = self._zygote.events()
+        if events is None:  # the zygote died: so did every worker
+            self._sel.unregister(self._zygote.sock)
+            for w in list(self._workers.values()):
+                self._worker_died(w, None)
+            self._closed = True
+            self._fail_everything("raylite's worker pool died (its zygote process was killed).")
+            return
+        for event in events:
+            if event[0] == "started":
+                _, wid, pid = event
+                w = self._workers.get(wid)
+                if w is not None:
+                    w.pid = pid
+                    self._by_pid[pid] = w
+                    self._apply(self.sched.worker_started(wid))
+            elif event[0] == "exited":
+                _, pid, status = event
+                w = self._by_pid.pop(pid, None)
+                if w is not None:
+                    self._drain(w)
+                    self._worker_died(w, status)
+
+    def _drain(self, w: _Worker) -> None:
+        """Reads what a dead worker sent before it died."""
+        while not w.gone:
+            try:
+                chunk = w.chan.sock.recv(1 << 20)
+            except (BlockingIOError, InterruptedError, OSError):
+                return
+            if not chunk:
+                return
+            self._handle(w, w.chan.feed(chunk))
+
+    def _worker_died(self, w: _Worker, status: int | None) -> None:
+        if w.wid not in self._workers:
+            return
+        del self._workers[w.wid]
+        self._dirty.discard(w)
+        w.gone = True
+        try:
+            self._sel.unregister(w.chan.sock)
+        except (KeyError, ValueError):
+            pass
+        w.chan.sock.close()
+        for oid in w.borrows:
+            self._decref(oid)
+        actions, lost = self.sched.worker_died(w.wid)
+        for i, task_id in enumerate(lost):
+            task = self._tasks.get(task_id)
+            if task is None:
+                continue
+            task.worker = None
+            if task.cancelled:
+                self._fail(task, TaskCancelledError(f"{task_id:056x}"))
+            elif i > 0:  # never started: just run it elsewhere
+                self._submit(task)
+            elif task.retries_left != 0:
+                task.retries_left -= 1
+                self._submit(task)
+            else:
+                self._fail(
+                    task,
+                    WorkerCrashedError(
+                        f"The worker running {task.name}() (pid={w.pid}) died: "
+                        f"{describe_exit(status)}. Likely causes: a crash in native code, "
+                        "os._exit(), running out of memory, or an external kill. It was "
+                        f"tried {task.opts.max_retries + 1} time(s) (max_retries="
+                        f"{task.opts.max_retries})."
+                    ),
+                )
+        self._apply(actions)
+
+    # ---- messages from workers (lock held) ----------------------------------------------
+
+    def _handle(self, w: _Worker, msgs: list[Message]) -> None:
+        for msg in msgs:
+            kind = type(msg)
+            if kind is TaskDone:
+                self._on_task_done(w, msg)  # type: ignore[arg-type]
+            elif kind is RefOps:
+                for oid in msg.borrow:  # type: ignore[attr-defined]
+                    if oid not in w.borrows and oid in self._objects:
+                        w.borrows.add(oid)
+                        self._objects[oid].refcount += 1
+                for oid in msg.release:  # type: ignore[attr-defined]
+                    if oid in w.borrows:
+                        w.borrows.discard(oid)
+                        self._decref(oid)
+            elif kind is SubmitTask:
+                self._on_nested_submit(w, msg)  # type: ignore[arg-type]
+            elif kind is FunctionDef:
+                self._functions.setdefault(msg.fn_id, msg.payload)  # type: ignore[attr-defined]
+                w.known_fns.add(msg.fn_id)  # type: ignore[attr-defined]
+            elif kind is PutObject:
+                self._on_nested_put(w, msg)  # type: ignore[arg-type]
+            elif kind is GetRequest or kind is WaitRequest:
+                self._on_nested_wait(w, msg)  # type: ignore[arg-type]
+            elif kind is Unblocked:
+                self._apply(self.sched.worker_unblocked(w.wid))
+            elif kind is TasksReturned:
+                self._apply(self.sched.tasks_returned(w.wid, msg.task_ids))  # type: ignore[attr-defined]
+            elif kind is CancelRequest:
+                entry = self._objects.get(msg.oid)  # type: ignore[attr-defined]
+                if entry is not None and entry.task_id:
+                    self._cancel_task(entry.task_id, msg.force, msg.recursive)  # type: ignore[attr-defined]
+
+    def _on_task_done(self, w: _Worker, msg: TaskDone) -> None:
+        task = self._tasks.get(msg.task_id)
+        if task is not None and task.worker == w.wid:
+            if msg.error is None:
+                self._finish(task, msg.results, False, msg.contained)
+            elif not task.cancelled and self._should_retry(task, msg.error):
+                task.retries_left -= 1
+                task.worker = None
+                actions = self.sched.task_done(w.wid, msg.task_id, msg.duration)
+                self._submit(task)
+                self._apply(actions)
+                return
+            else:
+                self._finish(task, [msg.error], is_error=True)
+        self._apply(self.sched.task_done(w.wid, msg.task_id, msg.duration))
+
+    def _should_retry(self, task: _Task, error: bytes) -> bool:
+        retry = task.opts.retry_exceptions
+        if not retry or task.retries_left == 0:
+            return False
+        if retry is True:
+            return True
+        exc = ser.loads(error)
+        cause = exc.cause if isinstance(exc, RayTaskError) else exc
+        return isinstance(cause, retry)
+
+    def _on_nested_submit(self, w: _Worker, msg: SubmitTask) -> None:
+        parent = self.sched.queued_on(w.wid)
+        try:
+            opts, request = self._options.get(msg.options) or self._nested_options(msg)
+            task = _Task(
+                msg.task_id, msg.fn_id, msg.name, msg.args, msg.dep_positions, msg.dep_ids,
+                msg.contained, msg.return_ids, opts, request, opts.max_retries, owner=w.wid,
+            )  # fmt: skip
+            for oid in msg.return_ids:
+                self._objects[oid] = _Entry(1, msg.task_id)
+                w.borrows.add(oid)
+            self._hold(msg.dep_ids + msg.contained)
+        except Exception as exc:
+            for oid in msg.return_ids:
+                entry = self._objects.setdefault(oid, _Entry(1, msg.task_id))
+                w.borrows.add(oid)
+                if entry.payload is None:
+                    self._store(oid, ser.dumps(exc)[0], True, [])
+            return
+        if parent and parent[0] in self._tasks:
+            self._tasks[parent[0]].children.append(msg.task_id)
+        self._submit(task)
+
+    def _nested_options(self, msg: SubmitTask) -> tuple[TaskOptions, Request]:
+        opts = ser.loads(msg.options)
+        pair = (opts, self._request_for(opts, msg.name))
+        self._options[msg.options] = pair
+        return pair
+
+    def _on_nested_put(self, w: _Worker, msg: PutObject) -> None:
+        self._objects[msg.oid] = _Entry(1)
+        w.borrows.add(msg.oid)
+        self._hold(msg.contained)
+        self._store(msg.oid, msg.payload, False, msg.contained)
+
+    def _on_nested_wait(self, w: _Worker, msg: GetRequest | WaitRequest) -> None:
+        oids = list(dict.fromkeys(msg.oids))
+        missing = [oid for oid in oids if oid not in self._objects]
+        pending = [
+            self._objects[o] for o in oids if o not in missing and self._objects[o].payload is None
+        ]
+        need = (
+            len(pending)
+            if type(msg) is GetRequest
+            else msg.num_returns - (len(oids) - len(pending))
+        )  # type: ignore[union-attr]
+
+        def reply(timed_out: bool = False) -> None:
+            if w.gone:
+                return
+            if type(msg) is WaitRequest:
+                ready = [
+                    o for o in oids if o in self._objects and self._objects[o].payload is not None
+                ]
+                w.chan.queue(WaitReply(msg.req_id, ready))
+            elif timed_out:
+                w.chan.queue(GetReply(msg.req_id, None))
+            else:
+                w.chan.queue(GetReply(msg.req_id, [self._value_for(o) for o in msg.oids]))
+            self._dirty.add(w)
+
+        if missing or need <= 0:
+            reply()
+            return
+        waiter = _Waiter(need, reply)
+        for entry in pending:
+            if entry.waiters is None:
+                entry.waiters = []
+            entry.waiters.append(waiter)
+        self._apply(self.sched.worker_blocked(w.wid))
+        if msg.timeout is not None:
+
+            def expire() -> None:
+                if not waiter.fired:
+                    waiter.fired = True
+                    reply(timed_out=True)
+
+            heapq.heappush(
+                self._deadlines, (time.monotonic() + msg.timeout, next(self._ids), expire)
+            )
+
+    def _value_for(self, oid: int) -> tuple[bool, bytes]:
+        entry = self._objects.get(oid)
+        if entry is None or entry.payload is None:
+            return True, ser.dumps(_lost(oid))[0]
+        return entry.is_error, entry.payload
+
+    # ---- the I/O thread's steps (lock held) ---------------------------------------------
+
+    def _flush_dirty(self) -> None:
+        for w in list(self._dirty):
+            try:
+                if w.chan.flush(blocking=False):
+                    self._dirty.discard(w)
+            except OSError:  # the worker is dying; its exit event will follow
+                self._dirty.discard(w)
+
+    def _run_deadlines(self) -> float | None:
+        """Runs expired deadlines; returns seconds until the next one."""
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            heapq.heappop(self._deadlines)[2]()
+        return max(0.0, self._deadlines[0][0] - now) if self._deadlines else None
+
+    def _io_step(self, events: list[tuple[selectors.SelectorKey, int]]) -> float | None:
+        for key, _mask in events:
+            data = key.data
+            if data is _WAKE:
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                self._register_new()
+            elif data is _ZYGOTE:
+                self._on_zygote()
+            elif not data.gone:
+                try:
+                    chunk = data.chan.sock.recv(1 << 20)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    self._handle(data, data.chan.feed(chunk))
+                else:  # EOF: wait for the zygote's exit report, which has the status
+                    self._sel.unregister(data.chan.sock)
+        self._register_new()
+        self._flush_dirty()
+        # A full socket: ask to hear when it drains, and stop asking once it has.
+        for w in self._dirty ^ self._want_write:
+            if not w.gone:
+                write = selectors.EVENT_WRITE if w in self._dirty else 0
+                self._sel.modify(w.chan.sock, selectors.EVENT_READ | write, w)
+        self._want_write = {w for w in self._dirty if not w.gone}
+        return self._run_deadlines()
+
+    def _fail_everything(self, why: str) -> None:
+        for task in list(self._tasks.values()):
+            self._fail(task, RaySystemError(why))
+        self._tasks.clear()
+
+
+def _lost(oid: int) -> ObjectLostError:
+    return ObjectLostError(
+        f"{oid:056x}",
+        "It was freed (no ObjectRef to it was left), or belongs to an earlier raylite session.",
+    )
+
+
+def _kill(pid: int) -> None:
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _io_main(ref: weakref.ref[LocalRuntime]) -> None:
+    """The I/O thread: holds only a weak reference, so the runtime can be collected."""
+    timeout: float | None = None
+    while True:
+        rt = ref()
+        if rt is None or rt._closed:
+            return
+        sel = rt._sel
+        del rt
+        try:
+            events = sel.select(timeout)
+        except (OSError, ValueError):  # closed under us at shutdown
+            return
+        rt = ref()
+        if rt is None:
+            return
+        rt._lock.acquire()
+        try:
+            if rt._closed:
+                return
+            timeout = rt._io_step(events)
+        finally:
+            rt._unlock()
+        del rt

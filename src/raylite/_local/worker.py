@@ -1,0 +1,399 @@
+"""The loop inside a worker process, and the runtime that tasks see there.
+
+::
+
+    driver --TaskRequest/FunctionDef/CancelTask/GetReply/WaitReply--> socket --> serve()
+    serve(): queue <- receive(); run the oldest task; results -> out queue
+    driver <--TaskDone/SubmitTask/PutObject/GetRequest/RefOps/...--- flush() <-- out queue
+
+One thread does everything: it reads the socket only when its queue is empty (or, between
+short tasks, every millisecond to see cancellations), and flushes replies when it is about to
+wait or once a millisecond, so a burst of tiny tasks travels as a few large frames.
+
+Inside a task, ``raylite.get``/``put``/``wait``/``.remote()`` go to the driver through
+``WorkerRuntime``. A ``get`` that has to wait hands the worker's queued tasks back to the
+driver (they may be the very children it waits for) and returns any that arrive meanwhile.
+
+ObjectRefs that come alive here are *borrowed*: the driver is told before any later message
+(so before the task that brought them in reports done), and told again when the last copy
+here dies. The driver keeps a borrowed object alive until then, or until this process dies.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import itertools
+import os
+import socket
+import sys
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from .. import _runtime
+from .._object_ref import ObjectRef
+from ..exceptions import GetTimeoutError, TaskCancelledError
+from . import serialization as ser
+from .protocol import (
+    CancelRequest,
+    CancelTask,
+    Channel,
+    FunctionDef,
+    GetReply,
+    GetRequest,
+    Message,
+    PutObject,
+    RefOps,
+    SubmitTask,
+    TaskDone,
+    TaskRequest,
+    TasksReturned,
+    Unblocked,
+    WaitReply,
+    WaitRequest,
+)
+
+if TYPE_CHECKING:
+    from .._options import TaskOptions
+    from .._remote_function import RemoteFunction
+
+__all__ = ["WorkerRuntime", "worker_main", "ID_BITS"]
+
+ID_BITS = 44  # ids made in worker w are (w + 1) << ID_BITS | n; the driver's are below 2**44
+_POLL_SECONDS = 0.001
+
+
+def worker_main(wid: int, sock: socket.socket, config: dict[str, Any]) -> None:
+    """Entry point of a worker process (called in the child by the zygote)."""
+    rt = WorkerRuntime(wid, sock, config)
+    _runtime.set_current(rt)
+    sys.stdout = _PrefixedStream(1, rt)
+    sys.stderr = _PrefixedStream(2, rt)
+    try:
+        rt.serve()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+
+
+class WorkerRuntime:
+    """The runtime of a worker process: runs tasks, forwards API calls to the driver."""
+
+    def __init__(self, wid: int, sock: socket.socket, config: dict[str, Any]) -> None:
+        self.wid = wid
+        self.config = config
+        self.chan = Channel(sock)
+        self.current: TaskRequest | None = None
+        self._ids = itertools.count(((wid + 1) << ID_BITS) + 1)
+        self._fns: dict[int, Any] = {}  # {fn id: function, or its pickled body until first use}
+        self._driver_fns: set[int] = set()  # fn ids the driver has the body of
+        self._queue: deque[TaskRequest] = deque()
+        self._replies: dict[int, Message] = {}  # {request id: GetReply/WaitReply}
+        self._local_refs: dict[int, int] = {}  # {object id: live ObjectRefs here}
+        self._borrow: list[int] = []
+        self._release: list[int] = []
+        self._options_cache: dict[int, bytes] = {}  # {id(TaskOptions): pickled}
+        self._last_poll = 0.0
+        self._blocked = False
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Runs tasks until the driver closes the socket."""
+        while True:
+            if not self._queue:
+                self._flush()
+                msgs = self.chan.receive()
+                if msgs is None:
+                    return
+                self._handle(msgs)
+                self._last_poll = time.perf_counter()
+                continue
+            self._run(self._queue.popleft())
+            if time.perf_counter() - self._last_poll > _POLL_SECONDS:
+                self._flush()
+                self._poll()
+
+    def _poll(self) -> None:
+        """Reads whatever the driver sent meanwhile, without waiting."""
+        self._last_poll = time.perf_counter()
+        try:
+            chunk = self.chan.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not chunk:
+            raise SystemExit(0)  # the driver is gone
+        self._handle(self.chan.feed(chunk))
+
+    def _handle(self, msgs: list[Message]) -> None:
+        for msg in msgs:
+            if type(msg) is TaskRequest:
+                if self._blocked:
+                    self._out(TasksReturned([msg.task_id]))
+                else:
+                    self._queue.append(msg)
+            elif type(msg) is FunctionDef:
+                self._fns[msg.fn_id] = msg.payload
+                self._driver_fns.add(msg.fn_id)
+            elif type(msg) is GetReply or type(msg) is WaitReply:
+                self._replies[msg.req_id] = msg
+            elif type(msg) is CancelTask:
+                self._cancel_queued(msg.task_id)
+
+    def _cancel_queued(self, task_id: int) -> None:
+        for req in self._queue:
+            if req.task_id == task_id:
+                self._queue.remove(req)
+                error = ser.dumps_error(req.name, TaskCancelledError(str(task_id)), os.getpid())
+                self._out(TaskDone(task_id, [], [], error, 0.0))
+                return
+
+    def _run(self, req: TaskRequest) -> None:
+        self.current = req
+        start = time.perf_counter()
+        error: bytes | None = None
+        results: list[bytes] = []
+        contained: list[list[int]] = []
+        try:
+            fn = self._fns[req.fn_id]
+            if type(fn) is bytes:
+                fn = self._fns[req.fn_id] = ser.loads(fn)
+            values = [ser.loads(v) for v in req.dep_values]
+            args, kwargs = ser.loads_args(req.args, req.dep_positions, values)
+            del values
+            result = fn(*args, **kwargs)
+            del args, kwargs
+            for value in _split_returns(req, result):
+                try:
+                    data, refs = ser.dumps(value)
+                except ser.SerializationError as exc:
+                    raise TypeError(
+                        f"Could not serialize the return value of {req.name}(): {exc}. "
+                        "Return picklable data, or build the object inside the caller."
+                    ) from None
+                results.append(data)
+                contained.append(refs)
+        except KeyboardInterrupt:
+            error = ser.dumps_error(req.name, TaskCancelledError(str(req.task_id)), os.getpid())
+        except BaseException as exc:  # the user's error travels to whoever calls get()
+            error = ser.dumps_error(req.name, exc, os.getpid())
+        finally:
+            self.current = None
+        if error is not None:
+            results, contained = [], []
+        self._out(TaskDone(req.task_id, results, contained, error, time.perf_counter() - start))
+
+    # ---- sending ------------------------------------------------------------------------
+
+    def _out(self, msg: Message) -> None:
+        """Queues ``msg`` behind any borrow notice it depends on."""
+        if self._borrow:
+            borrow, self._borrow = self._borrow, []
+            release, self._release = self._release, []
+            self.chan.queue(RefOps(borrow, release))
+        self.chan.queue(msg)
+
+    def _flush(self) -> None:
+        if self._release or self._borrow:
+            borrow, self._borrow = self._borrow, []
+            release, self._release = self._release, []
+            self.chan.queue(RefOps(borrow, release))
+        self.chan.flush()
+
+    def _send(self, msg: Message) -> None:
+        self._out(msg)
+        self._flush()
+
+    def _new_ref(self, oid: int) -> ObjectRef:
+        self._local_refs[oid] = self._local_refs.get(oid, 0) + 1
+        return ObjectRef(oid, self)
+
+    # ---- the Runtime interface (calls made by tasks) ------------------------------------
+
+    def submit_task(
+        self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
+    ) -> list[ObjectRef]:
+        if fn._fn_id not in self._driver_fns:
+            self._out(FunctionDef(fn._fn_id, ser.dumps_function(fn._function)))
+            self._driver_fns.add(fn._fn_id)
+        try:
+            payload, positions, dep_ids, contained = ser.dumps_args(args, kwargs)
+        except ser.SerializationError as exc:
+            raise _argument_error(fn.function_name, exc) from None
+        pickled_opts = self._options_cache.get(id(opts))
+        if pickled_opts is None:
+            pickled_opts = self._options_cache[id(opts)] = ser.dumps(opts)[0]
+        task_id = next(self._ids)
+        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        self._send(
+            SubmitTask(
+                task_id,
+                fn._fn_id,
+                fn.function_name,
+                pickled_opts,
+                payload,
+                positions,
+                dep_ids,
+                contained,
+                return_ids,
+            )
+        )
+        return [self._new_ref(oid) for oid in return_ids]
+
+    def put(self, value: Any) -> ObjectRef:
+        data, contained = ser.dumps(value)
+        oid = next(self._ids)
+        self._send(PutObject(oid, data, contained))
+        return self._new_ref(oid)
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        req_id = next(self._ids)
+        reply = self._blocking_request(GetRequest(req_id, [r._id for r in refs], timeout))
+        assert type(reply) is GetReply
+        if reply.values is None:
+            raise GetTimeoutError(f"Get timed out: some object(s) not ready after {timeout} s.")
+        return [ser.load_value(payload, is_error) for is_error, payload in reply.values]
+
+    def wait(
+        self, refs: list[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        req_id = next(self._ids)
+        oids = [r._id for r in refs]
+        reply = self._blocking_request(WaitRequest(req_id, oids, num_returns, timeout))
+        assert type(reply) is WaitReply
+        ready = set(reply.ready)
+        done = [r for r in refs if r._id in ready][:num_returns]
+        taken = {r._id for r in done}
+        return done, [r for r in refs if r._id not in taken]
+
+    def _blocking_request(self, request: GetRequest | WaitRequest) -> Message:
+        """Sends ``request`` and waits for its reply, handing queued tasks back meanwhile."""
+        self._out(request)
+        if self._queue:
+            self._out(TasksReturned([t.task_id for t in self._queue]))
+            self._queue.clear()
+        self._flush()
+        self._blocked = True
+        try:
+            while request.req_id not in self._replies:
+                msgs = self.chan.receive()
+                if msgs is None:
+                    raise SystemExit(0)  # the driver is gone
+                self._handle(msgs)
+        finally:
+            self._blocked = False
+        self._send(Unblocked())
+        return self._replies.pop(request.req_id)
+
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
+        self._send(CancelRequest(ref._id, force, recursive))
+
+    def available_resources(self) -> dict[str, float]:
+        raise NotImplementedError("available_resources() can be called from the driver only.")
+
+    def cluster_resources(self) -> dict[str, float]:
+        raise NotImplementedError("cluster_resources() can be called from the driver only.")
+
+    def context(self) -> dict[str, Any]:
+        task = self.current
+        return {
+            "worker_id": self.wid,
+            "task_id": None if task is None else task.task_id,
+            "task_name": None if task is None else task.name,
+            "pid": os.getpid(),
+            "session": self.config.get("session"),
+            "gpu_ids": self.config.get("gpu_ids", []),
+        }
+
+    def shutdown(self) -> None:
+        raise RuntimeError("shutdown() can be called from the driver only, not inside a task.")
+
+    def add_ref(self, oid: int) -> None:
+        n = self._local_refs.get(oid, 0)
+        self._local_refs[oid] = n + 1
+        if n == 0:
+            self._borrow.append(oid)
+
+    def release(self, oid: int) -> None:
+        n = self._local_refs.get(oid, 0) - 1
+        if n > 0:
+            self._local_refs[oid] = n
+        else:
+            self._local_refs.pop(oid, None)
+            self._release.append(oid)
+
+    def future(self, oid: int) -> concurrent.futures.Future[Any]:
+        raise NotImplementedError(
+            "ObjectRef.future() and `await ref` are not available inside process tasks; "
+            "use raylite.get(ref) there."
+        )
+
+
+def _split_returns(req: TaskRequest, result: Any) -> list[Any]:
+    n = len(req.return_ids)
+    if n == 1:
+        return [result]
+    if n == 0:
+        return []
+    try:
+        values = list(result)
+    except TypeError:
+        values = None
+    if values is None or len(values) != n:
+        got = "a non-sequence" if values is None else f"{len(values)} values"
+        raise ValueError(
+            f"Task {req.name}() returned {got}, but num_returns={n}: return a tuple or list "
+            f"of exactly {n} values, or change num_returns."
+        )
+    return values
+
+
+def _argument_error(name: str, exc: Exception) -> TypeError:
+    return TypeError(
+        f"Could not serialize the arguments of {name}.remote(): {exc}. Pass picklable data, "
+        "or create the object inside the task."
+    )
+
+
+class _PrefixedStream(io.TextIOBase):
+    """stdout/stderr of a worker: whole lines, each prefixed ``(task_name pid=123)``."""
+
+    def __init__(self, fd: int, rt: WorkerRuntime) -> None:
+        self._fd = fd
+        self._rt = rt
+        self._partial = ""
+        self._pid = os.getpid()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        text = self._partial + s
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        if lines:
+            task = self._rt.current
+            prefix = f"({task.name if task else 'worker'} pid={self._pid}) "
+            out = "".join(prefix + line + "\n" for line in lines)
+            _write_all(self._fd, out.encode(errors="replace"))
+        return len(s)
+
+    def flush(self) -> None:
+        if self._partial:
+            self.write("\n")
+
+    def fileno(self) -> int:
+        return self._fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except InterruptedError:
+            continue
+        except OSError:
+            return  # the console is gone; output is best effort
+        view = view[n:]

@@ -1,0 +1,90 @@
+"""The small interface every runtime implements, and which one serves this process now.
+
+The API layer (``_api.py``, ``_remote_function.py``) builds calls and hands them to
+``current()``; it knows nothing of processes or sockets. Implementations:
+
+- ``_local.runtime.LocalRuntime``: the embedded driver (worker processes + object store);
+- ``_local.worker.WorkerRuntime``: inside a worker process, forwarding to the driver;
+- ``_local.inline.InlineRuntime``: ``init(local_mode=True)``, everything inline.
+
+``current()`` auto-initializes with defaults on first use, as Ray does
+(``ray.get``/``f.remote()`` before ``ray.init()`` start a local Ray).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._object_ref import ObjectRef, set_unpickle_owner
+
+if TYPE_CHECKING:
+    from ._options import TaskOptions
+    from ._remote_function import RemoteFunction
+
+__all__ = ["Runtime", "current", "current_or_none", "set_current"]
+
+
+class Runtime(Protocol):
+    """What the API layer needs from a runtime."""
+
+    def submit_task(
+        self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
+    ) -> list[ObjectRef]: ...
+
+    def put(self, value: Any) -> ObjectRef: ...
+
+    def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]: ...
+
+    def wait(
+        self, refs: list[ObjectRef], num_returns: int, timeout: float | None
+    ) -> tuple[list[ObjectRef], list[ObjectRef]]: ...
+
+    def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None: ...
+
+    def available_resources(self) -> dict[str, float]: ...
+
+    def cluster_resources(self) -> dict[str, float]: ...
+
+    def context(self) -> dict[str, Any]: ...
+
+    def shutdown(self) -> None: ...
+
+    # ObjectRef's needs (see _object_ref._RefOwner)
+    def add_ref(self, oid: int) -> None: ...
+
+    def release(self, oid: int) -> None: ...
+
+    def future(self, oid: int) -> concurrent.futures.Future[Any]: ...
+
+
+_lock = threading.RLock()
+_current: Runtime | None = None
+
+
+def current_or_none() -> Runtime | None:
+    return _current
+
+
+def set_current(rt: Runtime | None) -> None:
+    """Installs ``rt`` as this process's runtime (``None`` after shutdown)."""
+    global _current
+    _current = rt
+
+
+def current() -> Runtime:
+    """The runtime serving this process, auto-initialized with defaults if none is."""
+    rt = _current
+    if rt is not None:
+        return rt
+    with _lock:
+        if _current is None:
+            from ._api import init
+
+            init()
+        assert _current is not None
+        return _current
+
+
+set_unpickle_owner(current_or_none)
