@@ -244,7 +244,11 @@ def child_main(name: str, result_file: Path) -> int:
                     traceback.print_exc()
                     emit(metric=metric, error=_reason(error))
         finally:
-            contender.stop(handle)
+            try:
+                contender.stop(handle)
+            except Exception as error:
+                traceback.print_exc()
+                emit(stop_error=_reason(error))
     return 0
 
 
@@ -273,6 +277,7 @@ class Results:
     repeats: int
     cells: dict[str, dict[str, Cell]]  # contender -> metric -> cell
     skipped: dict[str, str] = field(default_factory=dict)
+    incidents: list[str] = field(default_factory=list)  # failures after every measurement
 
 
 def _child_env() -> dict[str, str]:
@@ -352,7 +357,7 @@ def run_all(names: list[str], repeats: int, timeout: float) -> Results:
                     continue
                 began = time.perf_counter()
                 records, failure = run_child(name, Path(tmp), timeout)
-                _collect(results, name, records, failure)
+                _collect(results, name, records, failure, repeat)
                 errors = sum("error" in record for record in records)
                 status = (
                     "skipped"
@@ -370,7 +375,7 @@ def run_all(names: list[str], repeats: int, timeout: float) -> Results:
 
 
 def _collect(
-    results: Results, name: str, records: list[dict[str, Any]], failure: str | None
+    results: Results, name: str, records: list[dict[str, Any]], failure: str | None, run: int
 ) -> None:
     cells = results.cells[name]
     seen: set[str] = set()
@@ -379,6 +384,11 @@ def _collect(
         if "skip" in record:
             results.skipped[name] = record["skip"]
             return
+        if "stop_error" in record:
+            results.incidents.append(
+                f"{name}: shutdown failed in run {run}: {record['stop_error']}"
+            )
+            continue
         metric = record["metric"]
         seen.add(metric)
         if "error" in record:
@@ -387,9 +397,10 @@ def _collect(
             cells[metric].values.append(float(record["value"]))
             cells[metric].n = record.get("n")
             init_ok = init_ok or metric == INIT
-    for metric in METRICS:
-        if metric in seen or not runs(name, metric):
-            continue
+    unseen = [m for m in METRICS if m not in seen and runs(name, m)]
+    if failure and not unseen:
+        results.incidents.append(f"{name}: run {run} failed after its measurements: {failure}")
+    for metric in unseen:
         if INIT in seen and not init_ok:
             reason = INIT_FAILED
         else:
@@ -491,7 +502,7 @@ def notes(results: Results) -> list[str]:
             default = METRICS[metric].count
             lines.append(
                 f"{name}: {metric} measured over {count:,} operations instead of "
-                f"{default:,} (it is slow); the value is still per task / per call"
+                f"{default:,} (slow peer); the value is still per task / per call"
             )
         for metric, cell in results.cells[name].items():
             for error in dict.fromkeys(e for e in cell.errors if e != INIT_FAILED):
@@ -499,7 +510,7 @@ def notes(results: Results) -> list[str]:
                 where = f"{times}/{len(cell.errors) + len(cell.values)} runs"
                 extra = ", * = median of the runs that worked" if cell.values else ""
                 lines.append(f"{name}: {metric} failed in {where}{extra}: {error}")
-    return lines
+    return lines + results.incidents
 
 
 def format_report(results: Results, machine: dict[str, Any]) -> str:
@@ -522,7 +533,7 @@ def format_report(results: Results, machine: dict[str, Any]) -> str:
         row = [f"{metric.name} ({metric.unit})"]
         row += [_cell_text(results, name, metric.name) for name in results.contenders]
         ratio = versus_best_peer(results, metric.name)
-        row.append(f"{ratio[0]:.2f}x vs {ratio[1]}" if ratio else "n/a")
+        row.append(f"{ratio[0]:.3g}x vs {ratio[1]}" if ratio else "n/a")
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for i, row in enumerate(rows):

@@ -11,8 +11,8 @@ Measured, per contender (see ``harness.METRICS``):
 - ``sync_round_trip_us``: ``get(f.remote(i))`` (or the library's equivalent) in a loop,
   2,000 calls after a warm-up of 100: mean microseconds per call.
 
-Ray runs 2,000 tiny tasks and 200 sync calls instead (it is ~10x slower per task); its
-values are still per task / per call. The notes under the table say so.
+Slow peers run fewer operations (Ray: 2,000 tiny tasks and 200 sync calls; dask: 4,000 and
+400); their values are still per task / per call. The notes under the table say so.
 
 How: each (contender, repeat) runs in its own fresh subprocess (``run.py --child NAME``),
 sequentially, never two at once; repeats interleave the contenders (round 1: all of them,

@@ -7,6 +7,7 @@ log_to_driver=False)``, with smaller counts because it is about 10x slower per t
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ class RayApi:
     noop: Any
 
 
-def _starter(module: str, **init_kwargs: Any) -> Any:
+def _starter(module: str, **init_kwargs: Any) -> Callable[[], RayApi]:
     def start() -> RayApi:
         ray = importlib.import_module(module)
         remote_noop = ray.remote(noop)  # what `@ray.remote` on `def noop` does at import

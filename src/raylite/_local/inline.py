@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .._object_ref import ObjectRef
 from ..exceptions import TaskUnschedulableError
 from . import serialization as ser
-from .scheduler import Request, Scheduler, to_units
+from .scheduler import Request, Scheduler
 
 if TYPE_CHECKING:
     from .._options import TaskOptions
@@ -41,11 +41,7 @@ class InlineRuntime:
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
     ) -> list[ObjectRef]:
-        request = Request(
-            to_units(opts.num_cpus),
-            to_units(opts.num_gpus),
-            tuple(sorted((k, to_units(v)) for k, v in opts.resources.items() if v)),
-        )
+        request = Request.of(opts.num_cpus, opts.num_gpus, opts.resources)
         why = self._capacity.infeasible(request)
         if why is not None:
             raise TaskUnschedulableError(f"Task {fn.function_name}() can never run here: {why}.")

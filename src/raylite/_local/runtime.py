@@ -37,12 +37,14 @@ import os
 import selectors
 import signal
 import socket
+import sys
 import threading
 import time
+import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._object_ref import ObjectRef
@@ -76,7 +78,7 @@ from .protocol import (
     WaitReply,
     WaitRequest,
 )
-from .scheduler import Actions, Request, Scheduler, to_units
+from .scheduler import Actions, Request, Scheduler
 from .worker import worker_main
 
 if TYPE_CHECKING:
@@ -156,7 +158,7 @@ class _Task:
     owner: int = DRIVER
     worker: int | None = None
     cancelled: bool = False
-    children: list[int] = field(default_factory=list)
+    children: list[int] | None = None  # nested tasks it submitted, for recursive cancel
 
 
 class _Worker:
@@ -198,8 +200,10 @@ class LocalRuntime:
         self._by_pid: dict[int, _Worker] = {}
         self._dirty: set[_Worker] = set()
         self._deadlines: list[tuple[float, int, Callable[[], None]]] = []
-        self._options: dict[bytes, tuple[TaskOptions, Request]] = {}
+        self._options: dict[bytes, tuple[TaskOptions, Request]] = {}  # {pickled: parsed}
+        self._requests: dict[int, tuple[TaskOptions, Request]] = {}  # {id(opts): request}
         self._closed = False
+        self._broken: str | None = None  # why the runtime cannot go on, once it cannot
 
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -222,8 +226,12 @@ class LocalRuntime:
 
     def _unlock(self) -> None:
         """Applies queued releases, releases the lock, runs deferred callbacks."""
-        while self._releases:
-            self._decref(self._releases.popleft())
+        releases = self._releases
+        while releases:
+            self._decref(releases.popleft())
+        if not self._after:
+            self._lock.release()
+            return
         after, self._after = self._after, []
         self._lock.release()
         for fn in after:
@@ -256,7 +264,8 @@ class LocalRuntime:
             self._check_alive()
             if body is not None:
                 self._functions[fn._fn_id] = body
-            self._hold(dep_ids + contained)
+            if dep_ids or contained:
+                self._hold(dep_ids + contained)
             for oid in return_ids:
                 self._objects[oid] = _Entry(1, task_id)
             self._submit(task)
@@ -375,8 +384,11 @@ class LocalRuntime:
             self._unlock()
 
     def release(self, oid: int) -> None:
-        self._releases.append(oid)
-        if self._lock.acquire(blocking=False):
+        # Apply now if the lock is free, but not once per ref when a list of 20,000 refs
+        # dies: a batch waits for the next lock holder (or the I/O thread, within 0.1 s).
+        releases = self._releases
+        releases.append(oid)
+        if (len(releases) == 1 or len(releases) >= 1024) and self._lock.acquire(blocking=False):
             self._unlock()
 
     def future(self, oid: int) -> concurrent.futures.Future[Any]:
@@ -433,33 +445,42 @@ class LocalRuntime:
     # ---- submission and dispatch (lock held) --------------------------------------------
 
     def _check_alive(self) -> None:
+        if self._broken is not None:
+            raise RaySystemError(self._broken)
         if self._closed:
             raise RaySystemError(
                 "This raylite session has been shut down; call raylite.init() to start a new "
                 "one (ObjectRefs from the old session cannot be used in it)."
             )
 
+    def _break(self, why: str) -> None:
+        """The runtime cannot go on: fail every task and every later call with ``why``."""
+        self._broken = f"{why}\nCall raylite.shutdown() and raylite.init() to start afresh."
+        sys.stderr.write(self._broken + "\n")
+        self._fail_everything(self._broken)
+
     def _request_for(self, opts: TaskOptions, name: str) -> Request:
         """The scheduler's request for ``opts``; fails at once if it can never fit."""
-        request = Request(
-            to_units(opts.num_cpus),
-            to_units(opts.num_gpus),
-            tuple(sorted((k, to_units(v)) for k, v in opts.resources.items() if v)),
-        )
+        cached = self._requests.get(id(opts))
+        if cached is not None and cached[0] is opts:
+            return cached[1]
+        request = Request.of(opts.num_cpus, opts.num_gpus, opts.resources)
         why = self.sched.infeasible(request)
         if why is not None:
             raise TaskUnschedulableError(
                 f"Task {name}() can never run here: {why}. Ask for less, or start raylite with "
                 "more (raylite.init(num_cpus=..., num_gpus=..., resources={...}))."
             )
+        self._requests[id(opts)] = (opts, request)  # the options object lives as long
         return request
 
     def _submit(self, task: _Task) -> None:
         self._tasks[task.task_id] = task
-        missing = [oid for oid in task.dep_ids if self._objects[oid].payload is None]
-        self._apply(
-            self.sched.submit(task.task_id, task.request, task.fn_id, list(dict.fromkeys(missing)))
-        )
+        missing = []
+        if task.dep_ids:
+            objects = self._objects
+            missing = list(dict.fromkeys(o for o in task.dep_ids if objects[o].payload is None))
+        self._apply(self.sched.submit(task.task_id, task.request, task.fn_id, missing))
 
     def _hold(self, oids: list[int]) -> None:
         for oid in oids:
@@ -486,15 +507,13 @@ class LocalRuntime:
                 stack.extend(entry.contained)
 
     def _apply(self, actions: Actions) -> None:
-        work = deque([actions])
-        while work:
-            acts = work.popleft()
-            for task_id, wid in acts.dispatch:
-                more = self._dispatch(task_id, wid)
-                if more is not None:
-                    work.append(more)
-            if acts.start_workers:
-                self._spawn(acts.start_workers)
+        """Carries out the scheduler's instructions (and those that dispatching implies)."""
+        for task_id, wid in actions.dispatch:
+            more = self._dispatch(task_id, wid)
+            if more is not None:
+                self._apply(more)  # rare: a task failed on a failed argument
+        if actions.start_workers:
+            self._spawn(actions.start_workers)
 
     def _dispatch(self, task_id: int, wid: int) -> Actions | None:
         task = self._tasks.get(task_id)
@@ -560,7 +579,7 @@ class LocalRuntime:
         if task is None or task.cancelled:
             return
         task.cancelled = True
-        if recursive:
+        if recursive and task.children:
             for child in task.children:
                 self._cancel_task(child, force, recursive)
         error = TaskCancelledError(f"{task_id:056x}")
@@ -611,8 +630,7 @@ class LocalRuntime:
             self._sel.unregister(self._zygote.sock)
             for w in list(self._workers.values()):
                 self._worker_died(w, None)
-            self._closed = True
-            self._fail_everything("raylite's worker pool died (its zygote process was killed).")
+            self._break("raylite's worker pool died (its zygote process was killed).")
             return
         for event in events:
             if event[0] == "started":
@@ -682,10 +700,11 @@ class LocalRuntime:
     # ---- messages from workers (lock held) ----------------------------------------------
 
     def _handle(self, w: _Worker, msgs: list[Message]) -> None:
+        done: list[tuple[int, int, float]] = []  # scheduled in one pass at the end
         for msg in msgs:
             kind = type(msg)
             if kind is TaskDone:
-                self._on_task_done(w, msg)  # type: ignore[arg-type]
+                self._on_task_done(w, msg, done)  # type: ignore[arg-type]
             elif kind is RefOps:
                 for oid in msg.borrow:  # type: ignore[attr-defined]
                     if oid not in w.borrows and oid in self._objects:
@@ -712,8 +731,10 @@ class LocalRuntime:
                 entry = self._objects.get(msg.oid)  # type: ignore[attr-defined]
                 if entry is not None and entry.task_id:
                     self._cancel_task(entry.task_id, msg.force, msg.recursive)  # type: ignore[attr-defined]
+        if done:
+            self._apply(self.sched.tasks_done(done))
 
-    def _on_task_done(self, w: _Worker, msg: TaskDone) -> None:
+    def _on_task_done(self, w: _Worker, msg: TaskDone, done: list[tuple[int, int, float]]) -> None:
         task = self._tasks.get(msg.task_id)
         if task is not None and task.worker == w.wid:
             if msg.error is None:
@@ -727,7 +748,7 @@ class LocalRuntime:
                 return
             else:
                 self._finish(task, [msg.error], is_error=True)
-        self._apply(self.sched.task_done(w.wid, msg.task_id, msg.duration))
+        done.append((w.wid, msg.task_id, msg.duration))
 
     def _should_retry(self, task: _Task, error: bytes) -> bool:
         retry = task.opts.retry_exceptions
@@ -758,8 +779,11 @@ class LocalRuntime:
                 if entry.payload is None:
                     self._store(oid, ser.dumps(exc)[0], True, [])
             return
-        if parent and parent[0] in self._tasks:
-            self._tasks[parent[0]].children.append(msg.task_id)
+        parent_task = self._tasks.get(parent[0]) if parent else None
+        if parent_task is not None:
+            if parent_task.children is None:
+                parent_task.children = []
+            parent_task.children.append(msg.task_id)
         self._submit(task)
 
     def _nested_options(self, msg: SubmitTask) -> tuple[TaskOptions, Request]:
@@ -916,7 +940,13 @@ def _io_main(ref: weakref.ref[LocalRuntime]) -> None:
         try:
             if rt._closed:
                 return
-            timeout = rt._io_step(events)
+            try:
+                timeout = rt._io_step(events)
+            except Exception:  # a bug of ours: fail loudly, never leave callers hanging
+                rt._break(f"raylite's I/O thread failed:\n{traceback.format_exc()}")
+                return
+            if rt._releases:  # releases queued while the lock was busy
+                timeout = 0.1 if timeout is None else min(timeout, 0.1)
         finally:
             rt._unlock()
         del rt

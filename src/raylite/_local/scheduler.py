@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 __all__ = ["UNIT", "Request", "Actions", "Scheduler", "to_units"]
 
@@ -41,13 +43,22 @@ def to_units(amount: float) -> int:
     return int(round(amount * UNIT))
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    """What a task or actor reserves while it runs, in units; hashable (it is the *shape*)."""
+class Request(NamedTuple):
+    """What a task or actor reserves while it runs, in units; hashable (it is the *shape*).
+
+    A NamedTuple rather than a dataclass: it is a dict key on every submit, and tuple
+    hashing and equality run in C.
+    """
 
     cpu: int = UNIT
     gpu: int = 0
     custom: tuple[tuple[str, int], ...] = ()
+
+    @classmethod
+    def of(cls, num_cpus: float, num_gpus: float, resources: Mapping[str, float]) -> Request:
+        """The request for amounts as users write them (``num_cpus=0.5``, ...)."""
+        custom = tuple(sorted((k, to_units(v)) for k, v in resources.items() if v))
+        return cls(to_units(num_cpus), to_units(num_gpus), custom)
 
     def describe(self) -> str:
         parts = [f"num_cpus={self.cpu / UNIT:g}"]
@@ -65,6 +76,9 @@ class Actions:
     start_workers: int = 0
 
 
+NOTHING = Actions((), 0)  # type: ignore[arg-type]  # shared and immutable: the common answer
+
+
 @dataclass(slots=True)
 class _Lease:
     worker: int
@@ -74,8 +88,7 @@ class _Lease:
     blocked: bool = False
 
 
-@dataclass(slots=True)
-class _Task:
+class _Task(NamedTuple):
     seq: int
     request: Request
     key: int  # pipelining statistics key (the function id)
@@ -112,11 +125,13 @@ class Scheduler:
         self._waiting: dict[int, int] = {}  # {task id: unresolved dependency count}
         self._dependents: dict[int, list[int]] = {}  # {object id: [task ids waiting]}
         self._ready: dict[Request, deque[int]] = {}  # {shape: FIFO of ready task ids}
+        self._n_ready = 0  # sum of the FIFOs' lengths
         self._leases: dict[int, _Lease] = {}  # {worker id: lease}
         self._idle: list[int] = []  # workers without a lease
         self._workers: set[int] = set()
         self._starting = 0
         self._mean_duration: dict[int, float] = {}  # {key: EWMA seconds}
+        self._depth: dict[int, int] = {}  # {key: pipeline depth}, 1 until known
 
     # ---- queries ------------------------------------------------------------------------
 
@@ -169,7 +184,7 @@ class Scheduler:
         return len(lease.queue) if lease else 0
 
     def pending_count(self) -> int:
-        return len(self._waiting) + sum(len(q) for q in self._ready.values())
+        return len(self._waiting) + self._n_ready
 
     # ---- events -------------------------------------------------------------------------
 
@@ -187,7 +202,7 @@ class Scheduler:
 
     def worker_start_failed(self) -> Actions:
         self._starting = max(0, self._starting - 1)
-        return Actions()
+        return NOTHING
 
     def submit(self, task_id: int, request: Request, key: int, deps: list[int]) -> Actions:
         """A new task; ``deps`` are the object ids it still waits for (not yet ready)."""
@@ -197,14 +212,24 @@ class Scheduler:
             self._waiting[task_id] = len(deps)
             for oid in deps:
                 self._dependents.setdefault(oid, []).append(task_id)
-            return Actions()
-        self._ready.setdefault(request, deque()).append(task_id)
+            return NOTHING
+        queue = self._ready.get(request)
+        if not queue:
+            # Fast path: nothing of this shape waits, so place it now or queue it.
+            lease = self._place(request, key)
+            if lease is not None:
+                lease.queue.append(task_id)
+                return Actions([(task_id, lease.worker)])
+            if queue is None:
+                queue = self._ready[request] = deque()
+        queue.append(task_id)
+        self._n_ready += 1
         return self._schedule()
 
     def object_ready(self, oid: int) -> Actions:
         waiters = self._dependents.pop(oid, None)
         if not waiters:
-            return Actions()
+            return NOTHING
         for tid in waiters:
             left = self._waiting.get(tid)
             if left is None:  # cancelled meanwhile
@@ -214,29 +239,42 @@ class Scheduler:
             else:
                 del self._waiting[tid]
                 self._ready.setdefault(self._tasks[tid].request, deque()).append(tid)
+                self._n_ready += 1
         return self._schedule()
 
     def task_done(self, worker: int, task_id: int, duration: float | None = None) -> Actions:
+        self._finished(worker, task_id, duration)
+        return self._schedule()
+
+    def tasks_done(self, done: list[tuple[int, int, float]]) -> Actions:
+        """Many ``task_done(worker, task_id, duration)`` at once, placed in one pass."""
+        for worker, task_id, duration in done:
+            self._finished(worker, task_id, duration)
+        return self._schedule()
+
+    def _finished(self, worker: int, task_id: int, duration: float | None) -> None:
         task = self._tasks.pop(task_id, None)
         if task is not None and duration is not None:
             old = self._mean_duration.get(task.key)
-            self._mean_duration[task.key] = (
-                duration if old is None else old + _EWMA * (duration - old)
+            mean = duration if old is None else old + _EWMA * (duration - old)
+            self._mean_duration[task.key] = mean
+            self._depth[task.key] = max(
+                1, min(MAX_PIPELINE, int(PIPELINE_SECONDS / max(mean, 1e-7)))
             )
         lease = self._leases.get(worker)
         if lease is not None:
-            if lease.queue and lease.queue[0] == task_id:
-                lease.queue.popleft()
-            elif task_id in lease.queue:
-                lease.queue.remove(task_id)
-            if not lease.queue and not self._ready.get(lease.request):
+            queue = lease.queue
+            if queue and queue[0] == task_id:
+                queue.popleft()
+            elif task_id in queue:
+                queue.remove(task_id)
+            if not queue and not self._ready.get(lease.request):
                 self._close_lease(lease)
-        return self._schedule()
 
     def worker_blocked(self, worker: int) -> Actions:
         lease = self._leases.get(worker)
         if lease is None or lease.blocked:
-            return Actions()
+            return NOTHING
         lease.blocked = True
         self.free_cpu += lease.request.cpu
         return self._schedule()
@@ -246,7 +284,7 @@ class Scheduler:
         if lease is not None and lease.blocked:
             lease.blocked = False
             self.free_cpu -= lease.request.cpu
-        return Actions()
+        return NOTHING
 
     def tasks_returned(self, worker: int, task_ids: list[int]) -> Actions:
         """The worker hands back queued tasks it has not started; they go first in line."""
@@ -257,6 +295,7 @@ class Scheduler:
             task = self._tasks.get(tid)
             if task is not None:
                 self._ready.setdefault(task.request, deque()).appendleft(tid)
+                self._n_ready += 1
         return self._schedule()
 
     def worker_died(self, worker: int) -> tuple[Actions, list[int]]:
@@ -292,6 +331,7 @@ class Scheduler:
         queue = self._ready.get(task.request)
         if queue is not None and task_id in queue:
             queue.remove(task_id)
+            self._n_ready -= 1
             del self._tasks[task_id]
             return True
         return False
@@ -299,6 +339,8 @@ class Scheduler:
     # ---- placement ----------------------------------------------------------------------
 
     def _schedule(self) -> Actions:
+        if not self._n_ready:
+            return NOTHING
         actions = Actions()
         needed = 0
         shapes = [(q[0], r, q) for r, q in self._ready.items() if q]
@@ -307,14 +349,11 @@ class Scheduler:
         for _, request, queue in shapes:
             while queue:
                 tid = queue[0]
-                lease: _Lease | None = None
-                if self._idle and self._fits(request):
-                    lease = self._open_lease(request)
-                else:
-                    lease = self._lease_with_room(request, self._tasks[tid].key)
-                    if lease is None:
-                        break
+                lease = self._place(request, self._tasks[tid].key)
+                if lease is None:
+                    break
                 queue.popleft()
+                self._n_ready -= 1
                 lease.queue.append(tid)
                 actions.dispatch.append((tid, lease.worker))
             if queue and not self._idle:
@@ -325,14 +364,15 @@ class Scheduler:
         actions.start_workers = start
         return actions
 
-    def _depth(self, key: int) -> int:
-        mean = self._mean_duration.get(key)
-        if mean is None:
-            return 1
-        return max(1, min(MAX_PIPELINE, int(PIPELINE_SECONDS / max(mean, 1e-7))))
+    def _place(self, request: Request, key: int) -> _Lease | None:
+        """A lease for one more task: a new one if resources and a worker are free (more
+        parallelism), else room in a busy one (pipelining), else ``None``."""
+        if self._idle and self._fits(request):
+            return self._open_lease(request)
+        return self._lease_with_room(request, key)
 
     def _lease_with_room(self, request: Request, key: int) -> _Lease | None:
-        depth = self._depth(key)
+        depth = self._depth.get(key, 1)
         best: _Lease | None = None
         for lease in self._leases.values():
             if (
