@@ -18,6 +18,7 @@ from . import _runtime
 from ._object_ref import ObjectRef
 from ._options import check_amount, task_options, validate_resources
 from ._remote_function import RemoteFunction
+from .exceptions import RaySystemError
 
 __all__ = [
     "init",
@@ -228,7 +229,7 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
     """
     _check_timeout(timeout)
     if isinstance(object_refs, ObjectRef):
-        return _runtime.current().get([object_refs], timeout)[0]
+        return _owner_of([object_refs]).get([object_refs], timeout)[0]
     if not isinstance(object_refs, (list, tuple)):
         raise ValueError(
             f"Invalid type of object refs, {type(object_refs).__name__}, is given. "
@@ -237,7 +238,7 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
     _check_refs("get", object_refs)
     if not object_refs:
         return []
-    return _runtime.current().get(list(object_refs), timeout)
+    return _owner_of(object_refs).get(list(object_refs), timeout)
 
 
 def put(value: Any, *, _owner: Any = None) -> ObjectRef:
@@ -274,7 +275,7 @@ def wait(
             f"Invalid number of objects to return {num_returns}/{len(ray_waitables)}: "
             "num_returns cannot exceed the number of refs."
         )
-    return _runtime.current().wait(list(ray_waitables), num_returns, timeout)
+    return _owner_of(ray_waitables).wait(list(ray_waitables), num_returns, timeout)
 
 
 def cancel(ray_waitable: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
@@ -288,7 +289,7 @@ def cancel(ray_waitable: ObjectRef, *, force: bool = False, recursive: bool = Tr
         raise TypeError(
             f"cancel() expected an ObjectRef, got {type(ray_waitable).__name__} {ray_waitable!r}."
         )
-    _runtime.current().cancel(ray_waitable, force, recursive)
+    _owner_of([ray_waitable]).cancel(ray_waitable, force, recursive)
 
 
 def available_resources() -> dict[str, float]:
@@ -348,6 +349,18 @@ def get_runtime_context() -> RuntimeContext:
 def get_gpu_ids() -> list[int]:
     """GPU ids assigned to the calling task or actor (``[]`` in the driver)."""
     return list(_runtime.current().context()["gpu_ids"])
+
+
+def _owner_of(refs: Sequence[ObjectRef]) -> _runtime.Runtime:
+    """The current runtime, checking that ``refs`` belong to it (not to an old session)."""
+    rt = _runtime.current()
+    for r in refs:
+        if r._owner is not rt:
+            raise RaySystemError(
+                f"{r!r} belongs to an earlier raylite session (shut down since), so its value "
+                "is gone: call raylite.init() and recompute it in the new session."
+            )
+    return rt
 
 
 def _check_timeout(timeout: float | None) -> None:

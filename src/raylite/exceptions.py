@@ -69,7 +69,9 @@ class RayTaskError(RayError):
         self.traceback_str = traceback_str
         self.cause = cause
         self.pid = os.getpid() if pid is None else pid
-        super().__init__(function_name, traceback_str, cause, self.pid)
+        # Not super(): in a RayTaskError(UserError) class the next __init__ is the user's,
+        # whose signature we cannot know.
+        Exception.__init__(self, function_name, traceback_str, cause, self.pid)
 
     def __reduce__(self) -> Any:
         return (RayTaskError, (self.function_name, self.traceback_str, self.cause, self.pid))

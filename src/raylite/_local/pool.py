@@ -4,8 +4,9 @@
 
     driver                               zygote (single-threaded)          worker
     ------                               ------------------------          ------
-    Zygote.spawn(wid) --SEQPACKET------> recv_fds: (wid, config) + fd ---> fork -> worker.main(fd)
-      keeps its end of a socketpair                                        (the other end)
+    Zygote.spawn(wid) --SEQPACKET------> recv_fds: (wid, config) + fds --> fork -> worker_main(...)
+      keeps its end of a socketpair                                        (the other end,
+      and a mapping of the cancel slot                                      the cancel slot)
     Zygote.events()   <--SEQPACKET------ ("started", wid, pid)
                       <----------------- ("exited", pid, wait status)      on SIGCHLD
     Zygote.close()    -- EOF ----------> SIGKILL every child, reap, exit
@@ -36,6 +37,8 @@ from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Zygote", "describe_exit"]
+
+WorkerMain = Callable[[int, socket.socket, dict[str, Any], int], None]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -71,11 +74,11 @@ class Zygote:
     """The fork server. Made by the driver at ``init``; ``worker_main`` runs in each child.
 
     Args:
-        worker_main: called in each new worker as ``worker_main(wid, sock, config)``;
-            never returns.
+        worker_main: called in each new worker as ``worker_main(wid, sock, config,
+            slot_fd)``; returns when the worker should exit.
     """
 
-    def __init__(self, worker_main: Callable[[int, socket.socket, dict[str, Any]], None]) -> None:
+    def __init__(self, worker_main: WorkerMain) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # the zygote
@@ -90,9 +93,10 @@ class Zygote:
         self.pid = pid
         self.sock = ours
 
-    def spawn(self, wid: int, fd: int, config: dict[str, Any]) -> None:
-        """Asks for worker ``wid`` that talks over ``fd`` (sent along; close yours after)."""
-        socket.send_fds(self.sock, [marshal.dumps((wid, config))], [fd])
+    def spawn(self, wid: int, sock_fd: int, slot_fd: int, config: dict[str, Any]) -> None:
+        """Asks for worker ``wid`` that talks over ``sock_fd`` and is interrupted through the
+        shared memory behind ``slot_fd`` (both sent along: close yours after)."""
+        socket.send_fds(self.sock, [marshal.dumps((wid, config))], [sock_fd, slot_fd])
 
     def events(self) -> list[tuple[Any, ...]] | None:
         """Reads the zygote's news (non-blocking); ``None`` when the zygote is gone."""
@@ -122,11 +126,7 @@ class Zygote:
 class _ZygoteLoop:
     """What runs in the zygote process: fork on request, report births and deaths."""
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        worker_main: Callable[[int, socket.socket, dict[str, Any]], None],
-    ) -> None:
+    def __init__(self, sock: socket.socket, worker_main: WorkerMain) -> None:
         self.sock = sock
         self.worker_main = worker_main
         self.children: set[int] = set()
@@ -169,14 +169,14 @@ class _ZygoteLoop:
         wid, config = marshal.loads(data)
         pid = os.fork()
         if pid == 0:
-            self._become_worker(wid, fds[0], config)
+            self._become_worker(wid, fds, config)
         for fd in fds:
             os.close(fd)
         self.children.add(pid)
         self._send(("started", wid, pid))
         return True
 
-    def _become_worker(self, wid: int, fd: int, config: dict[str, Any]) -> None:
+    def _become_worker(self, wid: int, fds: list[int], config: dict[str, Any]) -> None:
         code = 1
         try:
             signal.set_wakeup_fd(-1)
@@ -188,7 +188,7 @@ class _ZygoteLoop:
             die_with_parent()
             if os.getppid() == 1:  # the zygote died between fork and prctl
                 os._exit(1)
-            self.worker_main(wid, socket.socket(fileno=fd), config)
+            self.worker_main(wid, socket.socket(fileno=fds[0]), config, fds[1])
             code = 0
         finally:
             os._exit(code)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import concurrent.futures
 import heapq
 import itertools
+import mmap
 import os
 import selectors
 import signal
@@ -79,7 +80,7 @@ from .protocol import (
     WaitRequest,
 )
 from .scheduler import Actions, Request, Scheduler
-from .worker import worker_main
+from .worker import CANCEL_SIGNAL, CANCEL_SLOT, worker_main
 
 if TYPE_CHECKING:
     from .._remote_function import RemoteFunction
@@ -164,12 +165,13 @@ class _Task:
 class _Worker:
     """The driver's view of one worker process."""
 
-    __slots__ = ("wid", "pid", "chan", "known_fns", "borrows", "gone")
+    __slots__ = ("wid", "pid", "chan", "cancel_slot", "known_fns", "borrows", "gone")
 
-    def __init__(self, wid: int, chan: Channel) -> None:
+    def __init__(self, wid: int, chan: Channel, cancel_slot: mmap.mmap) -> None:
         self.wid = wid
         self.pid = 0
         self.chan = chan
+        self.cancel_slot = cancel_slot  # shared with the worker: see worker.on_cancel_signal
         self.known_fns: set[int] = set()
         self.borrows: set[int] = set()
         self.gone = False
@@ -590,13 +592,15 @@ class LocalRuntime:
         if w is None:
             return
         if force:
-            _kill(w.pid)  # the death handler stores the cancellation; no retry
+            _signal(w.pid, signal.SIGKILL)  # the death handler stores the cancellation
         else:
-            w.chan.queue(CancelTask(task_id))
-            self._dirty.add(w)
             queued = self.sched.queued_on(w.wid)
-            if queued and queued[0] == task_id:
-                self._fail(task, error)  # it runs on; its result will be dropped
+            if queued and queued[0] == task_id:  # running (or about to): interrupt it
+                CANCEL_SLOT.pack_into(w.cancel_slot, 0, task_id)
+                _signal(w.pid, CANCEL_SIGNAL)
+            else:  # waiting in the worker's queue: it drops it and reports it cancelled
+                w.chan.queue(CancelTask(task_id))
+                self._dirty.add(w)
 
     # ---- workers (lock held) ------------------------------------------------------------
 
@@ -604,16 +608,20 @@ class LocalRuntime:
         for _ in range(n):
             wid = next(self._ids)
             ours, theirs = socket.socketpair()
+            slot_fd = os.memfd_create("raylite-cancel-slot", os.MFD_CLOEXEC)
             try:
-                self._zygote.spawn(wid, theirs.fileno(), {"session": self.config.session})
+                os.ftruncate(slot_fd, CANCEL_SLOT.size)
+                slot = mmap.mmap(slot_fd, CANCEL_SLOT.size)
+                self._zygote.spawn(wid, theirs.fileno(), slot_fd, {"session": self.config.session})
             except OSError:
                 ours.close()
                 self.sched.worker_start_failed()
                 continue
             finally:
                 theirs.close()
+                os.close(slot_fd)
             ours.setblocking(False)
-            w = _Worker(wid, Channel(ours))
+            w = _Worker(wid, Channel(ours), slot)
             self._workers[wid] = w
             self._new_workers.append(w)
         if self._new_workers:
@@ -669,6 +677,7 @@ class LocalRuntime:
         except (KeyError, ValueError):
             pass
         w.chan.sock.close()
+        w.cancel_slot.close()
         for oid in w.borrows:
             self._decref(oid)
         actions, lost = self.sched.worker_died(w.wid)
@@ -912,10 +921,10 @@ def _lost(oid: int) -> ObjectLostError:
     )
 
 
-def _kill(pid: int) -> None:
+def _signal(pid: int, sig: int) -> None:
     if pid:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
 

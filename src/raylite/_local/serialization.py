@@ -98,9 +98,11 @@ def dumps_error(function_name: str, exc: BaseException, pid: int) -> bytes:
     """Pickles the ``RayTaskError`` for ``exc`` raised by ``function_name``."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
-        return cloudpickle.dumps(RayTaskError(function_name, tb, exc, pid), 5)
+        data = cloudpickle.dumps(RayTaskError(function_name, tb, exc, pid), 5)
+        pickle.loads(data)  # many exception classes pickle but cannot be rebuilt
+        return data
     except Exception:
-        # The user's exception does not pickle: keep its text, drop the object.
+        # Keep the text (the traceback names the class and message), drop the object.
         return cloudpickle.dumps(RayTaskError(function_name, tb, None, pid), 5)
 
 

@@ -24,8 +24,11 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import itertools
+import mmap
 import os
+import signal
 import socket
+import struct
 import sys
 import time
 from collections import deque
@@ -58,15 +61,31 @@ if TYPE_CHECKING:
     from .._options import TaskOptions
     from .._remote_function import RemoteFunction
 
-__all__ = ["WorkerRuntime", "worker_main", "ID_BITS"]
+__all__ = ["CANCEL_SIGNAL", "CANCEL_SLOT", "ID_BITS", "WorkerRuntime", "worker_main"]
 
+CANCEL_SIGNAL = signal.SIGUSR1
+CANCEL_SLOT = struct.Struct("<q")  # the task id the driver wants interrupted
 ID_BITS = 44  # ids made in worker w are (w + 1) << ID_BITS | n; the driver's are below 2**44
 _POLL_SECONDS = 0.001
 
 
-def worker_main(wid: int, sock: socket.socket, config: dict[str, Any]) -> None:
+def worker_main(wid: int, sock: socket.socket, config: dict[str, Any], slot_fd: int) -> None:
     """Entry point of a worker process (called in the child by the zygote)."""
     rt = WorkerRuntime(wid, sock, config)
+    slot = mmap.mmap(slot_fd, CANCEL_SLOT.size)
+    os.close(slot_fd)
+
+    def on_cancel_signal(signum: int, frame: Any) -> None:
+        # The driver wrote the id of the task to interrupt, then signalled: interrupt only
+        # that one (it may have finished, and another started, since).
+        task = rt.current
+        if task is not None and CANCEL_SLOT.unpack_from(slot)[0] == task.task_id:
+            if rt.in_io:
+                rt.interrupt_pending = True  # never break a frame half-sent or half-read
+            else:
+                raise KeyboardInterrupt
+
+    signal.signal(CANCEL_SIGNAL, on_cancel_signal)
     _runtime.set_current(rt)
     sys.stdout = _PrefixedStream(1, rt)
     sys.stderr = _PrefixedStream(2, rt)
@@ -96,6 +115,8 @@ class WorkerRuntime:
         self._options_cache: dict[int, bytes] = {}  # {id(TaskOptions): pickled}
         self._last_poll = 0.0
         self._blocked = False
+        self.in_io = False  # inside a send or receive that a cancel must not cut in two
+        self.interrupt_pending = False
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -145,7 +166,7 @@ class WorkerRuntime:
         for req in self._queue:
             if req.task_id == task_id:
                 self._queue.remove(req)
-                error = ser.dumps_error(req.name, TaskCancelledError(str(task_id)), os.getpid())
+                error = ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0]
                 self._out(TaskDone(task_id, [], [], error, 0.0))
                 return
 
@@ -175,7 +196,7 @@ class WorkerRuntime:
                 results.append(data)
                 contained.append(refs)
         except KeyboardInterrupt:
-            error = ser.dumps_error(req.name, TaskCancelledError(str(req.task_id)), os.getpid())
+            error = ser.dumps(TaskCancelledError(f"{req.task_id:056x}"))[0]
         except BaseException as exc:  # the user's error travels to whoever calls get()
             error = ser.dumps_error(req.name, exc, os.getpid())
         finally:
@@ -199,7 +220,17 @@ class WorkerRuntime:
             borrow, self._borrow = self._borrow, []
             release, self._release = self._release, []
             self.chan.queue(RefOps(borrow, release))
-        self.chan.flush()
+        self.in_io = True
+        try:
+            self.chan.flush()
+        finally:
+            self._io_done()
+
+    def _io_done(self) -> None:
+        self.in_io = False
+        if self.interrupt_pending:
+            self.interrupt_pending = False
+            raise KeyboardInterrupt  # a cancel that arrived mid-I/O
 
     def _send(self, msg: Message) -> None:
         self._out(msg)
@@ -277,13 +308,17 @@ class WorkerRuntime:
         self._blocked = True
         try:
             while request.req_id not in self._replies:
-                msgs = self.chan.receive()
-                if msgs is None:
-                    raise SystemExit(0)  # the driver is gone
-                self._handle(msgs)
+                self.in_io = True
+                try:
+                    msgs = self.chan.receive()
+                    if msgs is None:
+                        raise SystemExit(0)  # the driver is gone
+                    self._handle(msgs)
+                finally:
+                    self._io_done()
         finally:
             self._blocked = False
-        self._send(Unblocked())
+            self._send(Unblocked())
         return self._replies.pop(request.req_id)
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
