@@ -3,9 +3,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from _helpers import live_children, wait_until
 
 import raylite
-from _helpers import live_children, wait_until
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ import threading
 import time
 
 import pytest
+from _helpers import live_children, pid_alive, wait_until
 
 import raylite
-from _helpers import live_children, pid_alive, wait_until
 from raylite.exceptions import (
     RayTaskError,
     TaskCancelledError,
@@ -257,9 +257,7 @@ def test_workers_die_with_a_sigkilled_driver(tmp_path):
         time.sleep(60)
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
         worker_pids = [int(p) for p in line.split()]

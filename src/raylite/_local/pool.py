@@ -144,13 +144,13 @@ class _ZygoteLoop:
         try:
             while True:
                 try:
-                    readable, _, _ = select.select([self.sock, self.wake_r], [], [])
+                    readable, _, _ = select.select([self.sock.fileno(), self.wake_r], [], [])
                 except InterruptedError:
                     continue
                 if self.wake_r in readable:
                     os.read(self.wake_r, 4096)
                     self._reap()
-                if self.sock in readable and not self._serve():
+                if self.sock.fileno() in readable and not self._serve():
                     return
         finally:
             self._kill_all()

@@ -522,13 +522,13 @@ class LocalRuntime:
         w = self._workers[wid]
         if task is None:  # finished meanwhile (cancelled)
             return self.sched.task_done(wid, task_id)
-        values = []
+        values: list[bytes] = []
         for oid in task.dep_ids:
             entry = self._objects[oid]
             if entry.is_error:  # an argument failed: so does this task, without running
                 self._finish(task, [entry.payload] * len(task.return_ids), is_error=True)  # type: ignore[list-item]
                 return self.sched.task_done(wid, task_id)
-            values.append(entry.payload)
+            values.append(entry.payload)  # type: ignore[arg-type]  # ready: not None
         task.worker = wid
         chan = w.chan
         if task.fn_id not in w.known_fns:
@@ -643,17 +643,17 @@ class LocalRuntime:
         for event in events:
             if event[0] == "started":
                 _, wid, pid = event
-                w = self._workers.get(wid)
-                if w is not None:
-                    w.pid = pid
-                    self._by_pid[pid] = w
+                born = self._workers.get(wid)
+                if born is not None:
+                    born.pid = pid
+                    self._by_pid[pid] = born
                     self._apply(self.sched.worker_started(wid))
             elif event[0] == "exited":
                 _, pid, status = event
-                w = self._by_pid.pop(pid, None)
-                if w is not None:
-                    self._drain(w)
-                    self._worker_died(w, status)
+                dead = self._by_pid.pop(pid, None)
+                if dead is not None:
+                    self._drain(dead)
+                    self._worker_died(dead, status)
 
     def _drain(self, w: _Worker) -> None:
         """Reads what a dead worker sent before it died."""
@@ -763,8 +763,8 @@ class LocalRuntime:
         retry = task.opts.retry_exceptions
         if not retry or task.retries_left == 0:
             return False
-        if retry is True:
-            return True
+        if isinstance(retry, bool):
+            return retry
         exc = ser.loads(error)
         cause = exc.cause if isinstance(exc, RayTaskError) else exc
         return isinstance(cause, retry)
@@ -813,11 +813,10 @@ class LocalRuntime:
         pending = [
             self._objects[o] for o in oids if o not in missing and self._objects[o].payload is None
         ]
-        need = (
-            len(pending)
-            if type(msg) is GetRequest
-            else msg.num_returns - (len(oids) - len(pending))
-        )  # type: ignore[union-attr]
+        if isinstance(msg, WaitRequest):
+            need = msg.num_returns - (len(oids) - len(pending))
+        else:
+            need = len(pending)
 
         def reply(timed_out: bool = False) -> None:
             if w.gone:

@@ -71,21 +71,10 @@ _POLL_SECONDS = 0.001
 
 def worker_main(wid: int, sock: socket.socket, config: dict[str, Any], slot_fd: int) -> None:
     """Entry point of a worker process (called in the child by the zygote)."""
-    rt = WorkerRuntime(wid, sock, config)
     slot = mmap.mmap(slot_fd, CANCEL_SLOT.size)
     os.close(slot_fd)
-
-    def on_cancel_signal(signum: int, frame: Any) -> None:
-        # The driver wrote the id of the task to interrupt, then signalled: interrupt only
-        # that one (it may have finished, and another started, since).
-        task = rt.current
-        if task is not None and CANCEL_SLOT.unpack_from(slot)[0] == task.task_id:
-            if rt.in_io:
-                rt.interrupt_pending = True  # never break a frame half-sent or half-read
-            else:
-                raise KeyboardInterrupt
-
-    signal.signal(CANCEL_SIGNAL, on_cancel_signal)
+    rt = WorkerRuntime(wid, sock, config, slot)
+    signal.signal(CANCEL_SIGNAL, rt.on_cancel_signal)
     _runtime.set_current(rt)
     sys.stdout = _PrefixedStream(1, rt)
     sys.stderr = _PrefixedStream(2, rt)
@@ -99,8 +88,11 @@ def worker_main(wid: int, sock: socket.socket, config: dict[str, Any], slot_fd: 
 class WorkerRuntime:
     """The runtime of a worker process: runs tasks, forwards API calls to the driver."""
 
-    def __init__(self, wid: int, sock: socket.socket, config: dict[str, Any]) -> None:
+    def __init__(
+        self, wid: int, sock: socket.socket, config: dict[str, Any], cancel_slot: mmap.mmap
+    ) -> None:
         self.wid = wid
+        self.cancel_slot = cancel_slot  # the driver writes the id of a task to interrupt
         self.config = config
         self.chan = Channel(sock)
         self.current: TaskRequest | None = None
@@ -115,6 +107,7 @@ class WorkerRuntime:
         self._options_cache: dict[int, bytes] = {}  # {id(TaskOptions): pickled}
         self._last_poll = 0.0
         self._blocked = False
+        self.interruptible = False  # running the user's code: a cancel may interrupt it
         self.in_io = False  # inside a send or receive that a cancel must not cut in two
         self.interrupt_pending = False
 
@@ -131,7 +124,11 @@ class WorkerRuntime:
                 self._handle(msgs)
                 self._last_poll = time.perf_counter()
                 continue
-            self._run(self._queue.popleft())
+            req = self._queue.popleft()
+            try:
+                self._run(req)
+            except KeyboardInterrupt:  # a cancel that landed while _run handled an error
+                self._out(TaskDone(req.task_id, [], [], _cancelled(req.task_id), 0.0))
             if time.perf_counter() - self._last_poll > _POLL_SECONDS:
                 self._flush()
                 self._poll()
@@ -166,9 +163,23 @@ class WorkerRuntime:
         for req in self._queue:
             if req.task_id == task_id:
                 self._queue.remove(req)
-                error = ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0]
+                error = _cancelled(task_id)
                 self._out(TaskDone(task_id, [], [], error, 0.0))
                 return
+
+    def on_cancel_signal(self, signum: int, frame: Any) -> None:
+        """SIGUSR1: the driver wrote a task id into the slot, then signalled. Interrupt the
+        user's code only if it runs that very task (it may have finished, and another
+        started, since)."""
+        if self.interruptible and self._cancel_requested():
+            if self.in_io:
+                self.interrupt_pending = True  # never cut a frame in two
+            else:
+                raise KeyboardInterrupt
+
+    def _cancel_requested(self) -> bool:
+        task = self.current
+        return task is not None and CANCEL_SLOT.unpack_from(self.cancel_slot)[0] == task.task_id
 
     def _run(self, req: TaskRequest) -> None:
         self.current = req
@@ -177,6 +188,9 @@ class WorkerRuntime:
         results: list[bytes] = []
         contained: list[list[int]] = []
         try:
+            self.interruptible = True
+            if self._cancel_requested():  # cancelled while on its way here
+                raise KeyboardInterrupt
             fn = self._fns[req.fn_id]
             if type(fn) is bytes:
                 fn = self._fns[req.fn_id] = ser.loads(fn)
@@ -184,6 +198,7 @@ class WorkerRuntime:
             args, kwargs = ser.loads_args(req.args, req.dep_positions, values)
             del values
             result = fn(*args, **kwargs)
+            self.interruptible = False
             del args, kwargs
             for value in _split_returns(req, result):
                 try:
@@ -196,10 +211,13 @@ class WorkerRuntime:
                 results.append(data)
                 contained.append(refs)
         except KeyboardInterrupt:
-            error = ser.dumps(TaskCancelledError(f"{req.task_id:056x}"))[0]
+            error = _cancelled(req.task_id)
         except BaseException as exc:  # the user's error travels to whoever calls get()
+            self.interruptible = False
             error = ser.dumps_error(req.name, exc, os.getpid())
         finally:
+            self.interruptible = False
+            self.interrupt_pending = False
             self.current = None
         if error is not None:
             results, contained = [], []
@@ -228,7 +246,7 @@ class WorkerRuntime:
 
     def _io_done(self) -> None:
         self.in_io = False
-        if self.interrupt_pending:
+        if self.interrupt_pending and self.interruptible:
             self.interrupt_pending = False
             raise KeyboardInterrupt  # a cancel that arrived mid-I/O
 
@@ -363,6 +381,10 @@ class WorkerRuntime:
             "ObjectRef.future() and `await ref` are not available inside process tasks; "
             "use raylite.get(ref) there."
         )
+
+
+def _cancelled(task_id: int) -> bytes:
+    return ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0]
 
 
 def _split_returns(req: TaskRequest, result: Any) -> list[Any]:
