@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, overload
 
 from . import _runtime
+from ._local.inline import InlineRuntime
+from ._local.runtime import LocalRuntime, RuntimeConfig
 from ._object_ref import ObjectRef
 from ._options import check_amount, task_options, validate_resources
 from ._remote_function import RemoteFunction
@@ -120,8 +122,6 @@ def init(
             f"object_store_memory must be a positive number of bytes, got {object_store_memory!r}."
         )
     session = uuid.uuid4().hex[:12]
-    from ._local.runtime import LocalRuntime, RuntimeConfig
-
     config = RuntimeConfig(
         num_cpus=float(cpus),
         gpus=gpus,
@@ -131,8 +131,6 @@ def init(
         session=session,
     )
     if local_mode:
-        from ._local.inline import InlineRuntime
-
         _runtime.set_current(InlineRuntime(config))
     else:
         _runtime.set_current(LocalRuntime(config))

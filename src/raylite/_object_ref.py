@@ -13,12 +13,14 @@ process that unpickles it.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["ObjectRef", "collect_refs"]
 
@@ -127,10 +129,12 @@ class ObjectRef:
         return self._owner.future(self._id)
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return asyncio.wrap_future(self.future()).__await__()
+        return self.as_future().__await__()
 
     def as_future(self) -> asyncio.Future[Any]:
         """An ``asyncio.Future`` on the running loop that resolves to the value."""
+        import asyncio  # imported here: it costs ~50 ms, and most programs never await
+
         return asyncio.wrap_future(self.future())
 
 
