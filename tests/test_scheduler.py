@@ -181,6 +181,17 @@ def test_packing_fractions_keeps_a_whole_gpu_free():
     assert s.gpu_ids(whole) != s.gpu_ids(halves[0][1])
 
 
+def test_fraction_goes_to_the_fullest_gpu_with_room():
+    s = sched(cpus=8, workers=8, gpus=[1, 1])
+    [(_, wa)] = pairs(submit(s, 1, req(0.1, 0.5)))
+    [(_, wb)] = pairs(submit(s, 2, req(0.1, 0.75)))  # only the other GPU has room
+    assert s.gpu_ids(wa) != s.gpu_ids(wb)
+    s.task_done(wa, 1)  # free: one whole GPU, and 0.25 of the other
+    [(_, wc)] = pairs(submit(s, 3, req(0.1, 0.25)))
+    assert s.gpu_ids(wc) == s.gpu_ids(wb)
+    assert len(pairs(submit(s, 4, req(0.1, 1)))) == 1
+
+
 def test_fractional_node_gpu_total_caps_reservations():
     s = sched(cpus=4, workers=4, gpus=[0.2])
     assert s.total()["GPU"] == 0.2
@@ -362,13 +373,19 @@ def test_one_shape_dispatches_in_submission_order():
 
 def test_oldest_head_goes_first_across_shapes():
     s = sched(cpus=1, workers=1, custom={"tag": 1})
-    # Task 1 runs; nothing of its shape waits, so its lease closes when it is done.
-    assert pairs(submit(s, 1, req(1, tag=1))) == [(1, W1)]
-    b, a = req(1), req(0.5)
-    submit(s, 2, b)
-    submit(s, 3, a)
-    assert s.pending_count() == 2
+    tagged, whole, half = req(1, tag=1), req(1), req(0.5)
+    # Let the half-CPU shape queue once, so it is the older of the two queues.
+    assert pairs(submit(s, 1, tagged)) == [(1, W1)]
+    assert pairs(submit(s, 2, half)) == []
     assert pairs(s.task_done(W1, 1)) == [(2, W1)]
+    assert pairs(s.task_done(W1, 2)) == []
+
+    # Task 3 runs; nothing of its shape waits, so its lease closes when it is done.
+    assert pairs(submit(s, 3, tagged)) == [(3, W1)]
+    submit(s, 4, whole)
+    submit(s, 5, half)
+    assert s.pending_count() == 2
+    assert pairs(s.task_done(W1, 3)) == [(4, W1)]  # the older task, not the older queue
 
 
 def test_head_that_does_not_fit_does_not_block_another_shape():
@@ -424,6 +441,14 @@ def test_long_duration_brings_depth_back_to_one():
     assert submit_many(s, [3, 4]) == [(3, W1)]
 
 
+def test_depth_is_judged_from_smoothed_recent_durations():
+    s = sched(cpus=1, workers=1)
+    learn_duration(s, key=0, duration=1e-5)
+    [(_, w)] = pairs(submit(s, 1))
+    s.task_done(w, 1, duration=0.001)  # alone this would mean depth 2; one slow run is damped
+    assert len(submit_many(s, range(2, 7))) == 5
+
+
 def test_batched_task_done_from_one_worker_matches_one_by_one():
     s = sched(cpus=1, workers=1)
     learn_duration(s, key=0, duration=0.001)  # depth 2
@@ -435,11 +460,6 @@ def test_batched_task_done_from_one_worker_matches_one_by_one():
     assert s.available() == {"CPU": 1.0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: tasks_done() over two workers keeps both leases open for the one ready task; "
-    "the lease that gets nothing stays open forever, holding its CPU",
-)
 def test_batched_task_done_from_two_workers_closes_unused_lease():
     s = sched(cpus=2, workers=2)
     submit_many(s, [1, 2, 3])  # 1 and 2 run, 3 waits
@@ -552,11 +572,6 @@ def test_zero_cpu_task_gets_a_worker_when_cpus_are_full():
     assert pairs(asked) == [] and asked.start_workers == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with CPUs oversubscribed (a worker unblocked), _fit_count() is negative and "
-    "_schedule() adds it to `needed`, cancelling the demand of shapes that do fit",
-)
 def test_oversubscribed_shape_does_not_cancel_other_demand():
     s = sched(cpus=1, workers=1)
     submit(s, 1)

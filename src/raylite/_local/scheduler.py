@@ -268,7 +268,10 @@ class Scheduler:
                 queue.popleft()
             elif task_id in queue:
                 queue.remove(task_id)
-            if not queue and not self._ready.get(lease.request):
+            if not queue:
+                # Close it even if tasks of its shape wait: the oldest waiting task of any
+                # shape gets first pick of what it frees, and the LIFO idle list hands
+                # the same worker straight back when the same shape wins.
                 self._close_lease(lease)
 
     def worker_blocked(self, worker: int) -> Actions:
@@ -397,8 +400,8 @@ class Scheduler:
         if r.gpu:
             counts.append(sum(g // r.gpu for g in self.gpu_free) if r.gpu <= UNIT else 1)
         counts += [self.custom_free.get(k, 0) // v for k, v in r.custom if v]
-        n = min(counts)
-        return int(min(n, self.max_workers))
+        n = min(counts)  # negative while a resumed worker oversubscribes: none fit then
+        return int(max(0, min(n, self.max_workers)))
 
     def _pick_gpus(self, units: int) -> list[tuple[int, int]] | None:
         if units <= UNIT:

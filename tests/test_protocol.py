@@ -1,0 +1,273 @@
+"""Wire messages and their framing: encode/decode, frame parsing, non-blocking flushes."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterator
+
+import pytest
+
+from raylite._local import protocol
+from raylite._local.protocol import (
+    CancelRequest,
+    CancelTask,
+    Channel,
+    FunctionDef,
+    GetReply,
+    GetRequest,
+    PutObject,
+    RefOps,
+    SubmitTask,
+    TaskDone,
+    TaskRequest,
+    TasksReturned,
+    Unblocked,
+    WaitReply,
+    WaitRequest,
+    decode,
+    encode,
+)
+
+BIG_ID = 2**40 + 7  # worker-made ids live in a high range
+
+SAMPLES = [
+    FunctionDef(fn_id=1, payload=b"\x00\x01pickled\xff"),
+    TaskRequest(
+        task_id=BIG_ID,
+        fn_id=1,
+        name="módulo.f",
+        args=b"args",
+        dep_positions=[0, "key"],
+        dep_values=[b"a", b""],
+        return_ids=[5, 6],
+    ),
+    CancelTask(task_id=3),
+    GetReply(req_id=4, values=[(False, b"v"), (True, b"err")]),
+    GetReply(req_id=5, values=None),
+    WaitReply(req_id=6, ready=[7, 8]),
+    TaskDone(
+        task_id=9, results=[b"r1", b"r2"], contained=[[10, 11], []], error=None, duration=0.25
+    ),
+    TaskDone(task_id=12, results=[], contained=[], error=b"boom", duration=1.5e-6),
+    SubmitTask(
+        task_id=BIG_ID + 1,
+        fn_id=2,
+        name="g",
+        options=b"opts",
+        args=b"",
+        dep_positions=[1, "k"],
+        dep_ids=[13, 14],
+        contained=[15],
+        return_ids=[BIG_ID + 2],
+    ),
+    PutObject(oid=16, payload=b"p" * 1000, contained=[]),
+    GetRequest(req_id=17, oids=[1, 2], timeout=None),
+    GetRequest(req_id=18, oids=[], timeout=0.5),
+    WaitRequest(req_id=19, oids=[1, 2, 3], num_returns=2, timeout=None),
+    TasksReturned(task_ids=[20, 21]),
+    Unblocked(),
+    RefOps(borrow=[22], release=[23, 24]),
+    CancelRequest(oid=25, force=True, recursive=False),
+]
+
+
+def frame_of(messages) -> bytes:
+    return encode(list(messages))
+
+
+def body_of(messages) -> bytes:
+    return encode(list(messages))[4:]
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def assert_same(got, expected) -> None:
+    """Equal values *and* the same message classes (NamedTuples compare as plain tuples)."""
+    assert got == expected
+    assert [type(m) for m in got] == [type(m) for m in expected]
+
+
+# ---- encode / decode ------------------------------------------------------------------------
+
+
+def test_samples_cover_every_message_type():
+    assert {type(m) for m in SAMPLES} == set(protocol._REGISTRY)
+    assert len({cls.TAG for cls in protocol._REGISTRY}) == len(protocol._REGISTRY)
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
+def test_round_trip_each_message(msg):
+    [out] = decode(body_of([msg]))
+    assert_same([out], [msg])
+    assert out._fields == msg._fields
+    assert out._asdict() == msg._asdict()  # fields keep their names and order
+
+
+def test_round_trip_preserves_field_types():
+    [out] = decode(body_of([SAMPLES[3]]))
+    assert isinstance(out.values, list)
+    assert isinstance(out.values[0], tuple)
+    assert isinstance(out.values[0][1], bytes)
+
+
+def test_round_trip_batch_in_one_frame():
+    frame = frame_of(SAMPLES)
+    (length,) = struct.unpack("<I", frame[:4])
+    assert length == len(frame) - 4
+    assert_same(decode(frame[4:]), SAMPLES)
+    assert_same(decode(memoryview(frame)[4:]), SAMPLES)
+
+
+def test_empty_batch():
+    assert decode(body_of([])) == []
+
+
+# ---- Channel.feed ---------------------------------------------------------------------------
+
+
+def test_feed_frame_split_at_every_byte(pair):
+    msgs = SAMPLES[:4]
+    frame = frame_of(msgs)
+    for cut in range(len(frame) + 1):
+        chan = Channel(pair[0])
+        first = chan.feed(frame[:cut])
+        second = chan.feed(frame[cut:])
+        assert first == (msgs if cut == len(frame) else []), cut
+        assert_same(first + second, msgs)
+
+
+def test_feed_one_byte_at_a_time_over_several_frames(pair):
+    batches = [SAMPLES[:2], [Unblocked()], SAMPLES[2:]]
+    stream = b"".join(frame_of(b) for b in batches)
+    ends = []
+    pos = 0
+    for b in batches:
+        pos += len(frame_of(b))
+        ends.append(pos)
+
+    chan = Channel(pair[0])
+    got: list = []
+    for i in range(len(stream)):
+        out = chan.feed(stream[i : i + 1])
+        if i + 1 in ends:
+            assert_same(out, batches[ends.index(i + 1)])
+        else:
+            assert out == []
+        got += out
+    assert_same(got, SAMPLES[:2] + [Unblocked()] + SAMPLES[2:])
+
+
+def test_feed_several_frames_in_one_chunk(pair):
+    first, second, third = [SAMPLES[0]], SAMPLES[1:5], [SAMPLES[-1]]
+    chunk = frame_of(first) + frame_of(second) + frame_of(third)
+    tail = frame_of(SAMPLES[5:7])
+    chan = Channel(pair[0])
+    assert_same(chan.feed(chunk + tail[:7]), first + second + third)
+    assert_same(chan.feed(tail[7:]), SAMPLES[5:7])
+    assert chan.feed(b"") == []
+
+
+def test_feed_rejects_a_corrupt_length(pair):
+    chan = Channel(pair[0])
+    with pytest.raises(ConnectionError, match="corrupt frame length"):
+        chan.feed(struct.pack("<I", 0xFFFFFFFF) + b"junk")
+
+
+# ---- Channel over a socket ------------------------------------------------------------------
+
+
+def test_queue_then_flush_sends_one_frame(pair):
+    a, b = pair
+    sender, receiver = Channel(a), Channel(b)
+    assert not sender.has_output
+    assert sender.queue(SAMPLES[0]) is True
+    assert sender.queue(SAMPLES[1]) is False
+    assert sender.has_output
+    assert sender.flush() is True
+    assert not sender.has_output
+    assert sender.flush() is True  # nothing to send
+    assert_same(receiver.receive(), SAMPLES[:2])
+
+
+def test_send_is_queue_and_blocking_flush(pair):
+    a, b = pair
+    sender, receiver = Channel(a), Channel(b)
+    sender.send(CancelTask(task_id=1))
+    assert not sender.has_output
+    assert_same(receiver.receive(), [CancelTask(task_id=1)])
+
+
+def test_nonblocking_flush_keeps_what_the_socket_does_not_take(pair):
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    a.setblocking(False)
+    b.settimeout(10)  # a broken flush fails the test instead of hanging it
+    sender, receiver = Channel(a), Channel(b)
+
+    big = FunctionDef(fn_id=1, payload=bytes(range(256)) * 8192)  # 2 MiB
+    after = CancelTask(task_id=2)
+    sender.queue(big)
+    sender.queue(after)
+    assert sender.flush(blocking=False) is False
+    assert sender.has_output
+
+    got: list = []
+    flushes = 1
+    while not got:
+        msgs = receiver.receive()
+        assert msgs is not None
+        got += msgs
+        if sender.has_output:
+            done = sender.flush(blocking=False)
+            flushes += 1
+            assert done is not sender.has_output
+    assert_same(got, [big, after])
+    assert not sender.has_output
+    assert flushes > 2  # it really went out in pieces
+
+    # Messages queued later go out in a frame of their own, after the big one.
+    sender.queue(Unblocked())
+    assert sender.flush(blocking=False) is True
+    assert_same(receiver.receive(), [Unblocked()])
+
+
+def test_nonblocking_flush_on_a_full_socket_sends_nothing_and_loses_nothing(pair):
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    a.setblocking(False)
+    b.settimeout(10)
+    filler = 0
+    with pytest.raises(BlockingIOError):
+        while True:
+            filler += a.send(b"\0" * 4096)
+    sender, receiver = Channel(a), Channel(b)
+    sender.queue(SAMPLES[0])
+    assert sender.flush(blocking=False) is False
+    assert sender.has_output
+
+    drained = 0
+    while drained < filler:
+        drained += len(b.recv(min(65536, filler - drained)))
+    while not sender.flush(blocking=False):
+        pass
+    assert_same(receiver.receive(), [SAMPLES[0]])
+
+
+def test_receive_returns_none_at_end_of_stream(pair):
+    a, b = pair
+    frame = frame_of(SAMPLES[:2])
+    a.sendall(frame[:5])  # a partial frame, then the peer goes away
+    a.close()
+    receiver = Channel(b)
+    assert receiver.receive() == []
+    assert receiver.receive() is None

@@ -1,0 +1,318 @@
+"""Values, functions, task arguments and errors to bytes and back."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import cloudpickle
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import raylite
+from raylite._local.serialization import (
+    SerializationError,
+    dumps,
+    dumps_args,
+    dumps_error,
+    dumps_function,
+    load_value,
+    loads,
+    loads_args,
+)
+from raylite.exceptions import RayTaskError
+
+
+def ref(oid: int) -> raylite.ObjectRef:
+    return raylite.ObjectRef(oid, None)
+
+
+def round_trip(value):
+    data, contained = dumps(value)
+    return loads(data), contained
+
+
+class UserError(ValueError):
+    """A module-level exception that takes its message like most do."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NeedsTwoArgs(Exception):
+    """Pickles, but cannot be rebuilt: ``args`` holds one value, ``__init__`` needs two."""
+
+    def __init__(self, a: str, b: str) -> None:
+        super().__init__(f"{a}-{b}")
+
+
+def raised(exc: BaseException) -> BaseException:
+    """``exc`` with a traceback, as a task would have raised it."""
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+# ---- values ---------------------------------------------------------------------------------
+
+PLAIN = [
+    None,
+    True,
+    0,
+    -(2**70),
+    1.5,
+    float("inf"),
+    3 + 4j,
+    "text é",
+    b"\x00bytes",
+    (),
+    [1, "a", None],
+    (1, (2.0, [b"x"])),
+    {"a": 1, 2: [3, 4], None: (5,), b"k": {"nested": True}},
+    list(range(64)),
+]
+
+
+@pytest.mark.parametrize("value", PLAIN, ids=repr)
+def test_plain_values_take_the_fast_path(value, monkeypatch):
+    def no_cloudpickle(*args, **kwargs):
+        raise AssertionError("plain data must not go through cloudpickle")
+
+    monkeypatch.setattr(cloudpickle, "dumps", no_cloudpickle)
+    out, contained = round_trip(value)
+    assert out == value
+    assert type(out) is type(value)
+    assert contained == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{1, 2}, list(range(65)), [[[[1]]]], {(1, 2): "tuple key"}, frozenset({"a"})],
+    ids=["set", "long-list", "deep", "tuple-key", "frozenset"],
+)
+def test_other_builtin_values_go_through_cloudpickle(value, monkeypatch):
+    calls = []
+    real = cloudpickle.dumps
+
+    def spy(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cloudpickle, "dumps", spy)
+    out, contained = round_trip(value)
+    assert out == value
+    assert contained == []
+    assert calls == [value]
+
+
+def test_lambda_and_closure_round_trip():
+    offset = 10
+
+    def add(x):
+        return x + offset
+
+    fn, _ = round_trip(lambda x: add(x) * 2)
+    assert fn(1) == 22
+    assert loads(dumps_function(add))(5) == 15
+
+
+def test_class_defined_in_a_function_round_trips():
+    class Point:
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+        def norm2(self):
+            return self.x**2 + self.y**2
+
+    point, contained = round_trip(Point(3, 4))
+    assert point.norm2() == 25
+    assert type(point).__name__ == "Point"
+    assert contained == []
+
+    cls = loads(dumps_function(Point))
+    assert cls(1, 2).norm2() == 5
+
+
+def test_object_refs_inside_values_are_reported():
+    value = {"a": [ref(7)], "b": (ref(8), {"c": ref(9)}), "d": 1}
+    out, contained = round_trip(value)
+    assert sorted(contained) == [7, 8, 9]
+    assert out == {"a": [ref(7)], "b": (ref(8), {"c": ref(9)}), "d": 1}
+    assert isinstance(out["a"][0], raylite.ObjectRef)
+
+
+def test_object_ref_at_top_level_and_in_an_object():
+    class Holder:
+        def __init__(self, r):
+            self.r = r
+
+    assert round_trip(ref(3))[1] == [3]
+    held, contained = round_trip(Holder(ref(4)))
+    assert contained == [4]
+    assert held.r == ref(4)
+
+
+def test_refs_are_collected_per_call():
+    assert dumps([ref(1)])[1] == [1]
+    assert dumps([ref(2)])[1] == [2]  # nothing left over from the previous call
+    assert dumps([1, 2])[1] == []
+
+
+def test_unpicklable_value_raises_serialization_error_naming_the_cause():
+    lock = threading.Lock()
+    with pytest.raises(SerializationError, match=r"TypeError: .*lock") as info:
+        dumps({"fine": 1, "bad": [lock]})
+    assert isinstance(info.value, TypeError)  # callers may catch TypeError
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_unpicklable_function_names_the_function_and_the_fix():
+    lock = threading.Lock()
+
+    def uses_lock():
+        with lock:
+            return 1
+
+    with pytest.raises(SerializationError) as info:
+        dumps_function(uses_lock)
+    text = str(info.value)
+    assert "uses_lock" in text
+    assert "lock" in text.replace("uses_lock", "")
+    assert "inside the function" in text
+
+
+# ---- task arguments -------------------------------------------------------------------------
+
+
+def test_dumps_args_splits_top_level_refs_from_nested_ones():
+    args = (1, ref(10), [ref(11)], ref(12))
+    kwargs = {"k": ref(13), "n": 2, "m": {"deep": ref(14)}}
+    payload, positions, dep_ids, contained = dumps_args(args, kwargs)
+    assert positions == [1, 3, "k"]
+    assert dep_ids == [10, 12, 13]
+    assert sorted(contained) == [11, 14]
+
+    got_args, got_kwargs = loads_args(payload, positions, ["ten", "twelve", "thirteen"])
+    assert got_args == [1, "ten", [ref(11)], "twelve"]
+    assert got_kwargs == {"k": "thirteen", "n": 2, "m": {"deep": ref(14)}}
+
+
+def test_dumps_args_does_not_modify_the_callers_arguments():
+    args, kwargs = (ref(1),), {"k": ref(2)}
+    dumps_args(args, kwargs)
+    assert args == (ref(1),) and kwargs == {"k": ref(2)}
+
+
+def test_no_arguments_is_an_empty_payload():
+    assert dumps_args((), {}) == (b"", [], [], [])
+    assert loads_args(b"", [], []) == ([], {})
+
+
+def test_only_ref_arguments():
+    payload, positions, dep_ids, contained = dumps_args((ref(5),), {})
+    assert (positions, dep_ids, contained) == ([0], [5], [])
+    assert loads_args(payload, positions, ["five"]) == (["five"], {})
+
+
+def test_plain_arguments_have_no_dependencies():
+    payload, positions, dep_ids, contained = dumps_args((1, "a"), {"x": [1.5]})
+    assert (positions, dep_ids, contained) == ([], [], [])
+    assert loads_args(payload, [], []) == ([1, "a"], {"x": [1.5]})
+
+
+def test_unpicklable_argument_raises_serialization_error():
+    with pytest.raises(SerializationError, match="lock"):
+        dumps_args((threading.Lock(),), {})
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+def test_user_error_arrives_as_both_types():
+    data = dumps_error("compute", raised(UserError("bad input", code=7)), pid=4242)
+    with pytest.raises(UserError) as info:
+        load_value(data, is_error=True)
+    err = info.value
+    assert isinstance(err, RayTaskError)
+    assert err.args == ("bad input",)
+    assert err.code == 7  # the user's attributes stay reachable
+    assert err.pid == 4242
+    assert err.function_name == "compute"
+    text = str(err)
+    assert text.startswith("compute() (pid=4242)")
+    assert "UserError: bad input" in text
+    assert "raise exc" in text  # the remote traceback travels
+
+
+def test_error_class_defined_in_a_function_arrives_as_both_types():
+    class LocalError(KeyError):
+        pass
+
+    data = dumps_error("f", raised(LocalError("missing")), pid=1)
+    with pytest.raises(RayTaskError) as info:
+        load_value(data, is_error=True)
+    assert isinstance(info.value, LocalError)
+    assert isinstance(info.value, KeyError)
+
+
+def test_error_that_cannot_be_rebuilt_arrives_as_plain_task_error():
+    data = dumps_error("f", raised(NeedsTwoArgs("x", "y")), pid=1)
+    with pytest.raises(RayTaskError) as info:
+        load_value(data, is_error=True)
+    err = info.value
+    assert type(err) is RayTaskError
+    assert not isinstance(err, NeedsTwoArgs)
+    assert err.cause is None
+    assert "NeedsTwoArgs: x-y" in str(err)
+
+
+def test_error_that_cannot_be_pickled_keeps_its_text():
+    exc = raised(UserError("holds a lock"))
+    exc.lock = threading.Lock()  # type: ignore[attr-defined]
+    data = dumps_error("f", exc, pid=1)
+    with pytest.raises(RayTaskError) as info:
+        load_value(data, is_error=True)
+    assert type(info.value) is RayTaskError
+    assert "UserError: holds a lock" in str(info.value)
+
+
+def test_load_value_returns_values_and_raises_other_errors():
+    assert load_value(dumps([1, 2])[0], is_error=False) == [1, 2]
+    with pytest.raises(ValueError, match="plain"):
+        load_value(pickle.dumps(ValueError("plain")), is_error=True)
+
+
+# ---- property -------------------------------------------------------------------------------
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+)
+_keys = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=10), st.binary(max_size=10)
+)
+_nested = st.recursive(
+    _scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=8),
+        st.lists(children, max_size=8).map(tuple),
+        st.dictionaries(_keys, children, max_size=8),
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_nested)
+def test_nested_containers_round_trip(value):
+    out, contained = round_trip(value)
+    assert out == value
+    assert repr(out) == repr(value)  # same types all the way down (True is not 1, () is not [])
+    assert contained == []
