@@ -190,7 +190,8 @@ def test_unpicklable_function_names_the_function_and_the_fix():
 def test_dumps_args_splits_top_level_refs_from_nested_ones():
     args = (1, ref(10), [ref(11)], ref(12))
     kwargs = {"k": ref(13), "n": 2, "m": {"deep": ref(14)}}
-    payload, positions, dep_ids, contained = dumps_args(args, kwargs)
+    s, positions, dep_ids = dumps_args(args, kwargs)
+    payload, contained = s.payload, s.contained
     assert positions == [1, 3, "k"]
     assert dep_ids == [10, 12, 13]
     assert sorted(contained) == [11, 14]
@@ -207,20 +208,21 @@ def test_dumps_args_does_not_modify_the_callers_arguments():
 
 
 def test_no_arguments_is_an_empty_payload():
-    assert dumps_args((), {}) == (b"", [], [], [])
+    s, positions, dep_ids = dumps_args((), {})
+    assert (s.payload, s.buffers, s.contained, positions, dep_ids) == (b"", [], [], [], [])
     assert loads_args(b"", [], []) == ([], {})
 
 
 def test_only_ref_arguments():
-    payload, positions, dep_ids, contained = dumps_args((ref(5),), {})
-    assert (positions, dep_ids, contained) == ([0], [5], [])
-    assert loads_args(payload, positions, ["five"]) == (["five"], {})
+    s, positions, dep_ids = dumps_args((ref(5),), {})
+    assert (positions, dep_ids, s.contained) == ([0], [5], [])
+    assert loads_args(s.payload, positions, ["five"]) == (["five"], {})
 
 
 def test_plain_arguments_have_no_dependencies():
-    payload, positions, dep_ids, contained = dumps_args((1, "a"), {"x": [1.5]})
-    assert (positions, dep_ids, contained) == ([], [], [])
-    assert loads_args(payload, [], []) == ([1, "a"], {"x": [1.5]})
+    s, positions, dep_ids = dumps_args((1, "a"), {"x": [1.5]})
+    assert (positions, dep_ids, s.contained) == ([], [], [])
+    assert loads_args(s.payload, [], []) == ([1, "a"], {"x": [1.5]})
 
 
 def test_unpicklable_argument_raises_serialization_error():

@@ -45,7 +45,9 @@ class InlineRuntime:
         why = self._capacity.infeasible(request)
         if why is not None:
             raise TaskUnschedulableError(f"Task {fn.function_name}() can never run here: {why}.")
-        payload, positions, dep_ids, _ = ser.dumps_args(args, kwargs)
+        s, positions, dep_ids = ser.dumps_args(args, kwargs)
+        # Read-only views of the caller's buffers: a task must not mutate its arguments.
+        buffers = [b.toreadonly() for b in s.buffers]
         task_id = next(self._ids)
         outcome: list[tuple[bytes, bool]]
         failed = next((self._objects[d] for d in dep_ids if self._objects[d][1]), None)
@@ -55,7 +57,7 @@ class InlineRuntime:
             self._current.append((task_id, fn.function_name))
             try:
                 values = [ser.loads(self._objects[d][0]) for d in dep_ids]
-                call_args, call_kwargs = ser.loads_args(payload, positions, values)
+                call_args, call_kwargs = ser.loads_args(s.payload, positions, values, buffers)
                 result = fn._function(*call_args, **call_kwargs)
                 n = opts.num_returns
                 results = [result] if n == 1 else [] if n == 0 else list(result)

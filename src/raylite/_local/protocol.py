@@ -14,21 +14,36 @@ str, bytes, None, lists/tuples/dicts of those): pickled payloads travel as ``byt
 marshal is not safe against hostile input; only the driver's own workers, on socketpairs the
 driver made, ever reach these channels.
 
+Values travel as ``Value``: either the pickle ``bytes`` of a small object, or, for one whose
+buffers live in shared memory, ``(pickle_bytes, object_id, segment_size, spans,
+fd_follows)``. When ``fd_follows`` is true the segment's file descriptor rides along with
+the frame (SCM_RIGHTS, in the order the values appear in it): the receiver maps it once and
+keeps the mapping until the driver sends ``Forget``.
+
 Ids are ints: task ids, object ids and request ids, unique per driver session (workers
 make ids of their own in a range of their own: see ``worker.WorkerRuntime``).
 """
 
 from __future__ import annotations
 
+import array
 import marshal
+import os
 import socket
 import struct
+from collections import deque
 from typing import Any, NamedTuple
 
 __all__ = ["Channel", "decode", "encode"]
 
 _LEN = struct.Struct("<I")
 _MAX_FRAME = 1 << 31
+MAX_FDS_PER_FRAME = 200  # the kernel passes at most 253 per message (SCM_MAX_FD)
+_FDS_SPACE = socket.CMSG_SPACE(253 * 4)
+
+# (payload, object id, segment size, [(offset, length)], fd follows)
+ShmValue = tuple[bytes, int, int, list[tuple[int, int]], bool]
+Value = bytes | ShmValue  # a small object's pickle, or a big one's ShmValue
 
 
 Message = tuple  # every message is a NamedTuple; its class's ``TAG`` names it on the wire
@@ -64,9 +79,9 @@ class TaskRequest(NamedTuple):
     task_id: int
     fn_id: int
     name: str
-    args: bytes
+    args: Value
     dep_positions: list[Any]
-    dep_values: list[bytes]
+    dep_values: list[Value]
     return_ids: list[int]
 
 
@@ -82,7 +97,15 @@ class GetReply(NamedTuple):
     """Answer to ``GetRequest``: per object ``(is_error, payload)``; ``None`` on timeout."""
 
     req_id: int
-    values: list[tuple[bool, bytes]] | None
+    values: list[tuple[bool, Value]] | None
+
+
+@_message
+class Forget(NamedTuple):
+    """These objects were freed: drop their mappings (memory returns once values built on
+    them are gone too)."""
+
+    oids: list[int]
 
 
 @_message
@@ -101,7 +124,7 @@ class TaskDone(NamedTuple):
     """A task finished: ``results`` per return id, or one pickled error in ``error``."""
 
     task_id: int
-    results: list[bytes]
+    results: list[Value]
     contained: list[list[int]]
     error: bytes | None
     duration: float
@@ -115,7 +138,7 @@ class SubmitTask(NamedTuple):
     fn_id: int
     name: str
     options: bytes
-    args: bytes
+    args: Value
     dep_positions: list[Any]
     dep_ids: list[int]
     contained: list[int]
@@ -127,7 +150,7 @@ class PutObject(NamedTuple):
     """``put`` from inside a worker."""
 
     oid: int
-    payload: bytes
+    value: Value
     contained: list[int]
 
 
@@ -164,10 +187,12 @@ class Unblocked(NamedTuple):
 
 @_message
 class RefOps(NamedTuple):
-    """ObjectRefs that came to life (``borrow``) or died (``release``) in the worker."""
+    """ObjectRefs that came to life (``borrow``) or died (``release``) in the worker, and
+    forgotten segments whose last mapping there is gone (``unmapped``)."""
 
     borrow: list[int]
     release: list[int]
+    unmapped: list[int]
 
 
 @_message
@@ -192,61 +217,115 @@ def decode(body: bytes | memoryview) -> list[Message]:
 
 
 class Channel:
-    """One end of a driver<->worker socketpair: queue, flush and parse frames.
+    """One end of a driver<->worker socketpair: queue, flush and parse frames, pass fds.
 
     Not thread-safe: each side has exactly one thread that sends or receives on it at a time
     (the driver serialises its senders with the runtime lock).
     """
 
-    __slots__ = ("sock", "_out", "_pending", "_inbuf")
+    __slots__ = ("sock", "_out", "_out_fds", "_out_owned", "_chunks", "_inbuf", "in_fds")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._out: list[Message] = []  # queued, not yet encoded
-        self._pending = b""  # encoded, not yet sent (non-blocking senders only)
+        self._out_fds: list[int] = []  # fds for the frame being queued
+        self._out_owned: list[int] = []  # of those, the ones to close once sent
+        # encoded frames not yet (fully) sent: [view of unsent bytes, fds, owned fds]
+        self._chunks: deque[list[Any]] = deque()
         self._inbuf = bytearray()
+        self.in_fds: deque[int] = deque()  # received fds, taken in order by the messages
 
-    def queue(self, msg: Message) -> bool:
-        """Queues ``msg``; returns True when the queue was empty before."""
+    def queue(self, msg: Message, fds: list[int] | None = None, owned: bool = False) -> bool:
+        """Queues ``msg`` with the ``fds`` it announces (closed once sent if ``owned``);
+        returns True when the queue was empty before."""
         self._out.append(msg)
+        if fds:
+            self._out_fds.extend(fds)
+            if owned:
+                self._out_owned.extend(fds)
+            if len(self._out_fds) >= MAX_FDS_PER_FRAME:
+                self._seal()
         return len(self._out) == 1
+
+    def _seal(self) -> None:
+        if self._out:
+            data = encode(self._out)
+            self._chunks.append([memoryview(data), self._out_fds, self._out_owned])
+            self._out, self._out_fds, self._out_owned = [], [], []
 
     @property
     def has_output(self) -> bool:
-        return bool(self._out) or bool(self._pending)
+        return bool(self._out) or bool(self._chunks)
 
     def flush(self, blocking: bool = True) -> bool:
         """Sends what is queued; returns True when everything has been sent.
 
         A non-blocking flush sends what the socket takes now and keeps the rest.
         """
-        if self._out:
-            self._pending += encode(self._out)
-            self._out = []
-        if not self._pending:
-            return True
-        if blocking:
-            self.sock.sendall(self._pending)
-            self._pending = b""
-            return True
-        try:
-            n = self.sock.send(self._pending)
-        except (BlockingIOError, InterruptedError):
-            return False
-        self._pending = self._pending[n:]
-        return not self._pending
+        self._seal()
+        chunks = self._chunks
+        while chunks:
+            chunk = chunks[0]
+            view, fds = chunk[0], chunk[1]
+            try:
+                if fds:
+                    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                    n = self.sock.sendmsg([view], rights)
+                    for fd in chunk[2]:  # the receiver has its own copies now
+                        os.close(fd)
+                    chunk[1] = chunk[2] = []
+                elif blocking:
+                    self.sock.sendall(view)
+                    n = len(view)
+                else:
+                    n = self.sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                return False
+            if n < len(view):
+                chunk[0] = view[n:]
+                if not blocking:
+                    return False
+            else:
+                chunks.popleft()
+        return True
 
     def send(self, msg: Message) -> None:
         """Queues ``msg`` and flushes (blocking)."""
         self._out.append(msg)
         self.flush()
 
+    def read(self, flags: int = 0) -> bytes:
+        """One ``recvmsg``: the bytes (``b""`` at end of stream); fds go to ``in_fds``."""
+        # Not socket.recv_fds: Python 3.11's ignores its flags (MSG_DONTWAIT would block).
+        data, ancdata, msg_flags, _ = self.sock.recvmsg(1 << 20, _FDS_SPACE, flags)
+        for level, kind, raw in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(raw[: len(raw) - len(raw) % fds.itemsize])
+                self.in_fds.extend(fds)
+        if msg_flags & socket.MSG_CTRUNC:
+            raise ConnectionError("file descriptors were dropped in transit (MSG_CTRUNC)")
+        return data
+
     def receive(self) -> list[Message] | None:
         """Reads what is available (blocks if the socket does); ``None`` at end of stream."""
-        chunk = self.sock.recv(1 << 20)
+        chunk = self.read()
         if not chunk:
             return None
         return self.feed(chunk)
+
+    def close(self) -> None:
+        """Closes the socket and every fd still held for sending or receiving."""
+        for chunk in self._chunks:
+            for fd in chunk[2]:
+                os.close(fd)
+        for fd in self._out_owned:
+            os.close(fd)
+        while self.in_fds:
+            os.close(self.in_fds.popleft())
+        self._chunks.clear()
+        self._out_owned = []
+        self.sock.close()
 
     def feed(self, chunk: bytes) -> list[Message]:
         """Parses complete frames out of received bytes."""

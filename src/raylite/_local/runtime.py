@@ -46,13 +46,16 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import psutil
 
 from .._object_ref import ObjectRef
 from .._options import TaskOptions
 from ..exceptions import (
     GetTimeoutError,
     ObjectLostError,
+    ObjectStoreFullError,
     RaySystemError,
     RayTaskError,
     TaskCancelledError,
@@ -65,21 +68,25 @@ from .protocol import (
     CancelRequest,
     CancelTask,
     Channel,
+    Forget,
     FunctionDef,
     GetReply,
     GetRequest,
     Message,
     PutObject,
     RefOps,
+    ShmValue,
     SubmitTask,
     TaskDone,
     TaskRequest,
     TasksReturned,
     Unblocked,
+    Value,
     WaitReply,
     WaitRequest,
 )
 from .scheduler import Actions, Request, Scheduler
+from .store import Layout, ObjectStore, Segment, Shm, layout_of, write_segment
 from .worker import CANCEL_SIGNAL, CANCEL_SLOT, worker_main
 
 if TYPE_CHECKING:
@@ -105,10 +112,11 @@ class RuntimeConfig:
 class _Entry:
     """An object: its payload once ready, who waits for it, and how many hold it."""
 
-    __slots__ = ("payload", "is_error", "refcount", "waiters", "contained", "task_id")
+    __slots__ = ("payload", "is_error", "refcount", "waiters", "contained", "task_id", "shm")
 
     def __init__(self, refcount: int, task_id: int = 0) -> None:
-        self.payload: bytes | None = None
+        self.payload: bytes | None = None  # the pickle stream; its big buffers are in shm
+        self.shm: Shm | None = None
         self.is_error = False
         self.refcount = refcount
         self.waiters: list[_Waiter] | None = None
@@ -148,7 +156,7 @@ class _Task:
     task_id: int
     fn_id: int
     name: str
-    args: bytes
+    args: bytes | int  # the pickled arguments, or the id of a hidden object holding big ones
     dep_positions: list[Any]
     dep_ids: list[int]
     contained: list[int]
@@ -165,7 +173,7 @@ class _Task:
 class _Worker:
     """The driver's view of one worker process."""
 
-    __slots__ = ("wid", "pid", "chan", "cancel_slot", "known_fns", "borrows", "gone")
+    __slots__ = ("wid", "pid", "chan", "cancel_slot", "known_fns", "borrows", "mapped", "gone")
 
     def __init__(self, wid: int, chan: Channel, cancel_slot: mmap.mmap) -> None:
         self.wid = wid
@@ -174,6 +182,7 @@ class _Worker:
         self.cancel_slot = cancel_slot  # shared with the worker: see worker.on_cancel_signal
         self.known_fns: set[int] = set()
         self.borrows: set[int] = set()
+        self.mapped: set[int] = set()  # objects whose segment it maps (until Forget)
         self.gone = False
 
 
@@ -204,6 +213,9 @@ class LocalRuntime:
         self._deadlines: list[tuple[float, int, Callable[[], None]]] = []
         self._options: dict[bytes, tuple[TaskOptions, Request]] = {}  # {pickled: parsed}
         self._requests: dict[int, tuple[TaskOptions, Request]] = {}  # {id(opts): request}
+        self._store_books = ObjectStore(
+            config.object_store_memory or int(psutil.virtual_memory().total * 0.3)
+        )
         self._closed = False
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
 
@@ -231,6 +243,8 @@ class LocalRuntime:
         releases = self._releases
         while releases:
             self._decref(releases.popleft())
+        if self._store_books.local_unmapped:
+            self._store_books.drain_local()
         if not self._after:
             self._lock.release()
             return
@@ -246,24 +260,30 @@ class LocalRuntime:
     ) -> list[ObjectRef]:
         request = self._request_for(opts, fn.function_name)
         try:
-            payload, positions, dep_ids, contained = ser.dumps_args(args, kwargs)
+            s, positions, dep_ids = ser.dumps_args(args, kwargs)
         except ser.SerializationError as exc:
             raise TypeError(
                 f"Could not serialize the arguments of {fn.function_name}.remote(): {exc}. "
                 "Pass picklable data, or create the object inside the task."
             ) from None
+        contained = s.contained
+        args_value: bytes | int = s.payload
+        shm = self._write_shm(s, f"the arguments of {fn.function_name}()") if s.buffers else None
         body = None
         if fn._fn_id not in self._functions:
             body = ser.dumps_function(fn._function)
         task_id = next(self._ids)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
-        task = _Task(
-            task_id, fn._fn_id, fn.function_name, payload, positions, dep_ids, contained,
-            return_ids, opts, request, opts.max_retries,
-        )  # fmt: skip
         self._lock.acquire()
         try:
             self._check_alive()
+            if shm is not None:  # big arguments: a hidden object that the task holds
+                args_value = self._new_object(0, s.payload, shm, contained)
+                contained = [args_value]
+            task = _Task(
+                task_id, fn._fn_id, fn.function_name, args_value, positions, dep_ids,
+                contained, return_ids, opts, request, opts.max_retries,
+            )  # fmt: skip
             if body is not None:
                 self._functions[fn._fn_id] = body
             if dep_ids or contained:
@@ -281,17 +301,66 @@ class LocalRuntime:
                 "Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
                 "wrap the ObjectRef in a list and call 'put' on it."
             )
-        data, contained = ser.dumps(value)
-        oid = next(self._ids)
+        try:
+            s = ser.serialize(value)
+        except ser.SerializationError as exc:
+            raise TypeError(f"Could not serialize the value passed to put(): {exc}") from None
+        shm = self._write_shm(s, "an object put by the driver") if s.buffers else None
         self._lock.acquire()
         try:
             self._check_alive()
-            self._hold(contained)
-            self._objects[oid] = _Entry(1)
-            self._store(oid, data, False, contained)
-            return ObjectRef(oid, self)
+            return ObjectRef(self._new_object(1, s.payload, shm, s.contained), self)
         finally:
             self._unlock()
+
+    def _new_object(
+        self, refcount: int, payload: bytes, shm: Shm | None, contained: list[int]
+    ) -> int:
+        """Stores a ready object made here (lock held); returns its id."""
+        oid = next(self._ids)
+        self._hold(contained)
+        self._objects[oid] = _Entry(refcount)
+        self._store(oid, payload, False, contained, shm)
+        return oid
+
+    def _write_shm(self, s: ser.Serialized, what: str) -> Shm:
+        """Writes ``s``'s buffers to a segment, outside the lock (a 100 MB copy takes a while).
+
+        Raises:
+            ObjectStoreFullError: no room within ``object_store_memory``, or the machine
+                has no memory left for the segment.
+        """
+        layout = layout_of(s.buffers)
+        with self._lock:
+            self._check_alive()
+            segment, counted = self._store_books.reserve(layout.size, what, self._holders)
+        try:
+            if segment is None:
+                segment = Segment.create(layout.size)
+            write_segment(segment, layout, s.buffers)
+        except BaseException as exc:
+            with self._lock:
+                self._store_books.unreserve(counted)
+            if segment is not None:
+                segment.close()
+            if isinstance(exc, OSError):
+                raise ObjectStoreFullError(
+                    f"Cannot store {what} of {layout.size / 1e6:,.1f} MB: the machine refused "
+                    f"the shared memory ({exc}). Free memory, or pass smaller pieces."
+                ) from exc
+            raise
+        return Shm(segment, layout, counted, what)
+
+    def _holders(self) -> str:
+        """The biggest live objects, for ObjectStoreFullError (lock held)."""
+        big = sorted(
+            ((e.shm.nbytes, oid, e.shm.origin) for oid, e in self._objects.items() if e.shm),
+            reverse=True,
+        )[:3]
+        if not big:
+            return ""
+        listed = "; ".join(f"ObjectRef({oid:056x}): {n / 1e6:,.1f} MB, {o}" for n, oid, o in big)
+        return f"The largest live objects: {listed}. "
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         waiter = self._wait_for([r._id for r in refs], None)
@@ -301,8 +370,16 @@ class LocalRuntime:
                 "timeout, or raylite.wait() to take the ones that are ready."
             )
         with self._lock:
-            entries = [self._objects[r._id] for r in refs]
-        return [ser.load_value(e.payload, e.is_error) for e in entries]  # type: ignore[arg-type]
+            readable = [self._readable(r._id) for r in refs]
+        return [ser.load_value(*r) for r in readable]
+
+    def _readable(self, oid: int) -> tuple[bytes, bool, list[memoryview] | None]:
+        """What ``load_value`` needs to rebuild a ready object here (lock held)."""
+        entry = self._objects[oid]
+        assert entry.payload is not None
+        if entry.shm is None:
+            return entry.payload, entry.is_error, None
+        return entry.payload, entry.is_error, self._store_books.view(oid, entry.shm)
 
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
@@ -399,11 +476,12 @@ class LocalRuntime:
         def resolve() -> None:
             with self._lock:
                 entry = self._objects.get(oid)
-                data = None if entry is None else (entry.payload, entry.is_error)
+                ready = entry is not None and entry.payload is not None
+                readable = self._readable(oid) if ready else None
             try:
-                if data is None or data[0] is None:
+                if readable is None:
                     raise ObjectLostError(f"{oid:056x}", "It was freed before it was read.")
-                fut.set_result(ser.load_value(data[0], data[1]))
+                fut.set_result(ser.load_value(*readable))
             except BaseException as exc:
                 fut.set_exception(exc)
 
@@ -438,7 +516,11 @@ class LocalRuntime:
         os.write(self._wake_w, b"x")
         self._io.join(timeout=5)
         for w in list(self._workers.values()) + self._new_workers:
-            w.chan.sock.close()
+            w.chan.close()
+            w.cancel_slot.close()
+        with self._lock:
+            live = [e.shm for e in self._objects.values() if e.shm is not None]
+            self._store_books.close(live)
         self._zygote.close()
         self._sel.close()
         os.close(self._wake_r)
@@ -507,6 +589,15 @@ class LocalRuntime:
             if entry.refcount <= 0:
                 del self._objects[oid]
                 stack.extend(entry.contained)
+                if entry.shm is not None:
+                    self._free_shm(oid, entry.shm)
+
+    def _free_shm(self, oid: int, shm: Shm) -> None:
+        for wid in self._store_books.free(oid, shm):
+            w = self._workers.get(wid)
+            if w is not None:
+                w.chan.queue(Forget([oid]))
+                self._dirty.add(w)
 
     def _apply(self, actions: Actions) -> None:
         """Carries out the scheduler's instructions (and those that dispatching implies)."""
@@ -522,13 +613,14 @@ class LocalRuntime:
         w = self._workers[wid]
         if task is None:  # finished meanwhile (cancelled)
             return self.sched.task_done(wid, task_id)
-        values: list[bytes] = []
         for oid in task.dep_ids:
             entry = self._objects[oid]
             if entry.is_error:  # an argument failed: so does this task, without running
-                self._finish(task, [entry.payload] * len(task.return_ids), is_error=True)  # type: ignore[list-item]
+                self._finish(task, [entry.payload], is_error=True)  # type: ignore[list-item]
                 return self.sched.task_done(wid, task_id)
-            values.append(entry.payload)  # type: ignore[arg-type]  # ready: not None
+        fds: list[int] = []
+        values = [self._wire(w, oid, fds) for oid in task.dep_ids]
+        args = task.args if isinstance(task.args, bytes) else self._wire(w, task.args, fds)
         task.worker = wid
         chan = w.chan
         if task.fn_id not in w.known_fns:
@@ -536,24 +628,58 @@ class LocalRuntime:
             chan.queue(FunctionDef(task.fn_id, self._functions[task.fn_id]))
         chan.queue(
             TaskRequest(
-                task_id, task.fn_id, task.name, task.args, task.dep_positions, values,
+                task_id, task.fn_id, task.name, args, task.dep_positions, values,
                 task.return_ids,
-            )
+            ),
+            fds,
         )  # fmt: skip
         if self.sched.in_flight(wid) <= 1:
             chan.flush(blocking=False)
         self._dirty.add(w)
         return None
 
+    def _wire(self, w: _Worker, oid: int, fds: list[int]) -> Value:
+        """Object ``oid`` as a wire value for ``w``: its segment's fd rides along (into
+        ``fds``) the first time ``w`` sees it; ``w`` keeps it mapped until ``Forget``."""
+        entry = self._objects[oid]
+        shm = entry.shm
+        if shm is None:
+            return entry.payload  # type: ignore[return-value]  # ready: not None
+        follows = w.wid not in shm.mapped_by
+        if follows:
+            shm.mapped_by.add(w.wid)
+            w.mapped.add(oid)
+            fds.append(shm.segment.fd)
+        return (entry.payload, oid, shm.layout.size, shm.layout.spans, follows)  # type: ignore[return-value]
+
+    def _take(self, w: _Worker, value: Value, what: str) -> tuple[bytes, Shm | None, bool]:
+        """A wire value from ``w`` as ``(payload, shm, is_error)``, adopting its fd; a value
+        that does not fit the store becomes an ObjectStoreFullError."""
+        if type(value) is bytes:
+            return value, None, False
+        payload, _, size, spans, follows = cast(ShmValue, value)
+        assert follows, "a worker's new segment always carries its fd"
+        segment = Segment(w.chan.in_fds.popleft(), size)
+        try:
+            reserved, counted = self._store_books.reserve(size, what, self._holders)
+        except ObjectStoreFullError as exc:
+            segment.close()
+            return ser.dumps(exc)[0], None, True
+        if reserved is not None:
+            self._store_books.pool.give(reserved)  # we have the worker's own segment
+        return payload, Shm(segment, Layout(size, spans), counted, what), False
+
     def _finish(self, task: _Task, payloads: list[bytes], is_error: bool,
-                contained: list[list[int]] | None = None) -> None:  # fmt: skip
+                contained: list[list[int]] | None = None,
+                shms: list[Shm | None] | None = None) -> None:  # fmt: skip
         """Stores a task's outcome and drops what it held."""
         self._tasks.pop(task.task_id, None)
         for i, oid in enumerate(task.return_ids):
             inner = contained[i] if contained else []
             if inner:
                 self._hold(inner)
-            self._store(oid, payloads[i] if not is_error else payloads[0], is_error, inner)
+            shm = shms[i] if shms else None
+            self._store(oid, payloads[i] if not is_error else payloads[0], is_error, inner, shm)
         for oid in task.dep_ids + task.contained:
             self._decref(oid)
 
@@ -561,12 +687,19 @@ class LocalRuntime:
         payload = ser.dumps(error)[0]
         self._finish(task, [payload], is_error=True)
 
-    def _store(self, oid: int, payload: bytes, is_error: bool, contained: list[int]) -> None:
+    def _store(
+        self, oid: int, payload: bytes, is_error: bool, contained: list[int], shm: Shm | None = None
+    ) -> None:
         entry = self._objects.get(oid)
         if entry is None or entry.payload is not None:
             for inner in contained:  # nobody wants it (freed, or cancelled meanwhile)
                 self._decref(inner)
+            if shm is not None:
+                self._store_books.unreserve(shm.nbytes)
+                shm.segment.close()
             return
+        if shm is not None:
+            entry.shm = shm
         entry.payload = payload
         entry.is_error = is_error
         entry.contained = contained
@@ -659,7 +792,7 @@ class LocalRuntime:
         """Reads what a dead worker sent before it died."""
         while not w.gone:
             try:
-                chunk = w.chan.sock.recv(1 << 20)
+                chunk = w.chan.read()
             except (BlockingIOError, InterruptedError, OSError):
                 return
             if not chunk:
@@ -676,10 +809,16 @@ class LocalRuntime:
             self._sel.unregister(w.chan.sock)
         except (KeyError, ValueError):
             pass
-        w.chan.sock.close()
+        w.chan.close()
         w.cancel_slot.close()
         for oid in w.borrows:
             self._decref(oid)
+        for oid in w.mapped:
+            entry = self._objects.get(oid)
+            if entry is not None and entry.shm is not None:
+                entry.shm.mapped_by.discard(w.wid)
+            else:
+                self._store_books.unmapped(oid, w.wid)
         actions, lost = self.sched.worker_died(w.wid)
         for i, task_id in enumerate(lost):
             task = self._tasks.get(task_id)
@@ -723,6 +862,9 @@ class LocalRuntime:
                     if oid in w.borrows:
                         w.borrows.discard(oid)
                         self._decref(oid)
+                for oid in msg.unmapped:  # type: ignore[attr-defined]
+                    w.mapped.discard(oid)
+                    self._store_books.unmapped(oid, w.wid)
             elif kind is SubmitTask:
                 self._on_nested_submit(w, msg)  # type: ignore[arg-type]
             elif kind is FunctionDef:
@@ -745,9 +887,23 @@ class LocalRuntime:
 
     def _on_task_done(self, w: _Worker, msg: TaskDone, done: list[tuple[int, int, float]]) -> None:
         task = self._tasks.get(msg.task_id)
+        results = msg.results
+        shms: list[Shm | None] | None = None
+        if any(type(v) is tuple for v in results):  # big results: adopt their fds, in order
+            what = f"the result of {task.name}()" if task is not None else "a task result"
+            taken = [self._take(w, v, what) for v in results]
+            results = [t[0] for t in taken]
+            shms = [t[1] for t in taken]
+            if any(t[2] for t in taken):  # one did not fit: the task fails with that error
+                for shm in shms:
+                    if shm is not None:
+                        self._store_books.unreserve(shm.nbytes)
+                        shm.segment.close()
+                msg = msg._replace(error=next(t[0] for t in taken if t[2]))
+                shms = None
         if task is not None and task.worker == w.wid:
             if msg.error is None:
-                self._finish(task, msg.results, False, msg.contained)
+                self._finish(task, results, False, msg.contained, shms)  # type: ignore[arg-type]
             elif not task.cancelled and self._should_retry(task, msg.error):
                 task.retries_left -= 1
                 task.worker = None
@@ -757,6 +913,11 @@ class LocalRuntime:
                 return
             else:
                 self._finish(task, [msg.error], is_error=True)
+        elif shms:  # nobody wants these results (cancelled meanwhile)
+            for shm in shms:
+                if shm is not None:
+                    self._store_books.unreserve(shm.nbytes)
+                    shm.segment.close()
         done.append((w.wid, msg.task_id, msg.duration))
 
     def _should_retry(self, task: _Task, error: bytes) -> bool:
@@ -771,17 +932,29 @@ class LocalRuntime:
 
     def _on_nested_submit(self, w: _Worker, msg: SubmitTask) -> None:
         parent = self.sched.queued_on(w.wid)
+        payload, shm, failed = self._take(w, msg.args, f"the arguments of {msg.name}()")
         try:
+            if failed:
+                raise ser.loads(payload)
             opts, request = self._options.get(msg.options) or self._nested_options(msg)
+            args: bytes | int = payload
+            contained = msg.contained
+            if shm is not None:
+                args = self._new_object(0, payload, shm, contained)
+                contained = [args]
+                shm = None
             task = _Task(
-                msg.task_id, msg.fn_id, msg.name, msg.args, msg.dep_positions, msg.dep_ids,
-                msg.contained, msg.return_ids, opts, request, opts.max_retries, owner=w.wid,
+                msg.task_id, msg.fn_id, msg.name, args, msg.dep_positions, msg.dep_ids,
+                contained, msg.return_ids, opts, request, opts.max_retries, owner=w.wid,
             )  # fmt: skip
             for oid in msg.return_ids:
                 self._objects[oid] = _Entry(1, msg.task_id)
                 w.borrows.add(oid)
-            self._hold(msg.dep_ids + msg.contained)
+            self._hold(msg.dep_ids + contained)
         except Exception as exc:
+            if shm is not None:
+                self._store_books.unreserve(shm.nbytes)
+                shm.segment.close()
             for oid in msg.return_ids:
                 entry = self._objects.setdefault(oid, _Entry(1, msg.task_id))
                 w.borrows.add(oid)
@@ -802,10 +975,14 @@ class LocalRuntime:
         return pair
 
     def _on_nested_put(self, w: _Worker, msg: PutObject) -> None:
+        payload, shm, failed = self._take(w, msg.value, "an object put by a task")
         self._objects[msg.oid] = _Entry(1)
         w.borrows.add(msg.oid)
+        if failed:
+            self._store(msg.oid, payload, True, [])
+            return
         self._hold(msg.contained)
-        self._store(msg.oid, msg.payload, False, msg.contained)
+        self._store(msg.oid, payload, False, msg.contained, shm)
 
     def _on_nested_wait(self, w: _Worker, msg: GetRequest | WaitRequest) -> None:
         oids = list(dict.fromkeys(msg.oids))
@@ -829,7 +1006,9 @@ class LocalRuntime:
             elif timed_out:
                 w.chan.queue(GetReply(msg.req_id, None))
             else:
-                w.chan.queue(GetReply(msg.req_id, [self._value_for(o) for o in msg.oids]))
+                fds: list[int] = []
+                values = [self._value_for(w, o, fds) for o in msg.oids]
+                w.chan.queue(GetReply(msg.req_id, values), fds)
             self._dirty.add(w)
 
         if missing or need <= 0:
@@ -852,11 +1031,11 @@ class LocalRuntime:
                 self._deadlines, (time.monotonic() + msg.timeout, next(self._ids), expire)
             )
 
-    def _value_for(self, oid: int) -> tuple[bool, bytes]:
+    def _value_for(self, w: _Worker, oid: int, fds: list[int]) -> tuple[bool, Value]:
         entry = self._objects.get(oid)
         if entry is None or entry.payload is None:
             return True, ser.dumps(_lost(oid))[0]
-        return entry.is_error, entry.payload
+        return entry.is_error, self._wire(w, oid, fds)
 
     # ---- the I/O thread's steps (lock held) ---------------------------------------------
 
@@ -888,7 +1067,7 @@ class LocalRuntime:
                 self._on_zygote()
             elif not data.gone:
                 try:
-                    chunk = data.chan.sock.recv(1 << 20)
+                    chunk = data.chan.read()
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError:

@@ -4,6 +4,10 @@
   of them) goes through the C pickler directly (~0.6 us); anything else through cloudpickle
   (~5 us), which also pickles functions, lambdas and classes defined in ``__main__`` by value,
   so a worker never runs a stale or missing definition.
+- Large buffers (numpy arrays, bytearrays, memoryviews, top-level bytes of at least
+  ``INLINE_LIMIT`` bytes) are taken *out of band* (:func:`serialize`): the runtime writes them
+  once into shared memory (``store.py``) and :func:`loads` rebuilds the value on read-only
+  views of it, without copying (top-level ``bytes`` are copied once: they own their memory).
 - ObjectRefs met while pickling are recorded (``_object_ref.collect_refs``): the runtime keeps
   the objects a stored value contains alive as long as the value.
 - Errors: a task's exception travels as a pickled ``RayTaskError``; when the user's exception
@@ -12,9 +16,10 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import traceback
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -22,7 +27,10 @@ from .._object_ref import ObjectRef, collect_refs
 from ..exceptions import RayTaskError
 
 __all__ = [
+    "INLINE_LIMIT",
     "SerializationError",
+    "Serialized",
+    "serialize",
     "dumps",
     "dumps_args",
     "dumps_error",
@@ -35,6 +43,7 @@ __all__ = [
 _PLAIN_SCALARS = frozenset({type(None), bool, int, float, str, bytes, complex})
 _PLAIN_CONTAINERS = frozenset({tuple, list})
 _MAX_PLAIN_LEN = 64
+INLINE_LIMIT = 64 * 1024  # buffers at least this large go to shared memory
 
 
 class SerializationError(TypeError):
@@ -45,7 +54,7 @@ def _is_plain(value: Any, depth: int = 3) -> bool:
     """True when ``value`` is builtin data the C pickler handles exactly like cloudpickle."""
     t = type(value)
     if t in _PLAIN_SCALARS:
-        return True
+        return t is not bytes or len(value) < INLINE_LIMIT
     if depth == 0:
         return False
     if t in _PLAIN_CONTAINERS:
@@ -76,9 +85,81 @@ def dumps(value: Any) -> tuple[bytes, list[int]]:
     return data, refs
 
 
-def loads(data: bytes) -> Any:
-    """Unpickles what :func:`dumps` (or :func:`dumps_function`) produced."""
-    return pickle.loads(data)
+class Serialized(NamedTuple):
+    """A pickled value: the pickle stream, its out-of-band buffers, the refs inside it."""
+
+    payload: bytes
+    buffers: list[memoryview]  # raw byte views, to be written to shared memory
+    contained: list[int]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers)
+
+
+def serialize(value: Any) -> Serialized:
+    """Pickles ``value``, leaving buffers of ``INLINE_LIMIT`` bytes or more out of band.
+
+    Raises:
+        SerializationError: ``value`` (or something inside it) cannot be pickled.
+    """
+    if _is_plain(value):
+        return Serialized(pickle.dumps(value, 5), [], [])
+    if type(value) is bytes:
+        value = _LargeBytes(value)
+    buffers: list[memoryview] = []
+
+    def out_of_band(buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes < INLINE_LIMIT:
+            return True  # in band
+        buffers.append(raw)
+        return False
+
+    with collect_refs() as refs:
+        out = io.BytesIO()
+        try:
+            _Pickler(out, 5, buffer_callback=out_of_band).dump(value)
+        except Exception as exc:
+            raise SerializationError(f"{type(exc).__name__}: {exc}") from exc
+    return Serialized(out.getvalue(), buffers, refs)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, plus zero-copy memoryviews (plain pickle refuses them)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is memoryview:
+            data = pickle.PickleBuffer(obj) if obj.c_contiguous else obj.tobytes()
+            return _rebuild_memoryview, (data, obj.format, obj.shape)
+        return super().reducer_override(obj)
+
+
+def _rebuild_memoryview(data: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
+    view = memoryview(data)
+    if view.format == fmt and view.shape == shape:
+        return view
+    try:
+        return view.cast("B").cast(fmt, shape)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return view.cast("B")  # a format cast() cannot express: the raw bytes
+
+
+class _LargeBytes:
+    """Carries a big top-level ``bytes`` out of band (pickle keeps ``bytes`` in band)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> Any:
+        return (bytes, (pickle.PickleBuffer(self.data),))
+
+
+def loads(data: bytes, buffers: list[memoryview] | None = None) -> Any:
+    """Unpickles what :func:`dumps`, :func:`serialize` or :func:`dumps_function` produced."""
+    return pickle.loads(data, buffers=buffers)
 
 
 def dumps_function(fn: Any) -> bytes:
@@ -108,7 +189,7 @@ def dumps_error(function_name: str, exc: BaseException, pid: int) -> bytes:
 
 def dumps_args(
     args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[bytes, list[int | str], list[int], list[int]]:
+) -> tuple[Serialized, list[int | str], list[int]]:
     """Pickles a task's arguments, leaving out the top-level ObjectRefs.
 
     Top-level refs are resolved before the task runs (Ray's semantics), so they travel as
@@ -116,8 +197,7 @@ def dumps_args(
     ``dep_ids[i]``. Refs nested in containers stay refs (``contained``).
 
     Returns:
-        ``(payload, dep_positions, dep_ids, contained)``; ``payload`` is ``b""`` for no
-        arguments at all.
+        ``(serialized, dep_positions, dep_ids)``; the payload is ``b""`` for no arguments.
     """
     positions: list[int | str] = []
     dep_ids: list[int] = []
@@ -137,17 +217,22 @@ def dumps_args(
                 dep_ids.append(v._id)
                 kwargs[k] = None
     if not args and not kwargs:
-        return b"", positions, dep_ids, []
-    payload, contained = dumps((args, kwargs))
-    return payload, positions, dep_ids, contained
+        return _NO_ARGS, positions, dep_ids
+    return serialize((args, kwargs)), positions, dep_ids
+
+
+_NO_ARGS = Serialized(b"", [], [])
 
 
 def loads_args(
-    payload: bytes, positions: list[Any], values: list[Any]
+    payload: bytes,
+    positions: list[Any],
+    values: list[Any],
+    buffers: list[memoryview] | None = None,
 ) -> tuple[list[Any], dict[str, Any]]:
     """Rebuilds ``(args, kwargs)`` from :func:`dumps_args`' payload and resolved values."""
     if payload:
-        args_t, kwargs = pickle.loads(payload)
+        args_t, kwargs = pickle.loads(payload, buffers=buffers)
         args = list(args_t)
     else:
         args, kwargs = [], {}
@@ -159,9 +244,9 @@ def loads_args(
     return args, kwargs
 
 
-def load_value(payload: bytes, is_error: bool) -> Any:
+def load_value(payload: bytes, is_error: bool, buffers: list[memoryview] | None = None) -> Any:
     """The stored value, or raises the stored error (a task error as both of its types)."""
-    value = pickle.loads(payload)
+    value = pickle.loads(payload, buffers=buffers)
     if not is_error:
         return value
     if isinstance(value, RayTaskError):

@@ -32,7 +32,7 @@ import struct
 import sys
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import _runtime
 from .._object_ref import ObjectRef
@@ -42,20 +42,24 @@ from .protocol import (
     CancelRequest,
     CancelTask,
     Channel,
+    Forget,
     FunctionDef,
     GetReply,
     GetRequest,
     Message,
     PutObject,
     RefOps,
+    ShmValue,
     SubmitTask,
     TaskDone,
     TaskRequest,
     TasksReturned,
     Unblocked,
+    Value,
     WaitReply,
     WaitRequest,
 )
+from .store import Mappings, Segment, layout_of, write_segment
 
 if TYPE_CHECKING:
     from .._options import TaskOptions
@@ -105,6 +109,8 @@ class WorkerRuntime:
         self._borrow: list[int] = []
         self._release: list[int] = []
         self._options_cache: dict[int, bytes] = {}  # {id(TaskOptions): pickled}
+        self._unmapped: list[int] = []  # appended by Mappings' finalizers (any thread)
+        self._maps = Mappings(self._unmapped.append)
         self._last_poll = 0.0
         self._blocked = False
         self.interruptible = False  # running the user's code: a cancel may interrupt it
@@ -137,7 +143,7 @@ class WorkerRuntime:
         """Reads whatever the driver sent meanwhile, without waiting."""
         self._last_poll = time.perf_counter()
         try:
-            chunk = self.chan.sock.recv(1 << 20, socket.MSG_DONTWAIT)
+            chunk = self.chan.read(socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return
         if not chunk:
@@ -147,6 +153,9 @@ class WorkerRuntime:
     def _handle(self, msgs: list[Message]) -> None:
         for msg in msgs:
             if type(msg) is TaskRequest:
+                self._adopt(msg.args)  # fds come in message order: map them now
+                for value in msg.dep_values:
+                    self._adopt(value)
                 if self._blocked:
                     self._out(TasksReturned([msg.task_id]))
                 else:
@@ -154,10 +163,41 @@ class WorkerRuntime:
             elif type(msg) is FunctionDef:
                 self._fns[msg.fn_id] = msg.payload
                 self._driver_fns.add(msg.fn_id)
-            elif type(msg) is GetReply or type(msg) is WaitReply:
+            elif type(msg) is GetReply:
+                for _, value in msg.values or ():
+                    self._adopt(value)
+                self._replies[msg.req_id] = msg
+            elif type(msg) is WaitReply:
                 self._replies[msg.req_id] = msg
             elif type(msg) is CancelTask:
                 self._cancel_queued(msg.task_id)
+            elif type(msg) is Forget:
+                for oid in msg.oids:
+                    self._maps.forget(oid)
+
+    def _adopt(self, value: Value) -> None:
+        if type(value) is tuple and value[4]:
+            self._maps.adopt(value[1], self.chan.in_fds.popleft(), value[2])
+
+    def _load(self, value: Value, is_error: bool = False) -> Any:
+        """The value (or raises the error) that ``value`` carries, zero-copy for buffers."""
+        if type(value) is bytes:
+            return ser.load_value(value, is_error)
+        payload, oid, _, spans, _ = cast(ShmValue, value)
+        return ser.load_value(payload, is_error, self._maps.buffers(oid, spans))
+
+    def _value_of(self, oid: int, s: ser.Serialized) -> tuple[Value, list[int]]:
+        """``s`` as a wire value: buffers written to a new segment whose fd travels along."""
+        if not s.buffers:
+            return s.payload, []
+        layout = layout_of(s.buffers)
+        segment = Segment.create(layout.size)
+        try:
+            write_segment(segment, layout, s.buffers)
+        except BaseException:
+            segment.close()
+            raise
+        return (s.payload, oid, layout.size, layout.spans, True), [segment.fd]
 
     def _cancel_queued(self, task_id: int) -> None:
         for req in self._queue:
@@ -185,8 +225,9 @@ class WorkerRuntime:
         self.current = req
         start = time.perf_counter()
         error: bytes | None = None
-        results: list[bytes] = []
+        results: list[Value] = []
         contained: list[list[int]] = []
+        fds: list[int] = []  # segments of big results, sent with TaskDone
         try:
             self.interruptible = True
             if self._cancel_requested():  # cancelled while on its way here
@@ -194,22 +235,29 @@ class WorkerRuntime:
             fn = self._fns[req.fn_id]
             if type(fn) is bytes:
                 fn = self._fns[req.fn_id] = ser.loads(fn)
-            values = [ser.loads(v) for v in req.dep_values]
-            args, kwargs = ser.loads_args(req.args, req.dep_positions, values)
+            values = [self._load(v) for v in req.dep_values]
+            if type(req.args) is bytes:
+                args, kwargs = ser.loads_args(req.args, req.dep_positions, values)
+            else:
+                payload, oid, _, spans, _ = cast(ShmValue, req.args)
+                buffers = self._maps.buffers(oid, spans)
+                args, kwargs = ser.loads_args(payload, req.dep_positions, values, buffers)
             del values
             result = fn(*args, **kwargs)
             self.interruptible = False
             del args, kwargs
-            for value in _split_returns(req, result):
+            for oid, value in zip(req.return_ids, _split_returns(req, result), strict=True):
                 try:
-                    data, refs = ser.dumps(value)
+                    s = ser.serialize(value)
                 except ser.SerializationError as exc:
                     raise TypeError(
                         f"Could not serialize the return value of {req.name}(): {exc}. "
                         "Return picklable data, or build the object inside the caller."
                     ) from None
-                results.append(data)
-                contained.append(refs)
+                wire, new_fds = self._value_of(oid, s)
+                fds += new_fds
+                results.append(wire)
+                contained.append(s.contained)
         except KeyboardInterrupt:
             error = _cancelled(req.task_id)
         except BaseException as exc:  # the user's error travels to whoever calls get()
@@ -221,23 +269,30 @@ class WorkerRuntime:
             self.current = None
         if error is not None:
             results, contained = [], []
-        self._out(TaskDone(req.task_id, results, contained, error, time.perf_counter() - start))
+            for fd in fds:
+                os.close(fd)
+            fds = []
+        duration = time.perf_counter() - start
+        self._out(TaskDone(req.task_id, results, contained, error, duration), fds)
 
     # ---- sending ------------------------------------------------------------------------
 
-    def _out(self, msg: Message) -> None:
-        """Queues ``msg`` behind any borrow notice it depends on."""
+    def _out(self, msg: Message, fds: list[int] | None = None) -> None:
+        """Queues ``msg`` (and the fds it carries, closed here once sent) behind any borrow
+        notice it depends on."""
         if self._borrow:
-            borrow, self._borrow = self._borrow, []
-            release, self._release = self._release, []
-            self.chan.queue(RefOps(borrow, release))
-        self.chan.queue(msg)
+            self._queue_ref_ops()
+        self.chan.queue(msg, fds, owned=True)
+
+    def _queue_ref_ops(self) -> None:
+        borrow, self._borrow = self._borrow, []
+        release, self._release = self._release, []
+        unmapped, self._unmapped[:] = list(self._unmapped), []
+        self.chan.queue(RefOps(borrow, release, unmapped))
 
     def _flush(self) -> None:
-        if self._release or self._borrow:
-            borrow, self._borrow = self._borrow, []
-            release, self._release = self._release, []
-            self.chan.queue(RefOps(borrow, release))
+        if self._release or self._borrow or self._unmapped:
+            self._queue_ref_ops()
         self.in_io = True
         try:
             self.chan.flush()
@@ -267,33 +322,29 @@ class WorkerRuntime:
             self._out(FunctionDef(fn._fn_id, ser.dumps_function(fn._function)))
             self._driver_fns.add(fn._fn_id)
         try:
-            payload, positions, dep_ids, contained = ser.dumps_args(args, kwargs)
+            s, positions, dep_ids = ser.dumps_args(args, kwargs)
         except ser.SerializationError as exc:
             raise _argument_error(fn.function_name, exc) from None
+        args_value, fds = self._value_of(next(self._ids), s)
         pickled_opts = self._options_cache.get(id(opts))
         if pickled_opts is None:
             pickled_opts = self._options_cache[id(opts)] = ser.dumps(opts)[0]
         task_id = next(self._ids)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
-        self._send(
-            SubmitTask(
-                task_id,
-                fn._fn_id,
-                fn.function_name,
-                pickled_opts,
-                payload,
-                positions,
-                dep_ids,
-                contained,
-                return_ids,
-            )
-        )
+        msg = SubmitTask(
+            task_id, fn._fn_id, fn.function_name, pickled_opts, args_value, positions, dep_ids,
+            s.contained, return_ids,
+        )  # fmt: skip
+        self._out(msg, fds)
+        self._flush()
         return [self._new_ref(oid) for oid in return_ids]
 
     def put(self, value: Any) -> ObjectRef:
-        data, contained = ser.dumps(value)
+        s = ser.serialize(value)
         oid = next(self._ids)
-        self._send(PutObject(oid, data, contained))
+        wire, fds = self._value_of(oid, s)
+        self._out(PutObject(oid, wire, s.contained), fds)
+        self._flush()
         return self._new_ref(oid)
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
@@ -302,7 +353,7 @@ class WorkerRuntime:
         assert type(reply) is GetReply
         if reply.values is None:
             raise GetTimeoutError(f"Get timed out: some object(s) not ready after {timeout} s.")
-        return [ser.load_value(payload, is_error) for is_error, payload in reply.values]
+        return [self._load(value, is_error) for is_error, value in reply.values]
 
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
