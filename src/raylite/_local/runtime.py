@@ -17,10 +17,8 @@ any worker's ``Channel``. Sockets are non-blocking on this side: a flush sends w
 the I/O thread sends the rest when the socket is writable, so the driver never blocks on a
 slow worker (and a worker blocked on sending to us cannot deadlock us).
 
-Objects: ``_objects`` maps id -> ``_Entry`` (payload bytes once ready). An entry lives while
-its refcount is positive: one per live ObjectRef in this process, one per worker that
-borrows it, one per pending task that uses it, one per stored value that contains it.
-ObjectRef.__del__ may run anywhere (GC), so ``release`` never blocks: it queues the id and
+Objects live in ``objects.ObjectTable`` (values, lifetimes, waiters, shared-memory books);
+``ObjectRef.__del__`` may run anywhere (GC), so ``release`` never blocks: it queues the id and
 whoever holds or next takes the lock applies it.
 
 Dispatch flushing: a task sent to an idle worker goes out at once (latency); one queued
@@ -43,10 +41,9 @@ import threading
 import time
 import traceback
 import weakref
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -63,6 +60,7 @@ from ..exceptions import (
     WorkerCrashedError,
 )
 from . import serialization as ser
+from .objects import ObjectTable, Waiter, lost
 from .pool import Zygote, describe_exit
 from .protocol import (
     CancelRequest,
@@ -75,7 +73,6 @@ from .protocol import (
     Message,
     PutObject,
     RefOps,
-    ShmValue,
     SubmitTask,
     TaskDone,
     TaskRequest,
@@ -86,7 +83,7 @@ from .protocol import (
     WaitRequest,
 )
 from .scheduler import Actions, Request, Scheduler
-from .store import Layout, ObjectStore, Segment, Shm, layout_of, write_segment
+from .store import Segment, Shm, layout_of, write_segment
 from .worker import CANCEL_SIGNAL, CANCEL_SLOT, worker_main
 
 if TYPE_CHECKING:
@@ -107,46 +104,6 @@ class RuntimeConfig:
     object_store_memory: int | None
     max_workers: int
     session: str
-
-
-class _Entry:
-    """An object: its payload once ready, who waits for it, and how many hold it."""
-
-    __slots__ = ("payload", "is_error", "refcount", "waiters", "contained", "task_id", "shm")
-
-    def __init__(self, refcount: int, task_id: int = 0) -> None:
-        self.payload: bytes | None = None  # the pickle stream; its big buffers are in shm
-        self.shm: Shm | None = None
-        self.is_error = False
-        self.refcount = refcount
-        self.waiters: list[_Waiter] | None = None
-        self.contained: list[int] = []
-        self.task_id = task_id
-
-
-class _Waiter:
-    """Counts down as objects become ready; fires once when it reaches zero."""
-
-    __slots__ = ("remaining", "event", "callback", "fired")
-
-    def __init__(self, remaining: int, callback: Callable[[], None] | None = None) -> None:
-        self.remaining = remaining
-        self.callback = callback
-        self.fired = False
-        self.event: threading.Lock | None = None
-        if callback is None:
-            self.event = threading.Lock()
-            self.event.acquire()
-
-    def hit(self) -> None:
-        self.remaining -= 1
-        if self.remaining == 0 and not self.fired:
-            self.fired = True
-            if self.callback is not None:
-                self.callback()
-            else:
-                assert self.event is not None
-                self.event.release()
 
 
 @dataclass(slots=True)
@@ -201,10 +158,8 @@ class LocalRuntime:
         # Fork the zygote first: no thread of ours runs yet (see pool.py).
         self._zygote = Zygote(worker_main)
         self._lock = threading.Lock()
-        self._releases: deque[int] = deque()  # ids released by ObjectRef.__del__, not applied
         self._after: list[Callable[[], None]] = []  # run once the lock is released
         self._ids = itertools.count(1)
-        self._objects: dict[int, _Entry] = {}
         self._tasks: dict[int, _Task] = {}
         self._functions: dict[int, bytes] = {}  # {fn id: pickled body}
         self._workers: dict[int, _Worker] = {}
@@ -213,8 +168,8 @@ class LocalRuntime:
         self._deadlines: list[tuple[float, int, Callable[[], None]]] = []
         self._options: dict[bytes, tuple[TaskOptions, Request]] = {}  # {pickled: parsed}
         self._requests: dict[int, tuple[TaskOptions, Request]] = {}  # {id(opts): request}
-        self._store_books = ObjectStore(
-            config.object_store_memory or int(psutil.virtual_memory().total * 0.3)
+        self._objs = ObjectTable(
+            config.object_store_memory or int(psutil.virtual_memory().total * 0.3), self._forget
         )
         self._closed = False
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
@@ -240,11 +195,7 @@ class LocalRuntime:
 
     def _unlock(self) -> None:
         """Applies queued releases, releases the lock, runs deferred callbacks."""
-        releases = self._releases
-        while releases:
-            self._decref(releases.popleft())
-        if self._store_books.local_unmapped:
-            self._store_books.drain_local()
+        self._objs.drain()
         if not self._after:
             self._lock.release()
             return
@@ -287,9 +238,9 @@ class LocalRuntime:
             if body is not None:
                 self._functions[fn._fn_id] = body
             if dep_ids or contained:
-                self._hold(dep_ids + contained)
+                self._objs.hold(dep_ids + contained)
             for oid in return_ids:
-                self._objects[oid] = _Entry(1, task_id)
+                self._objs.new(oid, 1, task_id)
             self._submit(task)
             return [ObjectRef(oid, self) for oid in return_ids]
         finally:
@@ -318,8 +269,8 @@ class LocalRuntime:
     ) -> int:
         """Stores a ready object made here (lock held); returns its id."""
         oid = next(self._ids)
-        self._hold(contained)
-        self._objects[oid] = _Entry(refcount)
+        self._objs.hold(contained)
+        self._objs.new(oid, refcount)
         self._store(oid, payload, False, contained, shm)
         return oid
 
@@ -333,14 +284,14 @@ class LocalRuntime:
         layout = layout_of(s.buffers)
         with self._lock:
             self._check_alive()
-            segment, counted = self._store_books.reserve(layout.size, what, self._holders)
+            segment, counted = self._objs.books.reserve(layout.size, what, self._objs.holders)
         try:
             if segment is None:
                 segment = Segment.create(layout.size)
             write_segment(segment, layout, s.buffers)
         except BaseException as exc:
             with self._lock:
-                self._store_books.unreserve(counted)
+                self._objs.books.unreserve(counted)
             if segment is not None:
                 segment.close()
             if isinstance(exc, OSError):
@@ -351,17 +302,6 @@ class LocalRuntime:
             raise
         return Shm(segment, layout, counted, what)
 
-    def _holders(self) -> str:
-        """The biggest live objects, for ObjectStoreFullError (lock held)."""
-        big = sorted(
-            ((e.shm.nbytes, oid, e.shm.origin) for oid, e in self._objects.items() if e.shm),
-            reverse=True,
-        )[:3]
-        if not big:
-            return ""
-        listed = "; ".join(f"ObjectRef({oid:056x}): {n / 1e6:,.1f} MB, {o}" for n, oid, o in big)
-        return f"The largest live objects: {listed}. "
-
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         waiter = self._wait_for([r._id for r in refs], None)
         if waiter is not None and not self._block(waiter, timeout):
@@ -370,16 +310,8 @@ class LocalRuntime:
                 "timeout, or raylite.wait() to take the ones that are ready."
             )
         with self._lock:
-            readable = [self._readable(r._id) for r in refs]
+            readable = [self._objs.readable(r._id) for r in refs]
         return [ser.load_value(*r) for r in readable]
-
-    def _readable(self, oid: int) -> tuple[bytes, bool, list[memoryview] | None]:
-        """What ``load_value`` needs to rebuild a ready object here (lock held)."""
-        entry = self._objects[oid]
-        assert entry.payload is not None
-        if entry.shm is None:
-            return entry.payload, entry.is_error, None
-        return entry.payload, entry.is_error, self._store_books.view(oid, entry.shm)
 
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
@@ -388,12 +320,12 @@ class LocalRuntime:
         if waiter is not None:
             self._block(waiter, timeout)
         with self._lock:
-            ready = [r for r in refs if self._objects[r._id].payload is not None]
+            ready = [r for r in refs if self._objs[r._id].payload is not None]
         done = ready[:num_returns]
         taken = {r._id for r in done}
         return done, [r for r in refs if r._id not in taken]
 
-    def _wait_for(self, oids: list[int], num_returns: int | None) -> _Waiter | None:
+    def _wait_for(self, oids: list[int], num_returns: int | None) -> Waiter | None:
         """Registers a waiter for ``num_returns`` of ``oids`` (all if ``None``) unless that
         many are ready already; flushes queued dispatches so the work gets going."""
         self._lock.acquire()
@@ -401,16 +333,16 @@ class LocalRuntime:
             self._check_alive()
             pending = []
             for oid in dict.fromkeys(oids):
-                entry = self._objects.get(oid)
+                entry = self._objs.get(oid)
                 if entry is None:
-                    raise _lost(oid)
+                    raise lost(oid)
                 if entry.payload is None:
                     pending.append(entry)
             ready = len(set(oids)) - len(pending)
             need = len(pending) if num_returns is None else num_returns - ready
             if need <= 0:
                 return None
-            waiter = _Waiter(need)
+            waiter = Waiter(need)
             for entry in pending:
                 if entry.waiters is None:
                     entry.waiters = []
@@ -420,7 +352,7 @@ class LocalRuntime:
         finally:
             self._unlock()
 
-    def _block(self, waiter: _Waiter, timeout: float | None) -> bool:
+    def _block(self, waiter: Waiter, timeout: float | None) -> bool:
         assert waiter.event is not None
         if waiter.event.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
             return True
@@ -432,7 +364,7 @@ class LocalRuntime:
         self._lock.acquire()
         try:
             self._check_alive()
-            entry = self._objects.get(ref._id)
+            entry = self._objs.get(ref._id)
             if entry is not None and entry.task_id:
                 self._cancel_task(entry.task_id, force, recursive)
             self._flush_dirty()
@@ -458,14 +390,14 @@ class LocalRuntime:
         }
 
     def add_ref(self, oid: int) -> None:
-        self._releases.append(-oid)  # a negative id is an increment, applied in order
+        self._objs.releases.append(-oid)  # a negative id is an increment, applied in order
         if self._lock.acquire(blocking=False):
             self._unlock()
 
     def release(self, oid: int) -> None:
         # Apply now if the lock is free, but not once per ref when a list of 20,000 refs
         # dies: a batch waits for the next lock holder (or the I/O thread, within 0.1 s).
-        releases = self._releases
+        releases = self._objs.releases
         releases.append(oid)
         if (len(releases) == 1 or len(releases) >= 1024) and self._lock.acquire(blocking=False):
             self._unlock()
@@ -475,9 +407,9 @@ class LocalRuntime:
 
         def resolve() -> None:
             with self._lock:
-                entry = self._objects.get(oid)
+                entry = self._objs.get(oid)
                 ready = entry is not None and entry.payload is not None
-                readable = self._readable(oid) if ready else None
+                readable = self._objs.readable(oid) if ready else None
             try:
                 if readable is None:
                     raise ObjectLostError(f"{oid:056x}", "It was freed before it was read.")
@@ -491,14 +423,14 @@ class LocalRuntime:
         self._lock.acquire()
         try:
             self._check_alive()
-            entry = self._objects.get(oid)
+            entry = self._objs.get(oid)
             if entry is None or entry.payload is not None:
                 self._after.append(resolve)
             else:
-                self._hold([oid])  # the future keeps the object alive until it resolves
+                self._objs.hold([oid])  # the future keeps the object alive until it resolves
                 if entry.waiters is None:
                     entry.waiters = []
-                entry.waiters.append(_Waiter(1, on_ready))
+                entry.waiters.append(Waiter(1, on_ready))
                 fut.add_done_callback(lambda _: self.release(oid))
             self._flush_dirty()
         finally:
@@ -519,8 +451,7 @@ class LocalRuntime:
             w.chan.close()
             w.cancel_slot.close()
         with self._lock:
-            live = [e.shm for e in self._objects.values() if e.shm is not None]
-            self._store_books.close(live)
+            self._objs.close()
         self._zygote.close()
         self._sel.close()
         os.close(self._wake_r)
@@ -562,42 +493,15 @@ class LocalRuntime:
         self._tasks[task.task_id] = task
         missing = []
         if task.dep_ids:
-            objects = self._objects
+            objects = self._objs
             missing = list(dict.fromkeys(o for o in task.dep_ids if objects[o].payload is None))
         self._apply(self.sched.submit(task.task_id, task.request, task.fn_id, missing))
 
-    def _hold(self, oids: list[int]) -> None:
-        for oid in oids:
-            entry = self._objects.get(oid)
-            if entry is None:
-                raise _lost(oid)
-            entry.refcount += 1
-
-    def _decref(self, oid: int) -> None:
-        if oid < 0:  # an add_ref queued by ObjectRef unpickling
-            entry = self._objects.get(-oid)
-            if entry is not None:
-                entry.refcount += 1
-            return
-        stack = [oid]
-        while stack:
-            oid = stack.pop()
-            entry = self._objects.get(oid)
-            if entry is None:
-                continue
-            entry.refcount -= 1
-            if entry.refcount <= 0:
-                del self._objects[oid]
-                stack.extend(entry.contained)
-                if entry.shm is not None:
-                    self._free_shm(oid, entry.shm)
-
-    def _free_shm(self, oid: int, shm: Shm) -> None:
-        for wid in self._store_books.free(oid, shm):
-            w = self._workers.get(wid)
-            if w is not None:
-                w.chan.queue(Forget([oid]))
-                self._dirty.add(w)
+    def _forget(self, wid: int, oid: int) -> None:
+        w = self._workers.get(wid)
+        if w is not None:
+            w.chan.queue(Forget([oid]))
+            self._dirty.add(w)
 
     def _apply(self, actions: Actions) -> None:
         """Carries out the scheduler's instructions (and those that dispatching implies)."""
@@ -614,13 +518,17 @@ class LocalRuntime:
         if task is None:  # finished meanwhile (cancelled)
             return self.sched.task_done(wid, task_id)
         for oid in task.dep_ids:
-            entry = self._objects[oid]
+            entry = self._objs[oid]
             if entry.is_error:  # an argument failed: so does this task, without running
                 self._finish(task, [entry.payload], is_error=True)  # type: ignore[list-item]
                 return self.sched.task_done(wid, task_id)
         fds: list[int] = []
-        values = [self._wire(w, oid, fds) for oid in task.dep_ids]
-        args = task.args if isinstance(task.args, bytes) else self._wire(w, task.args, fds)
+        values = [self._objs.wire(w.wid, w.mapped, oid, fds) for oid in task.dep_ids]
+        args = (
+            task.args
+            if isinstance(task.args, bytes)
+            else self._objs.wire(w.wid, w.mapped, task.args, fds)
+        )
         task.worker = wid
         chan = w.chan
         if task.fn_id not in w.known_fns:
@@ -638,37 +546,6 @@ class LocalRuntime:
         self._dirty.add(w)
         return None
 
-    def _wire(self, w: _Worker, oid: int, fds: list[int]) -> Value:
-        """Object ``oid`` as a wire value for ``w``: its segment's fd rides along (into
-        ``fds``) the first time ``w`` sees it; ``w`` keeps it mapped until ``Forget``."""
-        entry = self._objects[oid]
-        shm = entry.shm
-        if shm is None:
-            return entry.payload  # type: ignore[return-value]  # ready: not None
-        follows = w.wid not in shm.mapped_by
-        if follows:
-            shm.mapped_by.add(w.wid)
-            w.mapped.add(oid)
-            fds.append(shm.segment.fd)
-        return (entry.payload, oid, shm.layout.size, shm.layout.spans, follows)  # type: ignore[return-value]
-
-    def _take(self, w: _Worker, value: Value, what: str) -> tuple[bytes, Shm | None, bool]:
-        """A wire value from ``w`` as ``(payload, shm, is_error)``, adopting its fd; a value
-        that does not fit the store becomes an ObjectStoreFullError."""
-        if type(value) is bytes:
-            return value, None, False
-        payload, _, size, spans, follows = cast(ShmValue, value)
-        assert follows, "a worker's new segment always carries its fd"
-        segment = Segment(w.chan.in_fds.popleft(), size)
-        try:
-            reserved, counted = self._store_books.reserve(size, what, self._holders)
-        except ObjectStoreFullError as exc:
-            segment.close()
-            return ser.dumps(exc)[0], None, True
-        if reserved is not None:
-            self._store_books.pool.give(reserved)  # we have the worker's own segment
-        return payload, Shm(segment, Layout(size, spans), counted, what), False
-
     def _finish(self, task: _Task, payloads: list[bytes], is_error: bool,
                 contained: list[list[int]] | None = None,
                 shms: list[Shm | None] | None = None) -> None:  # fmt: skip
@@ -677,11 +554,11 @@ class LocalRuntime:
         for i, oid in enumerate(task.return_ids):
             inner = contained[i] if contained else []
             if inner:
-                self._hold(inner)
+                self._objs.hold(inner)
             shm = shms[i] if shms else None
             self._store(oid, payloads[i] if not is_error else payloads[0], is_error, inner, shm)
         for oid in task.dep_ids + task.contained:
-            self._decref(oid)
+            self._objs.decref(oid)
 
     def _fail(self, task: _Task, error: BaseException) -> None:
         payload = ser.dumps(error)[0]
@@ -690,24 +567,8 @@ class LocalRuntime:
     def _store(
         self, oid: int, payload: bytes, is_error: bool, contained: list[int], shm: Shm | None = None
     ) -> None:
-        entry = self._objects.get(oid)
-        if entry is None or entry.payload is not None:
-            for inner in contained:  # nobody wants it (freed, or cancelled meanwhile)
-                self._decref(inner)
-            if shm is not None:
-                self._store_books.unreserve(shm.nbytes)
-                shm.segment.close()
-            return
-        if shm is not None:
-            entry.shm = shm
-        entry.payload = payload
-        entry.is_error = is_error
-        entry.contained = contained
-        waiters, entry.waiters = entry.waiters, None
-        if waiters:
-            for waiter in waiters:
-                waiter.hit()
-        self._apply(self.sched.object_ready(oid))
+        if self._objs.store(oid, payload, is_error, contained, shm):
+            self._apply(self.sched.object_ready(oid))
 
     def _cancel_task(self, task_id: int, force: bool, recursive: bool) -> None:
         task = self._tasks.get(task_id)
@@ -811,14 +672,7 @@ class LocalRuntime:
             pass
         w.chan.close()
         w.cancel_slot.close()
-        for oid in w.borrows:
-            self._decref(oid)
-        for oid in w.mapped:
-            entry = self._objects.get(oid)
-            if entry is not None and entry.shm is not None:
-                entry.shm.mapped_by.discard(w.wid)
-            else:
-                self._store_books.unmapped(oid, w.wid)
+        self._objs.worker_gone(w.wid, w.borrows, w.mapped)
         actions, lost = self.sched.worker_died(w.wid)
         for i, task_id in enumerate(lost):
             task = self._tasks.get(task_id)
@@ -855,16 +709,16 @@ class LocalRuntime:
                 self._on_task_done(w, msg, done)  # type: ignore[arg-type]
             elif kind is RefOps:
                 for oid in msg.borrow:  # type: ignore[attr-defined]
-                    if oid not in w.borrows and oid in self._objects:
+                    if oid not in w.borrows and oid in self._objs:
                         w.borrows.add(oid)
-                        self._objects[oid].refcount += 1
+                        self._objs[oid].refcount += 1
                 for oid in msg.release:  # type: ignore[attr-defined]
                     if oid in w.borrows:
                         w.borrows.discard(oid)
-                        self._decref(oid)
+                        self._objs.decref(oid)
                 for oid in msg.unmapped:  # type: ignore[attr-defined]
                     w.mapped.discard(oid)
-                    self._store_books.unmapped(oid, w.wid)
+                    self._objs.books.unmapped(oid, w.wid)
             elif kind is SubmitTask:
                 self._on_nested_submit(w, msg)  # type: ignore[arg-type]
             elif kind is FunctionDef:
@@ -879,7 +733,7 @@ class LocalRuntime:
             elif kind is TasksReturned:
                 self._apply(self.sched.tasks_returned(w.wid, msg.task_ids))  # type: ignore[attr-defined]
             elif kind is CancelRequest:
-                entry = self._objects.get(msg.oid)  # type: ignore[attr-defined]
+                entry = self._objs.get(msg.oid)  # type: ignore[attr-defined]
                 if entry is not None and entry.task_id:
                     self._cancel_task(entry.task_id, msg.force, msg.recursive)  # type: ignore[attr-defined]
         if done:
@@ -891,14 +745,13 @@ class LocalRuntime:
         shms: list[Shm | None] | None = None
         if any(type(v) is tuple for v in results):  # big results: adopt their fds, in order
             what = f"the result of {task.name}()" if task is not None else "a task result"
-            taken = [self._take(w, v, what) for v in results]
+            taken = [self._objs.take(w.chan.in_fds, v, what) for v in results]
             results = [t[0] for t in taken]
             shms = [t[1] for t in taken]
             if any(t[2] for t in taken):  # one did not fit: the task fails with that error
                 for shm in shms:
                     if shm is not None:
-                        self._store_books.unreserve(shm.nbytes)
-                        shm.segment.close()
+                        self._objs.drop(shm)
                 msg = msg._replace(error=next(t[0] for t in taken if t[2]))
                 shms = None
         if task is not None and task.worker == w.wid:
@@ -916,8 +769,7 @@ class LocalRuntime:
         elif shms:  # nobody wants these results (cancelled meanwhile)
             for shm in shms:
                 if shm is not None:
-                    self._store_books.unreserve(shm.nbytes)
-                    shm.segment.close()
+                    self._objs.drop(shm)
         done.append((w.wid, msg.task_id, msg.duration))
 
     def _should_retry(self, task: _Task, error: bytes) -> bool:
@@ -932,7 +784,9 @@ class LocalRuntime:
 
     def _on_nested_submit(self, w: _Worker, msg: SubmitTask) -> None:
         parent = self.sched.queued_on(w.wid)
-        payload, shm, failed = self._take(w, msg.args, f"the arguments of {msg.name}()")
+        payload, shm, failed = self._objs.take(
+            w.chan.in_fds, msg.args, f"the arguments of {msg.name}()"
+        )
         try:
             if failed:
                 raise ser.loads(payload)
@@ -948,15 +802,14 @@ class LocalRuntime:
                 contained, msg.return_ids, opts, request, opts.max_retries, owner=w.wid,
             )  # fmt: skip
             for oid in msg.return_ids:
-                self._objects[oid] = _Entry(1, msg.task_id)
+                self._objs.new(oid, 1, msg.task_id)
                 w.borrows.add(oid)
-            self._hold(msg.dep_ids + contained)
+            self._objs.hold(msg.dep_ids + contained)
         except Exception as exc:
             if shm is not None:
-                self._store_books.unreserve(shm.nbytes)
-                shm.segment.close()
+                self._objs.drop(shm)
             for oid in msg.return_ids:
-                entry = self._objects.setdefault(oid, _Entry(1, msg.task_id))
+                entry = self._objs.get(oid) or self._objs.new(oid, 1, msg.task_id)
                 w.borrows.add(oid)
                 if entry.payload is None:
                     self._store(oid, ser.dumps(exc)[0], True, [])
@@ -975,20 +828,20 @@ class LocalRuntime:
         return pair
 
     def _on_nested_put(self, w: _Worker, msg: PutObject) -> None:
-        payload, shm, failed = self._take(w, msg.value, "an object put by a task")
-        self._objects[msg.oid] = _Entry(1)
+        payload, shm, failed = self._objs.take(w.chan.in_fds, msg.value, "an object put by a task")
+        self._objs.new(msg.oid, 1)
         w.borrows.add(msg.oid)
         if failed:
             self._store(msg.oid, payload, True, [])
             return
-        self._hold(msg.contained)
+        self._objs.hold(msg.contained)
         self._store(msg.oid, payload, False, msg.contained, shm)
 
     def _on_nested_wait(self, w: _Worker, msg: GetRequest | WaitRequest) -> None:
         oids = list(dict.fromkeys(msg.oids))
-        missing = [oid for oid in oids if oid not in self._objects]
+        missing = [oid for oid in oids if oid not in self._objs]
         pending = [
-            self._objects[o] for o in oids if o not in missing and self._objects[o].payload is None
+            self._objs[o] for o in oids if o not in missing and self._objs[o].payload is None
         ]
         if isinstance(msg, WaitRequest):
             need = msg.num_returns - (len(oids) - len(pending))
@@ -999,9 +852,7 @@ class LocalRuntime:
             if w.gone:
                 return
             if type(msg) is WaitRequest:
-                ready = [
-                    o for o in oids if o in self._objects and self._objects[o].payload is not None
-                ]
+                ready = [o for o in oids if o in self._objs and self._objs[o].payload is not None]
                 w.chan.queue(WaitReply(msg.req_id, ready))
             elif timed_out:
                 w.chan.queue(GetReply(msg.req_id, None))
@@ -1014,7 +865,7 @@ class LocalRuntime:
         if missing or need <= 0:
             reply()
             return
-        waiter = _Waiter(need, reply)
+        waiter = Waiter(need, reply)
         for entry in pending:
             if entry.waiters is None:
                 entry.waiters = []
@@ -1032,10 +883,10 @@ class LocalRuntime:
             )
 
     def _value_for(self, w: _Worker, oid: int, fds: list[int]) -> tuple[bool, Value]:
-        entry = self._objects.get(oid)
+        entry = self._objs.get(oid)
         if entry is None or entry.payload is None:
-            return True, ser.dumps(_lost(oid))[0]
-        return entry.is_error, self._wire(w, oid, fds)
+            return True, ser.dumps(lost(oid))[0]
+        return entry.is_error, self._objs.wire(w.wid, w.mapped, oid, fds)
 
     # ---- the I/O thread's steps (lock held) ---------------------------------------------
 
@@ -1092,13 +943,6 @@ class LocalRuntime:
         self._tasks.clear()
 
 
-def _lost(oid: int) -> ObjectLostError:
-    return ObjectLostError(
-        f"{oid:056x}",
-        "It was freed (no ObjectRef to it was left), or belongs to an earlier raylite session.",
-    )
-
-
 def _signal(pid: int, sig: int) -> None:
     if pid:
         try:
@@ -1132,7 +976,7 @@ def _io_main(ref: weakref.ref[LocalRuntime]) -> None:
             except Exception:  # a bug of ours: fail loudly, never leave callers hanging
                 rt._break(f"raylite's I/O thread failed:\n{traceback.format_exc()}")
                 return
-            if rt._releases:  # releases queued while the lock was busy
+            if rt._objs.releases:  # releases queued while the lock was busy
                 timeout = 0.1 if timeout is None else min(timeout, 0.1)
         finally:
             rt._unlock()

@@ -1,0 +1,256 @@
+"""The driver's object table: every object's value, lifetime and waiters.
+
+::
+
+    writers (lock held)                       readers
+    -------------------                       -------
+    new() -> Entry(payload=None)              add_waiter(): hit() as objects get ready
+    store(): payload (+ Shm) -> ready,        readable(): what load_value needs, here
+             wakes waiters                    wire(): the value as it travels to a worker
+    hold()/decref(): lifetime counts          take(): a worker's value, its fd adopted
+
+An entry lives while its refcount is positive: one per live ObjectRef in the driver, one
+per worker that borrows it, one per pending task that uses it, one per stored value that
+contains it. Freeing an entry frees what it contains, and its segment (``store.py``): the
+workers that map it are told to ``Forget`` it through the ``forget`` callback.
+
+Not thread-safe: the runtime calls it with its lock held. ``ObjectRef.__del__`` runs
+anywhere, so its releases are queued (``releases``) and applied by :meth:`drain`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import cast
+
+from ..exceptions import ObjectLostError, ObjectStoreFullError
+from . import serialization as ser
+from .protocol import ShmValue, Value
+from .store import Layout, ObjectStore, Segment, Shm
+
+__all__ = ["Entry", "ObjectTable", "Waiter", "lost"]
+
+
+class Entry:
+    """An object: its payload once ready, who waits for it, and how many hold it."""
+
+    __slots__ = ("payload", "is_error", "refcount", "waiters", "contained", "task_id", "shm")
+
+    def __init__(self, refcount: int, task_id: int = 0) -> None:
+        self.payload: bytes | None = None  # the pickle stream; its big buffers are in shm
+        self.shm: Shm | None = None
+        self.is_error = False
+        self.refcount = refcount
+        self.waiters: list[Waiter] | None = None
+        self.contained: list[int] = []
+        self.task_id = task_id  # the task that produces it (0: put)
+
+
+class Waiter:
+    """Counts down as objects become ready; fires once when it reaches zero: releases
+    ``event`` (a thread blocked in get/wait) or calls ``callback``."""
+
+    __slots__ = ("remaining", "event", "callback", "fired")
+
+    def __init__(self, remaining: int, callback: Callable[[], None] | None = None) -> None:
+        self.remaining = remaining
+        self.callback = callback
+        self.fired = False
+        self.event: threading.Lock | None = None
+        if callback is None:
+            self.event = threading.Lock()
+            self.event.acquire()
+
+    def hit(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0 and not self.fired:
+            self.fired = True
+            if self.callback is not None:
+                self.callback()
+            else:
+                assert self.event is not None
+                self.event.release()
+
+
+def lost(oid: int) -> ObjectLostError:
+    return ObjectLostError(
+        f"{oid:056x}",
+        "It was freed (no ObjectRef to it was left), or belongs to an earlier raylite session.",
+    )
+
+
+class ObjectTable:
+    """Objects by id, with their lifetimes and shared-memory books.
+
+    Args:
+        capacity: ``object_store_memory`` in bytes.
+        forget: ``forget(worker_id, oid)`` tells a worker to drop its mapping of a freed
+            object.
+    """
+
+    def __init__(self, capacity: int, forget: Callable[[int, int], None]) -> None:
+        self.entries: dict[int, Entry] = {}
+        self.books = ObjectStore(capacity)
+        self.releases: deque[int] = deque()  # queued by ObjectRefs: id to release, -id to add
+        self._forget = forget
+
+    def __getitem__(self, oid: int) -> Entry:
+        return self.entries[oid]
+
+    def __contains__(self, oid: int) -> bool:
+        return oid in self.entries
+
+    def get(self, oid: int) -> Entry | None:
+        return self.entries.get(oid)
+
+    def new(self, oid: int, refcount: int, task_id: int = 0) -> Entry:
+        entry = self.entries[oid] = Entry(refcount, task_id)
+        return entry
+
+    # ---- lifetimes ----------------------------------------------------------------------
+
+    def hold(self, oids: list[int]) -> None:
+        """One more reference to each of ``oids``.
+
+        Raises:
+            ObjectLostError: one of them is gone (freed, or from another session).
+        """
+        for oid in oids:
+            entry = self.entries.get(oid)
+            if entry is None:
+                raise lost(oid)
+            entry.refcount += 1
+
+    def decref(self, oid: int) -> None:
+        """One reference less; frees the object (and what it contains) at zero."""
+        if oid < 0:  # an add_ref queued by ObjectRef unpickling
+            entry = self.entries.get(-oid)
+            if entry is not None:
+                entry.refcount += 1
+            return
+        stack = [oid]
+        while stack:
+            oid = stack.pop()
+            entry = self.entries.get(oid)
+            if entry is None:
+                continue
+            entry.refcount -= 1
+            if entry.refcount <= 0:
+                del self.entries[oid]
+                stack.extend(entry.contained)
+                if entry.shm is not None:
+                    for wid in self.books.free(oid, entry.shm):
+                        self._forget(wid, oid)
+
+    def drain(self) -> None:
+        """Applies the queued releases and the driver's finished unmappings."""
+        releases = self.releases
+        while releases:
+            self.decref(releases.popleft())
+        if self.books.local_unmapped:
+            self.books.drain_local()
+
+    # ---- values -------------------------------------------------------------------------
+
+    def store(
+        self, oid: int, payload: bytes, is_error: bool, contained: list[int], shm: Shm | None = None
+    ) -> bool:
+        """Makes ``oid`` ready and wakes its waiters; False (and everything given dropped)
+        if nobody wants it any more (freed, or already settled, e.g. cancelled)."""
+        entry = self.entries.get(oid)
+        if entry is None or entry.payload is not None:
+            for inner in contained:
+                self.decref(inner)
+            if shm is not None:
+                self.drop(shm)
+            return False
+        if shm is not None:
+            entry.shm = shm
+        entry.payload = payload
+        entry.is_error = is_error
+        entry.contained = contained
+        waiters, entry.waiters = entry.waiters, None
+        if waiters:
+            for waiter in waiters:
+                waiter.hit()
+        return True
+
+    def drop(self, shm: Shm) -> None:
+        """Discards a segment that was never stored."""
+        self.books.unreserve(shm.nbytes)
+        shm.segment.close()
+
+    def add_waiter(self, entries: list[Entry], waiter: Waiter) -> None:
+        for entry in entries:
+            if entry.waiters is None:
+                entry.waiters = []
+            entry.waiters.append(waiter)
+
+    def readable(self, oid: int) -> tuple[bytes, bool, list[memoryview] | None]:
+        """What ``load_value`` needs to rebuild ready object ``oid`` in the driver."""
+        entry = self.entries[oid]
+        assert entry.payload is not None
+        if entry.shm is None:
+            return entry.payload, entry.is_error, None
+        return entry.payload, entry.is_error, self.books.view(oid, entry.shm)
+
+    def wire(self, wid: int, mapped: set[int], oid: int, fds: list[int]) -> Value:
+        """Ready object ``oid`` as a wire value for worker ``wid``: its segment's fd rides
+        along (into ``fds``) the first time that worker sees it; the worker keeps it mapped
+        (``mapped``) until told to forget it."""
+        entry = self.entries[oid]
+        shm = entry.shm
+        assert entry.payload is not None
+        if shm is None:
+            return entry.payload
+        follows = wid not in shm.mapped_by
+        if follows:
+            shm.mapped_by.add(wid)
+            mapped.add(oid)
+            fds.append(shm.segment.fd)
+        return (entry.payload, oid, shm.layout.size, shm.layout.spans, follows)
+
+    def take(self, in_fds: deque[int], value: Value, what: str) -> tuple[bytes, Shm | None, bool]:
+        """A worker's wire value as ``(payload, shm, is_error)``, adopting its fd from
+        ``in_fds``; one that does not fit the store becomes an ObjectStoreFullError."""
+        if type(value) is bytes:
+            return value, None, False
+        payload, _, size, spans, follows = cast(ShmValue, value)
+        assert follows, "a worker's new segment always carries its fd"
+        segment = Segment(in_fds.popleft(), size)
+        try:
+            reserved, counted = self.books.reserve(size, what, self.holders)
+        except ObjectStoreFullError as exc:
+            segment.close()
+            return ser.dumps(exc)[0], None, True
+        if reserved is not None:
+            self.books.pool.give(reserved)  # the worker's own segment is used instead
+        return payload, Shm(segment, Layout(size, spans), counted, what), False
+
+    def holders(self) -> str:
+        """The biggest live objects, for ObjectStoreFullError's message."""
+        big = sorted(
+            ((e.shm.nbytes, oid, e.shm.origin) for oid, e in self.entries.items() if e.shm),
+            reverse=True,
+        )[:3]
+        if not big:
+            return ""
+        listed = "; ".join(f"ObjectRef({oid:056x}): {n / 1e6:,.1f} MB, {o}" for n, oid, o in big)
+        return f"The largest live objects: {listed}. "
+
+    def worker_gone(self, wid: int, borrows: set[int], mapped: set[int]) -> None:
+        """A worker died: drop its borrows and mappings."""
+        for oid in borrows:
+            self.decref(oid)
+        for oid in mapped:
+            entry = self.entries.get(oid)
+            if entry is not None and entry.shm is not None:
+                entry.shm.mapped_by.discard(wid)
+            else:
+                self.books.unmapped(oid, wid)
+
+    def close(self) -> None:
+        """Closes every segment (at shutdown)."""
+        self.books.close([e.shm for e in self.entries.values() if e.shm is not None])
