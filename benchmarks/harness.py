@@ -9,6 +9,9 @@ itself from ``start`` and ``first_result``.
 
 To add a benchmark: append a :class:`Metric` to :data:`METRICS`, then write one ``@bench``
 function in each contender module that supports it (contenders without one show "-").
+Benchmark functions run in :data:`METRICS` order, in one process per contender that starts
+the pool once; a function that measures a companion row as well (a baseline taken in the same
+breath) :func:`stash`-es it, and the companion's own ``@bench`` returns :func:`stashed`.
 
 Each (contender, repeat) runs in a fresh subprocess (``run.py --child NAME``), one at a
 time; the child appends one JSON line per measurement to a result file, so what it measured
@@ -52,6 +55,8 @@ class Metric:
         higher_is_better: True for rates, False for times.
         count: Default operation count passed to each ``@bench`` function (None: not used).
         what: One line saying what is measured.
+        compare: False for a row the "vs best peer" column must not rank (a baseline, a
+            ratio to one, a value near zero); it shows "n/a" there.
     """
 
     name: str
@@ -59,6 +64,7 @@ class Metric:
     higher_is_better: bool
     count: int | None
     what: str
+    compare: bool = True
 
 
 INIT = "init_to_first_result"
@@ -80,6 +86,66 @@ METRICS: dict[str, Metric] = {
             False,
             2_000,
             "get(f.remote(i)) in a loop, n calls; mean microseconds per call",
+        ),
+        # The object store (issue 3). 1 MB = 2**20 bytes; the arrays are float64, built
+        # before the clock; n is the number of repeats in one process, the value their median.
+        Metric(
+            "put_100mb_ms",
+            "ms",
+            False,
+            10,
+            "put(100 MB array), then del the ref (freed by ref counting); median of n "
+            "(repeats reuse freed memory; the first, into fresh pages, is slower everywhere)",
+        ),
+        Metric(
+            "numpy_copy_100mb_ms",
+            "ms",
+            False,
+            None,
+            "baseline: arr.copy() of the same array, timed just before each put, same process",
+            compare=False,
+        ),
+        Metric(
+            "put_over_numpy_copy",
+            "x",
+            False,
+            None,
+            "median put / median numpy copy in the same process (issue 3 target: <= 1.5)",
+            compare=False,
+        ),
+        Metric(
+            "get_100mb_in_worker_us",
+            "us",
+            False,
+            10,
+            "a task times get(refs[0]) of a fresh put(100 MB array) (ref inside a list, so "
+            "unresolved at task start); median of n",
+        ),
+        Metric(
+            "fanout_64_tasks_200mb_ms",
+            "ms",
+            False,
+            5,
+            "200 MB array shared once (untimed), then 64 tasks each summing a 1/64 slice, "
+            "get all; wall time, median of n after one warm-up round",
+        ),
+        Metric(
+            "worker_uss_growth_mb",
+            "MB",
+            False,
+            5,
+            "a task's USS (psutil) after get + sum() of a fresh 100 MB object minus before; "
+            "median of n",
+            compare=False,
+        ),
+        Metric(
+            "worker_anon_growth_mb",
+            "MB",
+            False,
+            None,
+            "same tasks: growth of anonymous memory (smaps_rollup), i.e. what a private copy "
+            "would add; shared pages mapped by one process only count in USS but not here",
+            compare=False,
         ),
     )
 }
@@ -187,6 +253,62 @@ def round_trip_us(call: Callable[[int], Any], n: int) -> float:
 def _check(results: Sequence[Any], n: int) -> None:
     if list(results) != list(range(n)):
         raise AssertionError(f"wrong results for {n} no-op tasks: {list(results)[:5]!r}...")
+
+
+MB = 2**20
+
+
+def float_array(mb: int) -> Any:
+    """A float64 numpy array of ``mb`` MB holding 0, 1, 2, ... (its slice sums are exact)."""
+    import numpy as np
+
+    return np.arange(mb * MB // 8, dtype=np.float64)
+
+
+def slices(length: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous ``(lo, hi)`` bounds covering ``range(length)``."""
+    return [(i * length // parts, (i + 1) * length // parts) for i in range(parts)]
+
+
+def check_sums(results: Sequence[float], arr: Any, bounds: Sequence[tuple[int, int]]) -> None:
+    """Raises unless ``results[i] == arr[lo:hi].sum()`` for every slice (computed here)."""
+    expected = [float(arr[lo:hi].sum()) for lo, hi in bounds]
+    if [float(r) for r in results] != expected:
+        raise AssertionError(f"wrong slice sums: {list(results)[:3]!r}... != {expected[:3]!r}...")
+
+
+def timed_rounds(run_round: Callable[[], Any], n: int, *, warmup: int = 1) -> tuple[float, Any]:
+    """Median milliseconds of ``run_round()`` over ``n`` calls after ``warmup`` untimed ones.
+
+    Returns:
+        The median, and the last round's result (check it outside the clock).
+    """
+    for _ in range(warmup):
+        run_round()
+    times, last = [], None
+    for _ in range(n):
+        start = time.perf_counter()
+        last = run_round()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3, last
+
+
+_STASH: dict[str, float] = {}
+
+
+def stash(metric: str, value: float) -> None:
+    """Keeps a companion row's value, measured by another metric's function, for
+    :func:`stashed`."""
+    if metric not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {metric!r}")
+    _STASH[metric] = value
+
+
+def stashed(metric: str) -> float:
+    """The value :func:`stash`-ed for ``metric`` in this process; raises if none was."""
+    if metric not in _STASH:
+        raise RuntimeError(f"not measured (the benchmark that measures {metric} failed)")
+    return _STASH.pop(metric)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,7 +596,7 @@ def _cell_text(results: Results, name: str, metric: str) -> str:
 
 def versus_best_peer(results: Results, metric: str) -> tuple[float, str] | None:
     """``(ratio, peer)`` with ratio > 1 meaning raylite is better than the best other."""
-    if SUBJECT not in results.cells:
+    if SUBJECT not in results.cells or not METRICS[metric].compare:
         return None
     own = results.cells[SUBJECT][metric].median
     peers = {
@@ -581,6 +703,7 @@ def to_json(results: Results, machine: dict[str, Any]) -> dict[str, Any]:
                 "higher_is_better": m.higher_is_better,
                 "count": m.count,
                 "what": m.what,
+                "compare": m.compare,
             }
             for m in METRICS.values()
         },

@@ -14,6 +14,27 @@ Measured, per contender (see ``harness.METRICS``):
 Slow peers run fewer operations (Ray: 2,000 tiny tasks and 200 sync calls; dask: 4,000 and
 400); their values are still per task / per call. The notes under the table say so.
 
+The object store (issue 3), on float64 arrays built before the clock (1 MB = 2**20 bytes),
+raylite and Ray unless noted; each value is the median of repeats within one process, and
+each object is freed (``del`` of its last ref) before the next:
+
+- ``put_100mb_ms``: ``put`` of a 100 MB array, 10 repeats. Two companion rows come from the
+  same loop: ``numpy_copy_100mb_ms``, ``arr.copy()`` of the same array timed just before each
+  put (the baseline), and ``put_over_numpy_copy``, the ratio of the two medians (issue 3's
+  target for raylite: <= 1.5). Both are per-process references, not ranked against peers.
+- ``get_100mb_in_worker_us``: a task times ``get(refs[0])`` of a freshly put 100 MB array,
+  the ref passed inside a list so the library does not resolve it first; 10 repeats.
+- ``fanout_64_tasks_200mb_ms``: a 200 MB array shared once (untimed), then 64 tasks each
+  summing a 1/64 slice, all results gathered; wall time, 5 rounds after one warm-up, sums
+  checked afterwards. raylite/Ray: ``put`` then the ref as a top-level argument;
+  multiprocessing: the array a module global before a fork ``Pool(2)`` starts, tasks get
+  ``(lo, hi)``; joblib: the array passed to every task (joblib memory-maps it).
+- ``worker_uss_growth_mb``: a task's USS (psutil) after ``get`` and ``sum()`` of a freshly put
+  100 MB array, minus before; 5 repeats. Companion ``worker_anon_growth_mb``: the task's
+  growth in anonymous memory, which is what a private copy would add. They differ when the
+  task is the only process mapping the object's shared pages: the kernel counts such pages
+  as private (so in USS) although they are not copies and outlive the task.
+
 How: each (contender, repeat) runs in its own fresh subprocess (``run.py --child NAME``),
 sequentially, never two at once; repeats interleave the contenders (round 1: all of them,
 round 2: all of them, ...) so machine noise spreads evenly. The table shows medians over
@@ -42,7 +63,9 @@ import harness
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="raylite vs its peers: task overheads.")
+    parser = argparse.ArgumentParser(
+        description="raylite vs its peers: task overheads and the object store."
+    )
     parser.add_argument("--quick", action="store_true", help="2 repeats instead of 5")
     parser.add_argument("--repeats", type=int, metavar="R", help="repeats per contender")
     parser.add_argument(

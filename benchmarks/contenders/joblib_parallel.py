@@ -1,14 +1,28 @@
 """joblib: one ``Parallel(n_jobs=2)`` kept open (loky backend, batch_size="auto").
 
 The sync round trip is a ``Parallel`` call of one task: what a joblib user pays per call.
+
+The fan-out passes the big array itself to every task: joblib dumps a numpy array over
+``max_nbytes`` (1 MB) to a memory-mapped file once and sends workers its name (the dump, in the
+warm-up round, is untimed like a ``put``; the timed rounds still hash the array to find it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bench_tasks import noop
-from harness import Contender, add_contender, bench, round_trip_us, throughput
+from bench_tasks import noop, slice_sum
+from harness import (
+    Contender,
+    add_contender,
+    bench,
+    check_sums,
+    float_array,
+    round_trip_us,
+    slices,
+    throughput,
+    timed_rounds,
+)
 
 
 def start() -> Any:
@@ -54,3 +68,16 @@ def sync_round_trip(parallel: Any, n: int) -> float:
     from joblib import delayed
 
     return round_trip_us(lambda i: parallel([delayed(noop)(i)])[0], n)
+
+
+@bench("fanout_64_tasks_200mb_ms", "joblib")
+def fanout_64_tasks(parallel: Any, n: int) -> float:
+    from joblib import delayed
+
+    arr = float_array(200)
+    bounds = slices(len(arr), 64)
+    median_ms, sums = timed_rounds(
+        lambda: parallel(delayed(slice_sum)(arr, lo, hi) for lo, hi in bounds), n
+    )
+    check_sums(sums, arr, bounds)
+    return median_ms

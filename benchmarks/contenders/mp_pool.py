@@ -1,13 +1,31 @@
-"""``multiprocessing.Pool(2)``: ``apply_async`` then ``.get()`` (default start method)."""
+"""``multiprocessing.Pool(2)``: ``apply_async`` then ``.get()`` (default start method).
+
+The fan-out over a big array uses the way multiprocessing shares data without copying it: the
+array is a module global set before a *fork* pool starts, so the workers inherit its pages
+(copy-on-write, and they only read); tasks get ``(lo, hi)``. That pool is its own (the
+harness's pool forked before the array existed) and starting it is untimed, like a ``put``.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
 from multiprocessing import Pool
 from multiprocessing.pool import Pool as PoolType
 from typing import Any
 
-from bench_tasks import noop
-from harness import Contender, add_contender, bench, round_trip_us, throughput
+import bench_tasks
+from bench_tasks import global_slice_sum, noop
+from harness import (
+    Contender,
+    add_contender,
+    bench,
+    check_sums,
+    float_array,
+    round_trip_us,
+    slices,
+    throughput,
+    timed_rounds,
+)
 
 
 def start() -> PoolType:
@@ -46,3 +64,17 @@ def tiny_tasks(pool: PoolType, n: int) -> float:
 @bench("sync_round_trip_us", "multiprocessing")
 def sync_round_trip(pool: PoolType, n: int) -> float:
     return round_trip_us(lambda i: pool.apply_async(noop, (i,)).get(), n)
+
+
+@bench("fanout_64_tasks_200mb_ms", "multiprocessing")
+def fanout_64_tasks(_: PoolType, n: int) -> float:
+    arr = float_array(200)
+    bounds = slices(len(arr), 64)
+    bench_tasks.FANOUT_ARRAY = arr
+    try:
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            median_ms, sums = timed_rounds(lambda: pool.starmap(global_slice_sum, bounds), n)
+    finally:
+        bench_tasks.FANOUT_ARRAY = None
+    check_sums(sums, arr, bounds)
+    return median_ms
