@@ -1,4 +1,8 @@
-"""The public API on the local runtime: Ray's names, semantics and errors."""
+"""The public API on every runtime (the ``rl`` fixture): Ray's names, semantics and errors.
+
+Tests marked ``local_only`` check what only the local runtime does or shows this way; each
+says why.
+"""
 
 from __future__ import annotations
 
@@ -168,7 +172,7 @@ def test_task_exception_is_both_ray_task_error_and_the_users_class(rl):
         raylite.get(fail.remote())
     assert isinstance(info.value, RayTaskError)
     text = str(info.value)
-    assert "boom" in text and "fail" in text and "Traceback" in text
+    assert "boom" in text and "in fail" in text  # the remote traceback's frame
     with pytest.raises(RayTaskError):
         raylite.get(fail.remote())
 
@@ -215,10 +219,18 @@ def test_unknown_and_bad_options_are_named():
         double.options(max_retries="3")
     with pytest.raises(ValueError, match="Use the 'num_cpus'"):
         double.options(resources={"CPU": 1})
-    with pytest.raises(ValueError, match="placement groups"):
-        double.options(placement_group="pg")
     with pytest.raises(TypeError, match="@raylite.remote"):
         raylite.remote(double, num_cpus=1)
+    # Options only a cluster honours pass here: the runtime that runs the task decides.
+    assert double.options(placement_group="pg").function_name == "double"
+
+
+@pytest.mark.local_only("Ray honours these options")
+def test_cluster_only_options_are_refused_by_the_local_runtime_at_remote(rl):
+    with pytest.raises(ValueError, match="placement groups reserve resources across nodes"):
+        double.options(placement_group="pg").remote(1)
+    with pytest.raises(ValueError, match=r"runtime_env=.*raylite.init\(address=...\)"):
+        double.options(runtime_env={"pip": ["requests"]}).remote(1)
 
 
 def test_scheduling_strategy_default_and_spread_are_accepted(rl):
@@ -240,6 +252,7 @@ def test_init_errors():
     assert not raylite.is_initialized()
 
 
+@pytest.mark.local_only("Ray queues an infeasible task (a cluster may grow) and warns")
 def test_infeasible_request_fails_at_remote(rl):
     with pytest.raises(TaskUnschedulableError, match="num_cpus=3 but this runtime has 2 CPUs"):
         double.options(num_cpus=3).remote(1)
@@ -247,8 +260,13 @@ def test_infeasible_request_fails_at_remote(rl):
         double.options(resources={"db": 1}).remote(1)
 
 
-def test_resources_report(rl):
+def test_cluster_resources_report(rl):
     assert raylite.cluster_resources()["CPU"] == 2
+    assert 0 <= raylite.available_resources()["CPU"] <= 2
+
+
+@pytest.mark.local_only("Ray reports resources freed by earlier tests with a delay")
+def test_available_resources_when_idle(rl):
     assert raylite.available_resources()["CPU"] == 2
 
 
@@ -261,7 +279,7 @@ def test_runtime_context_in_driver_and_task(rl):
         return raylite.get_runtime_context().get_task_id()
 
     task_id = raylite.get(my_task_id.remote())
-    assert isinstance(task_id, str) and len(task_id) == 56
+    assert isinstance(task_id, str) and int(task_id, 16) > 0  # hex (Ray's ids are shorter)
 
 
 def test_auto_init_on_first_use():

@@ -1,5 +1,6 @@
 """The crash table: each failure is caused for real and must surface as the right error,
-promptly, with the pool still working afterwards."""
+promptly, with the pool still working afterwards; on every runtime (the ``rl`` fixture)
+except where marked ``local_only``."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def _pool_still_works():
     ],
     ids=["os._exit", "SIGKILL", "segfault"],
 )
+@pytest.mark.local_only("Ray's message names no exit code or signal")
 def test_worker_death_fails_the_task_with_worker_crashed_error(rl, task, words):
     with pytest.raises(WorkerCrashedError, match=re.escape(words)) as info:
         raylite.get(task(), timeout=30)
@@ -79,6 +81,12 @@ def test_crashed_task_is_retried_up_to_max_retries(rl, tmp_path):
     assert raylite.get(crash_twice.remote(str(marker)), timeout=30) == "third time lucky"
     assert marker.read_text() == "xxx"
 
+    with pytest.raises(WorkerCrashedError):
+        raylite.get(exit_hard.options(max_retries=2).remote(1), timeout=30)
+
+
+@pytest.mark.local_only("Ray's message does not count the tries")
+def test_crash_error_says_how_often_the_task_was_tried(rl):
     with pytest.raises(WorkerCrashedError, match="tried 3 time"):
         raylite.get(exit_hard.options(max_retries=2).remote(1), timeout=30)
 
@@ -120,7 +128,7 @@ def test_exception_in_task(rl):
 
 
 def test_unpicklable_argument_fails_at_remote_naming_it(rl):
-    with pytest.raises(TypeError, match=r"arguments of ok\.remote\(\)"):
+    with pytest.raises(TypeError, match=r"serialize the argument.*\bok\b"):
         ok.remote(threading.Lock())
     _pool_still_works()
 
@@ -130,7 +138,7 @@ def test_unpicklable_result_fails_at_get_naming_the_function(rl):
     def make_lock():
         return threading.Lock()
 
-    with pytest.raises(TypeError, match=r"return value of make_lock\(\)"):
+    with pytest.raises(TypeError, match=r"make_lock\(\)"):
         raylite.get(make_lock.remote(), timeout=30)
     _pool_still_works()
 

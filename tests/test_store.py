@@ -15,11 +15,17 @@ from _helpers import pid_alive, wait_until
 import raylite
 from raylite.exceptions import ObjectStoreFullError
 
+pytestmark = pytest.mark.local_only("the local runtime's shared-memory object store")
+
 MB = 1024 * 1024
 
 
 def shm_files() -> set[str]:
-    return {f for f in os.listdir("/dev/shm") if "raylite" in f} if os.path.isdir("/dev/shm") else set()
+    return (
+        {f for f in os.listdir("/dev/shm") if "raylite" in f}
+        if os.path.isdir("/dev/shm")
+        else set()
+    )
 
 
 @raylite.remote

@@ -5,14 +5,19 @@ as tasks in worker processes on this machine, with no server to start.
 """
 
 from . import exceptions as exceptions
+from ._actor import ActorClass as ActorClass
+from ._actor import ActorHandle as ActorHandle
+from ._actor import method as method
 from ._api import available_resources as available_resources
 from ._api import cancel as cancel
 from ._api import cluster_resources as cluster_resources
 from ._api import get as get
+from ._api import get_actor as get_actor
 from ._api import get_gpu_ids as get_gpu_ids
 from ._api import get_runtime_context as get_runtime_context
 from ._api import init as init
 from ._api import is_initialized as is_initialized
+from ._api import kill as kill
 from ._api import put as put
 from ._api import remote as remote
 from ._api import shutdown as shutdown
@@ -35,6 +40,12 @@ __all__ = [
     "cancel",
     "ObjectRef",
     "RemoteFunction",
+    # actors
+    "method",
+    "kill",
+    "get_actor",
+    "ActorClass",
+    "ActorHandle",
     # resources and context
     "available_resources",
     "cluster_resources",

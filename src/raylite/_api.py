@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, overload
 
-from . import _runtime
+from . import _ray, _runtime
+from ._actor import ActorClass, ActorHandle
 from ._local.inline import InlineRuntime
 from ._local.runtime import LocalRuntime, RuntimeConfig
-from ._object_ref import ObjectRef
-from ._options import check_amount, task_options, validate_resources
+from ._object_ref import ObjectRef, owner_of
+from ._options import actor_options, check_amount, task_options, validate_resources
 from ._remote_function import RemoteFunction
 from .exceptions import RaySystemError
 
@@ -35,6 +36,8 @@ __all__ = [
     "cluster_resources",
     "get_runtime_context",
     "get_gpu_ids",
+    "get_actor",
+    "kill",
     "RuntimeContext",
 ]
 
@@ -71,10 +74,14 @@ def init(
     ignore_reinit_error: bool = False,
     **kwargs: Any,
 ) -> InitInfo:
-    """Starts raylite in this process: worker processes on this machine, no server.
+    """Starts raylite in this process: worker processes on this machine, no server; or,
+    given a Ray cluster's ``address``, runs everything on that cluster through Ray.
 
     Args:
-        address: ``None`` for the embedded runtime; a Ray cluster address runs on Ray.
+        address: ``None`` (or ``"local"``) for the embedded runtime. Any address
+            ``ray.init`` takes (``"auto"``, ``"host:port"``, ``"ray://host:10001"``) connects
+            to that Ray cluster through the ``ray`` package (``pip install 'raylite[ray]'``);
+            the other keywords then go to ``ray.init``, which checks them.
         num_cpus: CPUs tasks may reserve (default: ``os.cpu_count()``); fractions allowed.
         num_gpus: GPUs (default: detected); a fraction such as ``0.2`` caps GPU use
             (Ray rejects fractional totals, raylite accepts them).
@@ -90,9 +97,10 @@ def init(
         RuntimeError: already initialized (and ``ignore_reinit_error`` is false), or an
             unknown keyword.
         ValueError, TypeError: a bad value (the message names it).
+        ImportError: an ``address`` was given but ``ray`` is not installed.
     """
     unknown = sorted(set(kwargs) - _IGNORED_INIT)
-    if unknown:
+    if unknown and address in (None, "local"):  # ray.init checks its own keywords
         raise RuntimeError(
             f"Unknown keyword argument(s) to raylite.init(): {', '.join(unknown)}. "
             "See help(raylite.init) for the supported ones."
@@ -106,10 +114,10 @@ def init(
             "prior to 'raylite.init()'."
         )
     if address is not None and address != "local":
-        raise NotImplementedError(
-            f"init(address={address!r}): running on a Ray cluster is not available yet; "
-            "omit address to use the embedded runtime."
-        )
+        return _init_ray(
+            address, local_mode, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+            object_store_memory=object_store_memory, **kwargs,
+        )  # fmt: skip
     cpus = float(os.cpu_count() or 1) if num_cpus is None else check_amount("num_cpus", num_cpus)
     gpus = _gpu_list(num_gpus)
     custom = validate_resources("resources", resources)
@@ -129,12 +137,25 @@ def init(
         object_store_memory=object_store_memory,
         max_workers=max(64, 4 * int(math.ceil(cpus))),
         session=session,
+        namespace=kwargs.get("namespace") or "default",
     )
     if local_mode:
         _runtime.set_current(InlineRuntime(config))
     else:
         _runtime.set_current(LocalRuntime(config))
     return InitInfo(session=session, address="local", num_cpus=cpus)
+
+
+def _init_ray(address: str, local_mode: bool, **options: Any) -> InitInfo:
+    """``init(address=...)``: serves everything from the Ray cluster at ``address``."""
+    if local_mode:
+        raise ValueError(
+            f"local_mode=True runs every task inline in this process, so it cannot be combined "
+            f"with running on the Ray cluster at address={address!r}: pass one or the other."
+        )
+    rt = _ray.connect(address, **{k: v for k, v in options.items() if v is not None})
+    _runtime.set_current(rt)
+    return InitInfo(session=rt.context()["session"], address=address)
 
 
 def _gpu_list(num_gpus: float | None) -> list[float]:
@@ -198,16 +219,59 @@ def remote(*args: Any, **options: Any) -> Any:
             "parentheses, for example '@raylite.remote', or it must be applied using some "
             "of the arguments, for example '@raylite.remote(num_cpus=1)'."
         )
-    task_options(**options)  # fail at decoration time on a bad option
-    return lambda fn: _make_remote(fn, options)
+    _check_option_names(options)
+    return lambda target: _make_remote(target, options)
+
+
+def _check_option_names(options: dict[str, Any]) -> None:
+    """Rejects at once a keyword that neither functions nor classes take (a typo); the
+    values are checked when the decorator is applied and the kind is known."""
+    try:
+        task_options(**options)
+    except ValueError as task_error:
+        if "Invalid option keyword" not in str(task_error):
+            return
+        try:
+            actor_options(**options)
+        except ValueError as actor_error:
+            if "Invalid option keyword" in str(actor_error):
+                raise task_error from None
+        except TypeError:
+            pass
+    except TypeError:
+        pass
 
 
 def _make_remote(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, type):
-        raise NotImplementedError("Actors (@remote on a class) are not available yet.")
+        return ActorClass(target, actor_options(**options))
     if not callable(target):
         raise TypeError(f"@raylite.remote needs a function or a class, got {target!r}.")
     return RemoteFunction(target, task_options(**options))
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Kills an actor at once: its queued and running calls fail with ``ActorDiedError``.
+
+    With ``no_restart=False`` it is restarted if ``max_restarts`` allows.
+    """
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(
+            f"raylite.kill() only supports actors (use raylite.cancel() for tasks); got "
+            f"{type(actor).__name__} {actor!r}."
+        )
+    _runtime.current().kill_actor(actor, no_restart)
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of the live actor created with ``options(name=name)``.
+
+    Raises:
+        ValueError: no live actor has that name in that namespace.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() needs an actor name (a non-empty str), got {name!r}.")
+    return _runtime.current().get_actor(name, namespace)
 
 
 def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
@@ -301,7 +365,10 @@ def cluster_resources() -> dict[str, float]:
 
 
 class RuntimeContext:
-    """Who and where the caller is: driver or task, ids, assigned GPUs."""
+    """Who and where the caller is: driver or task, ids, assigned GPUs.
+
+    Ids are hex strings; on a Ray cluster they are Ray's own.
+    """
 
     __module__ = "raylite.runtime_context"
 
@@ -312,20 +379,21 @@ class RuntimeContext:
         return str(self._info["session"])
 
     def get_node_id(self) -> str:
-        return str(self._info["session"])
+        return str(self._info.get("node_id", self._info["session"]))  # one machine: one node
 
     def get_worker_id(self) -> str:
-        return f"{self._info['worker_id']:x}"
+        return _hex(self._info["worker_id"])
 
     def get_task_id(self) -> str | None:
         task_id = self._info["task_id"]
-        return None if task_id is None else f"{task_id:056x}"
+        return None if task_id is None else _hex(task_id, 56)
 
     def get_task_name(self) -> str | None:
         return self._info["task_name"]
 
     def get_actor_id(self) -> str | None:
-        return None
+        actor_id = self._info.get("actor_id")
+        return None if actor_id is None else f"{actor_id:056x}"
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
         return {"GPU": [str(i) for i in self._info["gpu_ids"]]}
@@ -337,6 +405,11 @@ class RuntimeContext:
     @property
     def was_current_actor_reconstructed(self) -> bool:
         return False
+
+
+def _hex(value: int | str, digits: int = 0) -> str:
+    """An id in hex: raylite's runtimes report ints, Ray's ids come in hex already."""
+    return value if isinstance(value, str) else f"{value:0{digits}x}"
 
 
 def get_runtime_context() -> RuntimeContext:
@@ -353,7 +426,7 @@ def _owner_of(refs: Sequence[ObjectRef]) -> _runtime.Runtime:
     """The current runtime, checking that ``refs`` belong to it (not to an old session)."""
     rt = _runtime.current()
     for r in refs:
-        if r._owner is not rt:
+        if owner_of(r) is not rt:
             raise RaySystemError(
                 f"{r!r} belongs to an earlier raylite session (shut down since), so its value "
                 "is gone: call raylite.init() and recompute it in the new session."

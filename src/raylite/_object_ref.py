@@ -9,10 +9,17 @@ Pickling an ObjectRef (inside a task argument, a returned value or a ``put``) re
 in the pickler's context (:func:`collect_refs`), so the runtime knows which objects a stored
 value contains and keeps them alive with it. Unpickling binds the ref to the runtime of the
 process that unpickles it.
+
+Refs of another runtime: on a Ray cluster the refs users get are Ray's own ``ray.ObjectRef``
+(so Ray's APIs, Ray's argument resolution and ``ray.get`` inside tasks work on them). That
+runtime registers its ref class here (:func:`register_foreign_refs`), which makes
+``isinstance(ref, raylite.ObjectRef)`` true for them too, and :func:`owner_of` says which
+runtime holds a ref's value whatever its class.
 """
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures
 import threading
 from collections.abc import Callable, Generator, Iterator
@@ -22,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["ObjectRef", "collect_refs"]
+__all__ = ["ObjectRef", "collect_refs", "owner_of", "register_foreign_refs"]
 
 
 class _RefOwner(Protocol):
@@ -67,11 +74,45 @@ def _rebuild(oid: int) -> ObjectRef:
     return ObjectRef(oid, owner)
 
 
-class ObjectRef:
+# Other runtimes' ref classes: [(is_ref_class, owner)]. ``is_ref_class(cls)`` tells one of
+# them (without importing that runtime's package); ``owner()`` is the runtime that holds such
+# refs' values now, or None.
+_foreign: list[tuple[Callable[[type], bool], Callable[[], object | None]]] = []
+
+
+def register_foreign_refs(
+    is_ref_class: Callable[[type], bool], owner: Callable[[], object | None]
+) -> None:
+    """Makes another runtime's ref class count as an ObjectRef (``isinstance``, ``owner_of``).
+
+    Args:
+        is_ref_class: true for that runtime's ref classes (and their subclasses).
+        owner: the runtime that holds the values of such refs now, or None if none does.
+    """
+    _foreign.append((is_ref_class, owner))
+
+
+def _foreign_owner(cls: type) -> Callable[[], object | None] | None:
+    for is_ref_class, owner in _foreign:
+        if is_ref_class(cls):
+            return owner
+    return None
+
+
+def owner_of(ref: ObjectRef) -> object | None:
+    """The runtime holding ``ref``'s value, or None when no running one does."""
+    if type(ref) is ObjectRef:
+        return ref._owner
+    owner = _foreign_owner(type(ref))
+    return None if owner is None else owner()
+
+
+class ObjectRef(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for its virtual subclasses)
     """A reference to a (possibly future) value in the object store.
 
     Hashable and comparable by id; ``await ref`` and ``ref.future()`` wait for the value.
     Made by ``f.remote()``, ``actor.method.remote()`` and ``put``; never build one yourself.
+    On a Ray cluster these are Ray's own refs, which are instances of this class too.
     """
 
     __slots__ = ("_id", "_owner", "__weakref__")
@@ -81,6 +122,13 @@ class ObjectRef:
         # The caller has already counted this reference in ``owner``.
         self._id = oid
         self._owner = owner
+
+    @classmethod
+    def __subclasshook__(cls, subclass: type) -> Any:
+        # ABCMeta caches the answer per class, so this runs once per class, not per check.
+        if cls is ObjectRef and _foreign_owner(subclass) is not None:
+            return True
+        return NotImplemented
 
     def __del__(self) -> None:
         owner = self._owner
@@ -106,7 +154,7 @@ class ObjectRef:
         return hash(self._id)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ObjectRef) and other._id == self._id
+        return type(other) is ObjectRef and other._id == self._id
 
     def __repr__(self) -> str:
         return f"ObjectRef({self.hex()})"

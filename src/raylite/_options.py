@@ -6,7 +6,9 @@ Ray's option names are the spec. Each keyword is one of:
 - accepted as a no-op on one machine (``scheduling_strategy="DEFAULT"``/``"SPREAD"``,
   ``runtime_env=None``): there is no other node to spread to;
 - a Ray option the local runtime cannot honour (placement groups, ``runtime_env``, ...):
-  rejected with a message saying so and what to do, never silently dropped;
+  for tasks, kept in ``TaskOptions.cluster_options`` and checked where the task runs: a Ray
+  cluster honours it, the local runtime rejects it at ``.remote()`` (:func:`check_local`)
+  with a message saying so and what to do, never silently dropping it;
 - unknown: rejected with the list of valid names (a typo must not pass).
 """
 
@@ -17,7 +19,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["TaskOptions", "check_amount", "task_options", "validate_resources"]
+__all__ = [
+    "ActorOptions",
+    "MethodOptions",
+    "TaskOptions",
+    "actor_options",
+    "check_amount",
+    "check_local",
+    "method_options",
+    "task_options",
+    "validate_resources",
+]
 
 _NOT_LOCAL = {
     "placement_group": "placement groups reserve resources across nodes",
@@ -29,6 +41,7 @@ _NOT_LOCAL = {
     "memory": "memory is a logical scheduling resource of Ray's raylets",
     "object_store_memory": "per-task object store reservations are Ray's",
     "max_calls": "workers are not recycled after N calls",
+    "fallback_strategy": "fallback strategies pick among a cluster's nodes",
     "_metadata": "metadata is for Ray's internal libraries",
 }
 
@@ -121,6 +134,8 @@ class TaskOptions:
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
     name: str | None = None
     executor: str = "process"
+    # Ray options only a cluster honours, as given ({"placement_group": pg, ...}).
+    cluster_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 _TASK_CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -149,21 +164,39 @@ def check_not_local(kind: str, key: str, value: Any) -> None:
         )
 
 
+def check_local(opts: TaskOptions) -> None:
+    """Rejects the Ray-only options in ``opts`` that the local runtime cannot honour.
+
+    The local runtimes call this when they first meet an options object (at ``.remote()``);
+    ``@remote(...)`` accepts these options since a Ray cluster honours them.
+
+    Raises:
+        ValueError: names the option, why it needs a cluster, and what to do.
+    """
+    for key, value in opts.cluster_options.items():
+        check_not_local("remote function", key, value)
+
+
 def task_options(base: TaskOptions | None = None, **kwargs: Any) -> TaskOptions:
     """Validates ``kwargs`` and merges them into ``base`` (Ray's defaults if ``None``).
 
+    Ray options that only a cluster honours are kept as given (``None`` unsets one); Ray
+    checks them on a cluster, :func:`check_local` on the local runtime.
+
     Raises:
-        ValueError: an unknown keyword, a bad value, or a Ray option the local runtime
-            cannot honour.
+        ValueError: an unknown keyword or a bad value.
         TypeError: a value of the wrong type.
     """
     valid = sorted(_TASK_CHECKS)
     changes: dict[str, Any] = {}
+    cluster: dict[str, Any] | None = None
     for key, value in kwargs.items():
         check = _TASK_CHECKS.get(key)
         if check is None:
             if key in NOT_LOCAL_KEYS:
-                check_not_local("remote function", key, value)
+                if cluster is None:
+                    cluster = dict(base.cluster_options) if base else {}
+                cluster[key] = value
                 continue
             raise ValueError(
                 f"Invalid option keyword {key!r} for remote functions. "
@@ -172,4 +205,139 @@ def task_options(base: TaskOptions | None = None, **kwargs: Any) -> TaskOptions:
         if key in ("num_returns", "max_retries") and value is None:
             continue
         changes[key] = check(value)
+    if cluster is not None:
+        changes["cluster_options"] = {k: v for k, v in cluster.items() if v is not None}
     return replace(base or TaskOptions(), **changes)
+
+
+def _lifetime(value: Any) -> str | None:
+    if value not in (None, "detached", "non_detached"):
+        raise ValueError(
+            f"lifetime must be None, 'detached' or 'non_detached', got {value!r}: a detached "
+            "actor outlives its handles (until kill() or shutdown())."
+        )
+    return None if value == "non_detached" else value
+
+
+def _concurrency_groups(value: Any) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        for k, v in value.items()
+    ):
+        raise TypeError(
+            "concurrency_groups must be a dict of group name to max concurrency (int >= 1), "
+            f'e.g. {{"io": 2, "compute": 4}}; got {value!r}.'
+        )
+    return dict(value)
+
+
+def _max_concurrency(value: Any) -> int | None:
+    return None if value is None else _int("max_concurrency", 1)(value)
+
+
+def _bool(name: str) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}.")
+        return value
+
+    return check
+
+
+@dataclass(frozen=True)
+class ActorOptions:
+    """The validated options of an actor class (Ray's defaults).
+
+    ``num_cpus`` is ``None`` unless given: such an actor reserves nothing while it runs
+    (Ray: 1 CPU to schedule, 0 to run) and is packed into a shared host process. An actor
+    that asks for CPUs, GPUs or custom resources gets a process of its own holding them.
+    """
+
+    num_cpus: float | None = None
+    num_gpus: float = 0.0
+    resources: Mapping[str, float] = field(default_factory=dict)
+    max_restarts: int = 0
+    max_task_retries: int = 0
+    max_concurrency: int | None = None  # None: 1, or 1000 for an async actor
+    max_pending_calls: int = -1
+    name: str | None = None
+    namespace: str | None = None
+    get_if_exists: bool = False
+    lifetime: str | None = None
+    concurrency_groups: Mapping[str, int] = field(default_factory=dict)
+    executor: str = "process"
+
+    @property
+    def dedicated(self) -> bool:
+        """Whether the actor reserves resources, and so gets a process of its own."""
+        return bool(self.num_cpus or self.num_gpus or any(self.resources.values()))
+
+
+_ACTOR_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "num_cpus": lambda v: check_amount("num_cpus", v),
+    "num_gpus": lambda v: check_amount("num_gpus", v),
+    "resources": lambda v: validate_resources("resources", v),
+    "max_restarts": _int("max_restarts", -1),
+    "max_task_retries": _int("max_task_retries", -1),
+    "max_concurrency": _max_concurrency,
+    "max_pending_calls": _int("max_pending_calls", -1),
+    "name": _name,
+    "namespace": _name,
+    "get_if_exists": _bool("get_if_exists"),
+    "lifetime": _lifetime,
+    "concurrency_groups": _concurrency_groups,
+    "executor": _executor,
+}
+_ACTOR_NOOPS = {"allow_out_of_order_execution"}
+
+
+def actor_options(base: ActorOptions | None = None, **kwargs: Any) -> ActorOptions:
+    """Validates actor ``kwargs`` and merges them into ``base`` (Ray's defaults if ``None``).
+
+    Raises:
+        ValueError, TypeError: as :func:`task_options`.
+    """
+    valid = sorted(_ACTOR_CHECKS)
+    changes: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        check = _ACTOR_CHECKS.get(key)
+        if check is None:
+            if key in NOT_LOCAL_KEYS:
+                check_not_local("actor", key, value)
+                continue
+            if key in _ACTOR_NOOPS:
+                continue
+            raise ValueError(
+                f"Invalid option keyword {key!r} for actors. Valid ones are {', '.join(valid)}."
+            )
+        changes[key] = check(value)
+    return replace(base or ActorOptions(), **changes)
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """Options of one actor method (``@raylite.method(...)``)."""
+
+    num_returns: int = 1
+    concurrency_group: str | None = None
+    name: str | None = None
+
+
+def method_options(base: MethodOptions | None = None, **kwargs: Any) -> MethodOptions:
+    """Validates ``@raylite.method``/``.options`` keywords for an actor method."""
+    changes: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key == "num_returns":
+            changes[key] = _num_returns(value)
+        elif key in ("concurrency_group", "name"):
+            changes[key] = _name(value)
+        elif key in ("max_task_retries", "retry_exceptions", "enable_task_events"):
+            continue  # accepted per call by Ray; raylite applies the actor's settings
+        else:
+            raise ValueError(
+                f"Invalid option keyword {key!r} for actor methods. Valid ones are "
+                "concurrency_group, name, num_returns."
+            )
+    return replace(base or MethodOptions(), **changes)

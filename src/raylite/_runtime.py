@@ -5,10 +5,13 @@ The API layer (``_api.py``, ``_remote_function.py``) builds calls and hands them
 
 - ``_local.runtime.LocalRuntime``: the embedded driver (worker processes + object store);
 - ``_local.worker.WorkerRuntime``: inside a worker process, forwarding to the driver;
-- ``_local.inline.InlineRuntime``: ``init(local_mode=True)``, everything inline.
+- ``_local.inline.InlineRuntime``: ``init(local_mode=True)``, everything inline;
+- ``_ray.runtime.RayRuntime``: ``init(address=...)``, forwarding to the real ``ray``.
 
-``current()`` auto-initializes with defaults on first use, as Ray does
-(``ray.get``/``f.remote()`` before ``ray.init()`` start a local Ray).
+``current()`` auto-initializes on first use, as Ray does (``ray.get``/``f.remote()``
+before ``ray.init()`` start a local Ray): it follows Ray if this process is connected to it
+(a Ray worker running a task, or a driver that called ``ray.init()``), else starts the local
+runtime with defaults.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._object_ref import ObjectRef, set_unpickle_owner
 
 if TYPE_CHECKING:
-    from ._options import TaskOptions
+    from ._actor import ActorClass, ActorHandle
+    from ._options import ActorOptions, MethodOptions, TaskOptions
     from ._remote_function import RemoteFunction
 
 __all__ = ["Runtime", "current", "current_or_none", "set_current"]
@@ -32,6 +36,23 @@ class Runtime(Protocol):
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
     ) -> list[ObjectRef]: ...
+
+    def create_actor(
+        self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
+    ) -> ActorHandle: ...
+
+    def submit_actor_call(
+        self,
+        handle: ActorHandle,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        opts: MethodOptions,
+    ) -> list[ObjectRef]: ...
+
+    def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None: ...
+
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle: ...
 
     def put(self, value: Any) -> ObjectRef: ...
 
@@ -74,15 +95,20 @@ def set_current(rt: Runtime | None) -> None:
 
 
 def current() -> Runtime:
-    """The runtime serving this process, auto-initialized with defaults if none is."""
+    """The runtime serving this process, auto-initialized if none is (see above)."""
     rt = _current
     if rt is not None:
         return rt
     with _lock:
         if _current is None:
             from ._api import init
+            from ._ray import attached
 
-            init()
+            ray_runtime = attached()
+            if ray_runtime is not None:
+                set_current(ray_runtime)
+            else:
+                init()
         assert _current is not None
         return _current
 

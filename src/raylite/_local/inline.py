@@ -7,19 +7,25 @@ exactly as they would from a worker. Resources are not enforced: tasks run one a
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import inspect
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._actor import ActorHandle, ActorMeta
 from .._object_ref import ObjectRef
-from ..exceptions import TaskUnschedulableError
+from .._options import check_local
+from ..exceptions import ActorDiedError, TaskUnschedulableError
 from . import serialization as ser
 from .scheduler import Request, Scheduler
 
 if TYPE_CHECKING:
-    from .._options import TaskOptions
+    from .._actor import ActorClass
+    from .._options import ActorOptions, MethodOptions, TaskOptions
     from .._remote_function import RemoteFunction
     from .runtime import RuntimeConfig
 
@@ -37,14 +43,25 @@ class InlineRuntime:
         self._objects: dict[int, tuple[bytes, bool]] = {}  # {id: (payload, is_error)}
         self._refs: dict[int, int] = {}  # {id: live ObjectRefs}
         self._current: list[tuple[int, str]] = []  # stack of (task id, name) running inline
+        # {actor id: (instance, death error, meta)}
+        self._actors: dict[int, tuple[Any, BaseException | None, ActorMeta]] = {}
+        self._names: dict[tuple[str, str], int] = {}
 
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
     ) -> list[ObjectRef]:
+        check_local(opts)
         request = Request.of(opts.num_cpus, opts.num_gpus, opts.resources)
         why = self._capacity.infeasible(request)
         if why is not None:
             raise TaskUnschedulableError(f"Task {fn.function_name}() can never run here: {why}.")
+        return self._run(fn.function_name, fn._function, args, kwargs, opts.num_returns)
+
+    def _run(
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        num_returns: int,
+    ) -> list[ObjectRef]:  # fmt: skip
+        """Runs ``fn`` now, on copies of its arguments; refs to its results (or error)."""
         s, positions, dep_ids = ser.dumps_args(args, kwargs)
         # Read-only views of the caller's buffers: a task must not mutate its arguments.
         buffers = [b.toreadonly() for b in s.buffers]
@@ -52,27 +69,82 @@ class InlineRuntime:
         outcome: list[tuple[bytes, bool]]
         failed = next((self._objects[d] for d in dep_ids if self._objects[d][1]), None)
         if failed is not None:
-            outcome = [failed] * opts.num_returns
+            outcome = [failed] * num_returns
         else:
-            self._current.append((task_id, fn.function_name))
+            self._current.append((task_id, name))
             try:
                 values = [ser.loads(self._objects[d][0]) for d in dep_ids]
                 call_args, call_kwargs = ser.loads_args(s.payload, positions, values, buffers)
-                result = fn._function(*call_args, **call_kwargs)
-                n = opts.num_returns
+                result = fn(*call_args, **call_kwargs)
+                if inspect.isawaitable(result):  # an async actor's method
+                    result = asyncio.new_event_loop().run_until_complete(result)
+                n = num_returns
                 results = [result] if n == 1 else [] if n == 0 else list(result)
                 if len(results) != n:
                     raise ValueError(
-                        f"Task {fn.function_name}() returned {len(results)} values, but "
-                        f"num_returns={n}."
+                        f"Task {name}() returned {len(results)} values, but num_returns={n}."
                     )
                 outcome = [(ser.dumps(r)[0], False) for r in results]
             except Exception as exc:
-                error = ser.dumps_error(fn.function_name, exc, os.getpid())
-                outcome = [(error, True)] * opts.num_returns
+                error = ser.dumps_error(name, exc, os.getpid())
+                outcome = [(error, True)] * num_returns
             finally:
                 self._current.pop()
         return [self._new(value) for value in outcome]
+
+    def create_actor(
+        self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
+    ) -> ActorHandle:
+        key = (opts.namespace or self.config.namespace, opts.name) if opts.name else None
+        if key is not None and key in self._names:
+            if opts.get_if_exists:
+                return self._handle(self._names[key])
+            raise ValueError(f"The actor name {opts.name!r} is already taken.")
+        (ref,) = self._run(f"{cls.__name__}.__init__", cls._cls, args, kwargs, 1)
+        payload, is_error = self._objects[ref._id]
+        if is_error:  # calls fail with the creation error, as in the real runtime
+            instance, death = (
+                None,
+                ActorDiedError(
+                    f"The actor {cls.__name__} died because of an error raised in its creation "
+                    f"task (__init__):\n{ser.loads(payload)}"
+                ),
+            )
+        else:
+            instance, death = ser.loads(payload), None
+        actor_id = next(self._ids)
+        self._actors[actor_id] = (instance, death, cls._meta)
+        if key is not None:
+            self._names[key] = actor_id
+        return self._handle(actor_id)
+
+    def _handle(self, actor_id: int) -> ActorHandle:
+        with self._lock:
+            self._objects.setdefault(actor_id, (b"", False))
+            self._refs[actor_id] = self._refs.get(actor_id, 0) + 1
+        return ActorHandle(ObjectRef(actor_id, self), self._actors[actor_id][2])
+
+    def submit_actor_call(
+        self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        opts: MethodOptions,
+    ) -> list[ObjectRef]:  # fmt: skip
+        instance, death, meta = self._actors[handle._actor_id]
+        if death is not None:
+            error = (ser.dumps(death)[0], True)
+            return [self._new(error) for _ in range(opts.num_returns)]
+        name = f"{meta.class_name}.{method}"
+        return self._run(name, getattr(instance, method), args, kwargs, opts.num_returns)
+
+    def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None:
+        instance, _, meta = self._actors[handle._actor_id]
+        died = ActorDiedError(f"The actor {meta.class_name} is dead: killed by raylite.kill().")
+        self._actors[handle._actor_id] = (None, died, meta)
+
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
+        actor_id = self._names.get((namespace or self.config.namespace, name))
+        if actor_id is None:
+            raise ValueError(f"Failed to look up actor with name {name!r}: no live actor has it.")
+        return self._handle(actor_id)
 
     def _new(self, value: tuple[bytes, bool]) -> ObjectRef:
         oid = next(self._ids)

@@ -36,9 +36,12 @@ __all__ = ["Entry", "ObjectTable", "Waiter", "lost"]
 class Entry:
     """An object: its payload once ready, who waits for it, and how many hold it."""
 
-    __slots__ = ("payload", "is_error", "refcount", "waiters", "contained", "task_id", "shm")
+    __slots__ = (
+        "payload", "is_error", "refcount", "waiters", "contained", "task_id", "shm", "actor",
+    )  # fmt: skip
 
     def __init__(self, refcount: int, task_id: int = 0) -> None:
+        self.actor = False  # an actor's id object: its handles hold it
         self.payload: bytes | None = None  # the pickle stream; its big buffers are in shm
         self.shm: Shm | None = None
         self.is_error = False
@@ -88,13 +91,20 @@ class ObjectTable:
         capacity: ``object_store_memory`` in bytes.
         forget: ``forget(worker_id, oid)`` tells a worker to drop its mapping of a freed
             object.
+        actor_freed: ``actor_freed(actor_id)``: the last handle of an actor is gone.
     """
 
-    def __init__(self, capacity: int, forget: Callable[[int, int], None]) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        forget: Callable[[int, int], None],
+        actor_freed: Callable[[int], None],
+    ) -> None:
         self.entries: dict[int, Entry] = {}
         self.books = ObjectStore(capacity)
         self.releases: deque[int] = deque()  # queued by ObjectRefs: id to release, -id to add
         self._forget = forget
+        self._actor_freed = actor_freed
 
     def __getitem__(self, oid: int) -> Entry:
         return self.entries[oid]
@@ -143,6 +153,8 @@ class ObjectTable:
                 if entry.shm is not None:
                     for wid in self.books.free(oid, entry.shm):
                         self._forget(wid, oid)
+                if entry.actor:
+                    self._actor_freed(oid)
 
     def drain(self) -> None:
         """Applies the queued releases and the driver's finished unmappings."""

@@ -116,6 +116,52 @@ class WaitReply(NamedTuple):
     ready: list[int]
 
 
+@_message
+class CreateActor(NamedTuple):
+    """Instantiate class ``fn_id`` with these arguments as actor ``actor_id`` (one thread, a
+    thread pool or an event loop per ``config``, a pickled ``ActorConfig``)."""
+
+    actor_id: int
+    fn_id: int
+    class_name: str
+    args: Value
+    dep_positions: list[Any]
+    dep_values: list[Value]
+    config: bytes
+
+
+@_message
+class ActorCall(NamedTuple):
+    """Call ``method`` of actor ``actor_id``; results under ``return_ids`` (a ``TaskDone``)."""
+
+    task_id: int
+    actor_id: int
+    method: str
+    args: Value
+    dep_positions: list[Any]
+    dep_values: list[Value]
+    return_ids: list[int]
+    group: str | None
+
+
+@_message
+class ActorInfo(NamedTuple):
+    """Answer to ``CreateActorRequest``/``GetActorRequest``: the actor's id and pickled
+    ``ActorMeta``, or the pickled error."""
+
+    req_id: int
+    actor_id: int
+    meta: bytes
+    error: bytes | None
+
+
+@_message
+class KillActor(NamedTuple):
+    """Stop actor ``actor_id``: drop its queued calls (a running one finishes, unheard)."""
+
+    actor_id: int
+
+
 # ---- worker -> driver -------------------------------------------------------------------
 
 
@@ -193,6 +239,59 @@ class RefOps(NamedTuple):
     borrow: list[int]
     release: list[int]
     unmapped: list[int]
+
+
+@_message
+class CreateActorRequest(NamedTuple):
+    """``Cls.remote()`` inside a worker (answered by ``ActorInfo``)."""
+
+    req_id: int
+    fn_id: int
+    meta: bytes
+    options: bytes
+    args: Value
+    dep_positions: list[Any]
+    dep_ids: list[int]
+    contained: list[int]
+
+
+@_message
+class GetActorRequest(NamedTuple):
+    """``get_actor()`` inside a worker (answered by ``ActorInfo``)."""
+
+    req_id: int
+    name: str
+    namespace: str | None
+
+
+@_message
+class SubmitActorCall(NamedTuple):
+    """``handle.method.remote()`` inside a worker; results under ``return_ids``."""
+
+    actor_id: int
+    method: str
+    options: bytes
+    args: Value
+    dep_positions: list[Any]
+    dep_ids: list[int]
+    contained: list[int]
+    return_ids: list[int]
+
+
+@_message
+class KillActorRequest(NamedTuple):
+    """``kill()`` inside a worker."""
+
+    actor_id: int
+    no_restart: bool
+
+
+@_message
+class ActorReady(NamedTuple):
+    """Actor ``actor_id`` was created, or its ``__init__`` raised ``error``."""
+
+    actor_id: int
+    error: bytes | None
 
 
 @_message

@@ -43,12 +43,13 @@ import traceback
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psutil
 
+from .._actor import ActorClass, ActorHandle
 from .._object_ref import ObjectRef
-from .._options import TaskOptions
+from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
 from ..exceptions import (
     GetTimeoutError,
     ObjectLostError,
@@ -60,19 +61,26 @@ from ..exceptions import (
     WorkerCrashedError,
 )
 from . import serialization as ser
+from .actors import ActorManager
 from .objects import ObjectTable, Waiter, lost
 from .pool import Zygote, describe_exit
 from .protocol import (
+    ActorInfo,
+    ActorReady,
     CancelRequest,
     CancelTask,
     Channel,
+    CreateActorRequest,
     Forget,
     FunctionDef,
+    GetActorRequest,
     GetReply,
     GetRequest,
+    KillActorRequest,
     Message,
     PutObject,
     RefOps,
+    SubmitActorCall,
     SubmitTask,
     TaskDone,
     TaskRequest,
@@ -104,6 +112,16 @@ class RuntimeConfig:
     object_store_memory: int | None
     max_workers: int
     session: str
+    namespace: str = "default"
+
+
+class PackedArgs(NamedTuple):
+    """A call's pickled arguments, ready to be held and sent."""
+
+    s: ser.Serialized
+    positions: list[int | str]
+    dep_ids: list[int]
+    shm: Shm | None
 
 
 @dataclass(slots=True)
@@ -130,7 +148,9 @@ class _Task:
 class _Worker:
     """The driver's view of one worker process."""
 
-    __slots__ = ("wid", "pid", "chan", "cancel_slot", "known_fns", "borrows", "mapped", "gone")
+    __slots__ = (
+        "wid", "pid", "chan", "cancel_slot", "known_fns", "borrows", "mapped", "gone", "doomed",
+    )  # fmt: skip
 
     def __init__(self, wid: int, chan: Channel, cancel_slot: mmap.mmap) -> None:
         self.wid = wid
@@ -141,6 +161,7 @@ class _Worker:
         self.borrows: set[int] = set()
         self.mapped: set[int] = set()  # objects whose segment it maps (until Forget)
         self.gone = False
+        self.doomed = False  # to be killed as soon as it has a pid
 
 
 _WAKE = "wake"
@@ -169,8 +190,11 @@ class LocalRuntime:
         self._options: dict[bytes, tuple[TaskOptions, Request]] = {}  # {pickled: parsed}
         self._requests: dict[int, tuple[TaskOptions, Request]] = {}  # {id(opts): request}
         self._objs = ObjectTable(
-            config.object_store_memory or int(psutil.virtual_memory().total * 0.3), self._forget
+            config.object_store_memory or int(psutil.virtual_memory().total * 0.3),
+            self._forget,
+            lambda actor_id: self._actors.freed(actor_id),
         )
+        self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
         self._closed = False
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
 
@@ -210,16 +234,7 @@ class LocalRuntime:
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
     ) -> list[ObjectRef]:
         request = self._request_for(opts, fn.function_name)
-        try:
-            s, positions, dep_ids = ser.dumps_args(args, kwargs)
-        except ser.SerializationError as exc:
-            raise TypeError(
-                f"Could not serialize the arguments of {fn.function_name}.remote(): {exc}. "
-                "Pass picklable data, or create the object inside the task."
-            ) from None
-        contained = s.contained
-        args_value: bytes | int = s.payload
-        shm = self._write_shm(s, f"the arguments of {fn.function_name}()") if s.buffers else None
+        packed = self._pack_args(fn.function_name, args, kwargs)
         body = None
         if fn._fn_id not in self._functions:
             body = ser.dumps_function(fn._function)
@@ -228,23 +243,91 @@ class LocalRuntime:
         self._lock.acquire()
         try:
             self._check_alive()
-            if shm is not None:  # big arguments: a hidden object that the task holds
-                args_value = self._new_object(0, s.payload, shm, contained)
-                contained = [args_value]
+            args_value, contained = self._hold_args(packed)
             task = _Task(
-                task_id, fn._fn_id, fn.function_name, args_value, positions, dep_ids,
-                contained, return_ids, opts, request, opts.max_retries,
+                task_id, fn._fn_id, fn.function_name, args_value, packed.positions,
+                packed.dep_ids, contained, return_ids, opts, request, opts.max_retries,
             )  # fmt: skip
             if body is not None:
                 self._functions[fn._fn_id] = body
-            if dep_ids or contained:
-                self._objs.hold(dep_ids + contained)
             for oid in return_ids:
                 self._objs.new(oid, 1, task_id)
             self._submit(task)
             return [ObjectRef(oid, self) for oid in return_ids]
         finally:
             self._unlock()
+
+    def _pack_args(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedArgs:
+        """Pickles a call's arguments (outside the lock); big buffers go to a segment."""
+        try:
+            s, positions, dep_ids = ser.dumps_args(args, kwargs)
+        except ser.SerializationError as exc:
+            raise TypeError(
+                f"Could not serialize the arguments of {name}.remote(): {exc}. "
+                "Pass picklable data, or create the object inside the task."
+            ) from None
+        shm = self._write_shm(s, f"the arguments of {name}()") if s.buffers else None
+        return PackedArgs(s, positions, dep_ids, shm)
+
+    def _hold_args(self, packed: PackedArgs) -> tuple[bytes | int, list[int]]:
+        """Holds what packed arguments need until the call is done (lock held).
+
+        Returns:
+            ``(args, contained)``: the pickle, or the id of a hidden object holding big
+            arguments, and the ids to release when the call is done (with its deps).
+        """
+        args: bytes | int = packed.s.payload
+        contained = packed.s.contained
+        if packed.shm is not None:
+            args = self._new_object(0, packed.s.payload, packed.shm, contained)
+            contained = [args]
+        if packed.dep_ids or contained:
+            self._objs.hold(packed.dep_ids + contained)
+        return args, contained
+
+    def create_actor(
+        self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
+    ) -> ActorHandle:
+        packed = self._pack_args(cls.__name__, args, kwargs)
+        body = None if cls._cls_id in self._functions else ser.dumps_function(cls._cls)
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            if body is not None:
+                self._functions[cls._cls_id] = body
+            actor_id = self._actors.create(
+                cls._cls_id, cls._meta, opts, packed, self.config.namespace
+            )
+            self._flush_dirty()
+            return ActorHandle(ObjectRef(actor_id, self), cls._meta)
+        finally:
+            self._unlock()
+
+    def submit_actor_call(
+        self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        opts: MethodOptions,
+    ) -> list[ObjectRef]:  # fmt: skip
+        packed = self._pack_args(f"{handle._meta.class_name}.{method}", args, kwargs)
+        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            self._actors.call(handle._actor_id, method, packed, opts, return_ids)
+            return [ObjectRef(oid, self) for oid in return_ids]
+        finally:
+            self._unlock()
+
+    def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None:
+        with self._lock:
+            self._check_alive()
+            self._actors.kill(handle._actor_id, no_restart)
+            self._flush_dirty()
+
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
+        with self._lock:
+            self._check_alive()
+            actor_id = self._actors.get_named(name, namespace or self.config.namespace)
+            return ActorHandle(ObjectRef(actor_id, self), self._actors.meta(actor_id))
 
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
@@ -475,10 +558,12 @@ class LocalRuntime:
         self._fail_everything(self._broken)
 
     def _request_for(self, opts: TaskOptions, name: str) -> Request:
-        """The scheduler's request for ``opts``; fails at once if it can never fit."""
+        """The scheduler's request for ``opts``; fails at once if it can never fit here (too
+        big, or a Ray option only a cluster honours)."""
         cached = self._requests.get(id(opts))
         if cached is not None and cached[0] is opts:
             return cached[1]
+        check_local(opts)
         request = Request.of(opts.num_cpus, opts.num_gpus, opts.resources)
         why = self.sched.infeasible(request)
         if why is not None:
@@ -515,6 +600,9 @@ class LocalRuntime:
     def _dispatch(self, task_id: int, wid: int) -> Actions | None:
         task = self._tasks.get(task_id)
         w = self._workers[wid]
+        if task_id in self._actors.creations:  # a dedicated actor's lease
+            self._actors.dispatch_creation(task_id, wid)
+            return None
         if task is None:  # finished meanwhile (cancelled)
             return self.sched.task_done(wid, task_id)
         for oid in task.dep_ids:
@@ -551,13 +639,21 @@ class LocalRuntime:
                 shms: list[Shm | None] | None = None) -> None:  # fmt: skip
         """Stores a task's outcome and drops what it held."""
         self._tasks.pop(task.task_id, None)
-        for i, oid in enumerate(task.return_ids):
+        self._finish_call(
+            task.return_ids, payloads, is_error, task.dep_ids + task.contained, contained, shms
+        )
+
+    def _finish_call(self, return_ids: list[int], payloads: list[bytes], is_error: bool,
+                     holds: list[int], contained: list[list[int]] | None = None,
+                     shms: list[Shm | None] | None = None) -> None:  # fmt: skip
+        """Stores a call's outcome (one error for all its results) and releases ``holds``."""
+        for i, oid in enumerate(return_ids):
             inner = contained[i] if contained else []
             if inner:
                 self._objs.hold(inner)
             shm = shms[i] if shms else None
             self._store(oid, payloads[i] if not is_error else payloads[0], is_error, inner, shm)
-        for oid in task.dep_ids + task.contained:
+        for oid in holds:
             self._objs.decref(oid)
 
     def _fail(self, task: _Task, error: BaseException) -> None:
@@ -571,6 +667,8 @@ class LocalRuntime:
             self._apply(self.sched.object_ready(oid))
 
     def _cancel_task(self, task_id: int, force: bool, recursive: bool) -> None:
+        if self._actors.cancel(task_id, force):
+            return
         task = self._tasks.get(task_id)
         if task is None or task.cancelled:
             return
@@ -599,27 +697,42 @@ class LocalRuntime:
     # ---- workers (lock held) ------------------------------------------------------------
 
     def _spawn(self, n: int) -> None:
+        """Starts ``n`` pool workers (the scheduler hears of each once it runs)."""
         for _ in range(n):
-            wid = next(self._ids)
-            ours, theirs = socket.socketpair()
-            slot_fd = os.memfd_create("raylite-cancel-slot", os.MFD_CLOEXEC)
             try:
-                os.ftruncate(slot_fd, CANCEL_SLOT.size)
-                slot = mmap.mmap(slot_fd, CANCEL_SLOT.size)
-                self._zygote.spawn(wid, theirs.fileno(), slot_fd, {"session": self.config.session})
+                self._spawn_worker()
             except OSError:
-                ours.close()
                 self.sched.worker_start_failed()
-                continue
-            finally:
-                theirs.close()
-                os.close(slot_fd)
-            ours.setblocking(False)
-            w = _Worker(wid, Channel(ours), slot)
-            self._workers[wid] = w
-            self._new_workers.append(w)
-        if self._new_workers:
-            os.write(self._wake_w, b"x")  # the I/O thread registers them
+
+    def _spawn_worker(self) -> _Worker:
+        """Asks the zygote for a worker; messages queued to it wait in its socket until it
+        runs. Raises OSError if the zygote cannot be reached."""
+        wid = next(self._ids)
+        ours, theirs = socket.socketpair()
+        slot_fd = os.memfd_create("raylite-cancel-slot", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(slot_fd, CANCEL_SLOT.size)
+            slot = mmap.mmap(slot_fd, CANCEL_SLOT.size)
+            self._zygote.spawn(wid, theirs.fileno(), slot_fd, {"session": self.config.session})
+        except OSError:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+            os.close(slot_fd)
+        ours.setblocking(False)
+        w = _Worker(wid, Channel(ours), slot)
+        self._workers[wid] = w
+        self._new_workers.append(w)
+        os.write(self._wake_w, b"x")  # the I/O thread registers it
+        return w
+
+    def _kill_worker(self, w: _Worker) -> None:
+        """SIGKILLs ``w`` (now, or as soon as it has a pid); its death is handled as any."""
+        if w.pid:
+            _signal(w.pid, signal.SIGKILL)
+        else:
+            w.doomed = True
 
     def _register_new(self) -> None:
         for w in self._new_workers:
@@ -641,7 +754,10 @@ class LocalRuntime:
                 if born is not None:
                     born.pid = pid
                     self._by_pid[pid] = born
-                    self._apply(self.sched.worker_started(wid))
+                    if born.doomed:
+                        _signal(pid, signal.SIGKILL)
+                    elif wid not in self._actors.hosts:  # hosts serve actors, not tasks
+                        self._apply(self.sched.worker_started(wid))
             elif event[0] == "exited":
                 _, pid, status = event
                 dead = self._by_pid.pop(pid, None)
@@ -674,6 +790,7 @@ class LocalRuntime:
         w.cancel_slot.close()
         self._objs.worker_gone(w.wid, w.borrows, w.mapped)
         actions, lost = self.sched.worker_died(w.wid)
+        self._actors.process_died(w.wid, describe_exit(status))
         for i, task_id in enumerate(lost):
             task = self._tasks.get(task_id)
             if task is None:
@@ -732,6 +849,14 @@ class LocalRuntime:
                 self._apply(self.sched.worker_unblocked(w.wid))
             elif kind is TasksReturned:
                 self._apply(self.sched.tasks_returned(w.wid, msg.task_ids))  # type: ignore[attr-defined]
+            elif kind is CreateActorRequest or kind is GetActorRequest:
+                self._on_actor_request(w, msg)  # type: ignore[arg-type]
+            elif kind is SubmitActorCall:
+                self._on_nested_actor_call(w, msg)  # type: ignore[arg-type]
+            elif kind is KillActorRequest:
+                self._actors.kill(msg.actor_id, msg.no_restart)  # type: ignore[attr-defined]
+            elif kind is ActorReady:
+                self._actors.ready(msg.actor_id, msg.error)  # type: ignore[attr-defined]
             elif kind is CancelRequest:
                 entry = self._objs.get(msg.oid)  # type: ignore[attr-defined]
                 if entry is not None and entry.task_id:
@@ -754,6 +879,8 @@ class LocalRuntime:
                         self._objs.drop(shm)
                 msg = msg._replace(error=next(t[0] for t in taken if t[2]))
                 shms = None
+        if self._actors.done(msg, results, shms):  # type: ignore[arg-type]
+            return
         if task is not None and task.worker == w.wid:
             if msg.error is None:
                 self._finish(task, results, False, msg.contained, shms)  # type: ignore[arg-type]
@@ -820,6 +947,51 @@ class LocalRuntime:
                 parent_task.children = []
             parent_task.children.append(msg.task_id)
         self._submit(task)
+
+    def _nested_args(self, w: _Worker, msg: Any, name: str) -> PackedArgs:
+        """A nested call's arguments as ``PackedArgs`` (their segment's fd adopted).
+
+        Raises:
+            ObjectStoreFullError: the arguments do not fit the store.
+        """
+        payload, shm, failed = self._objs.take(
+            w.chan.in_fds, msg.args, f"the arguments of {name}()"
+        )
+        if failed:
+            raise ser.loads(payload)
+        s = ser.Serialized(payload, [], msg.contained)
+        return PackedArgs(s, msg.dep_positions, msg.dep_ids, shm)
+
+    def _on_actor_request(self, w: _Worker, msg: CreateActorRequest | GetActorRequest) -> None:
+        actor_id, meta, error = 0, b"", None
+        try:
+            if isinstance(msg, GetActorRequest):
+                namespace = msg.namespace or self.config.namespace
+                actor_id = self._actors.get_named(msg.name, namespace, w)
+            else:
+                packed = self._nested_args(w, msg, "an actor's __init__")
+                actor_id = self._actors.create(
+                    msg.fn_id, ser.loads(msg.meta), ser.loads(msg.options), packed,
+                    self.config.namespace, w,
+                )  # fmt: skip
+            meta = ser.dumps(self._actors.meta(actor_id))[0]
+        except Exception as exc:
+            error = ser.dumps(exc)[0]
+        w.chan.queue(ActorInfo(msg.req_id, actor_id, meta, error))
+        self._dirty.add(w)
+
+    def _on_nested_actor_call(self, w: _Worker, msg: SubmitActorCall) -> None:
+        try:
+            packed = self._nested_args(w, msg, msg.method)
+            self._actors.call(
+                msg.actor_id, msg.method, packed, ser.loads(msg.options), msg.return_ids, w
+            )
+        except Exception as exc:  # the caller learns at get()
+            for oid in msg.return_ids:
+                entry = self._objs.get(oid) or self._objs.new(oid, 1)
+                w.borrows.add(oid)
+                if entry.payload is None:
+                    self._store(oid, ser.dumps(exc)[0], True, [])
 
     def _nested_options(self, msg: SubmitTask) -> tuple[TaskOptions, Request]:
         opts = ser.loads(msg.options)
@@ -941,6 +1113,7 @@ class LocalRuntime:
         for task in list(self._tasks.values()):
             self._fail(task, RaySystemError(why))
         self._tasks.clear()
+        self._actors.fail_all(ser.dumps(RaySystemError(why))[0])
 
 
 def _signal(pid: int, sig: int) -> None:

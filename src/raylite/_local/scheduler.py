@@ -86,12 +86,14 @@ class _Lease:
     gpus: list[tuple[int, int]]  # [(gpu index, units)]
     queue: deque[int] = field(default_factory=deque)  # task ids; the first one runs
     blocked: bool = False
+    dedicated: bool = False  # an actor's: nothing is pipelined onto it
 
 
 class _Task(NamedTuple):
     seq: int
     request: Request
     key: int  # pipelining statistics key (the function id)
+    dedicated: bool  # holds its lease alone (an actor's life), never shares it
 
 
 class Scheduler:
@@ -204,10 +206,16 @@ class Scheduler:
         self._starting = max(0, self._starting - 1)
         return NOTHING
 
-    def submit(self, task_id: int, request: Request, key: int, deps: list[int]) -> Actions:
-        """A new task; ``deps`` are the object ids it still waits for (not yet ready)."""
+    def submit(
+        self, task_id: int, request: Request, key: int, deps: list[int], dedicated: bool = False
+    ) -> Actions:
+        """A new task; ``deps`` are the object ids it still waits for (not yet ready).
+
+        A ``dedicated`` task (an actor) gets a lease of its own, which it holds until it is
+        done: its worker runs nothing else meanwhile.
+        """
         self._seq += 1
-        self._tasks[task_id] = _Task(self._seq, request, key)
+        self._tasks[task_id] = _Task(self._seq, request, key, dedicated)
         if deps:
             self._waiting[task_id] = len(deps)
             for oid in deps:
@@ -216,7 +224,7 @@ class Scheduler:
         queue = self._ready.get(request)
         if not queue:
             # Fast path: nothing of this shape waits, so place it now or queue it.
-            lease = self._place(request, key)
+            lease = self._place(request, key, dedicated)
             if lease is not None:
                 lease.queue.append(task_id)
                 return Actions([(task_id, lease.worker)])
@@ -352,7 +360,8 @@ class Scheduler:
         for _, request, queue in shapes:
             while queue:
                 tid = queue[0]
-                lease = self._place(request, self._tasks[tid].key)
+                task = self._tasks[tid]
+                lease = self._place(request, task.key, task.dedicated)
                 if lease is None:
                     break
                 queue.popleft()
@@ -367,12 +376,14 @@ class Scheduler:
         actions.start_workers = start
         return actions
 
-    def _place(self, request: Request, key: int) -> _Lease | None:
+    def _place(self, request: Request, key: int, dedicated: bool = False) -> _Lease | None:
         """A lease for one more task: a new one if resources and a worker are free (more
         parallelism), else room in a busy one (pipelining), else ``None``."""
         if self._idle and self._fits(request):
-            return self._open_lease(request)
-        return self._lease_with_room(request, key)
+            lease = self._open_lease(request)
+            lease.dedicated = dedicated
+            return lease
+        return None if dedicated else self._lease_with_room(request, key)
 
     def _lease_with_room(self, request: Request, key: int) -> _Lease | None:
         depth = self._depth.get(key, 1)
@@ -381,6 +392,7 @@ class Scheduler:
             if (
                 lease.request == request
                 and not lease.blocked
+                and not lease.dedicated
                 and len(lease.queue) < depth
                 and (best is None or len(lease.queue) < len(best.queue))
             ):

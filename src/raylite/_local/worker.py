@@ -30,26 +30,37 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import _runtime
+from .._actor import ActorHandle
 from .._object_ref import ObjectRef
 from ..exceptions import GetTimeoutError, TaskCancelledError
 from . import serialization as ser
+from .actor_host import HostedActor
 from .protocol import (
+    ActorCall,
+    ActorInfo,
     CancelRequest,
     CancelTask,
     Channel,
+    CreateActor,
+    CreateActorRequest,
     Forget,
     FunctionDef,
+    GetActorRequest,
     GetReply,
     GetRequest,
+    KillActor,
+    KillActorRequest,
     Message,
     PutObject,
     RefOps,
     ShmValue,
+    SubmitActorCall,
     SubmitTask,
     TaskDone,
     TaskRequest,
@@ -62,7 +73,8 @@ from .protocol import (
 from .store import Mappings, Segment, layout_of, write_segment
 
 if TYPE_CHECKING:
-    from .._options import TaskOptions
+    from .._actor import ActorClass
+    from .._options import ActorOptions, MethodOptions, TaskOptions
     from .._remote_function import RemoteFunction
 
 __all__ = ["CANCEL_SIGNAL", "CANCEL_SLOT", "ID_BITS", "WorkerRuntime", "worker_main"]
@@ -99,7 +111,11 @@ class WorkerRuntime:
         self.cancel_slot = cancel_slot  # the driver writes the id of a task to interrupt
         self.config = config
         self.chan = Channel(sock)
-        self.current: TaskRequest | None = None
+        self._tls = threading.local()  # per thread: current task or call, label, actor id
+        self._lock = threading.RLock()  # serialises senders (actor threads) and ref counts
+        self._main = threading.current_thread()
+        self._actors: dict[int, HostedActor] = {}
+        self._reply_futures: dict[int, concurrent.futures.Future[Message]] = {}
         self._ids = itertools.count(((wid + 1) << ID_BITS) + 1)
         self._fns: dict[int, Any] = {}  # {fn id: function, or its pickled body until first use}
         self._driver_fns: set[int] = set()  # fn ids the driver has the body of
@@ -116,6 +132,32 @@ class WorkerRuntime:
         self.interruptible = False  # running the user's code: a cancel may interrupt it
         self.in_io = False  # inside a send or receive that a cancel must not cut in two
         self.interrupt_pending = False
+
+    # ---- per-thread context -------------------------------------------------------------
+
+    @property
+    def current(self) -> TaskRequest | ActorCall | None:
+        """The task or actor call this thread runs, if any."""
+        return getattr(self._tls, "current", None)
+
+    @current.setter
+    def current(self, value: TaskRequest | ActorCall | None) -> None:
+        self._tls.current = value
+
+    @property
+    def label(self) -> str:
+        """What this thread's output lines are prefixed with: the task or actor name."""
+        task = self.current
+        if type(task) is TaskRequest:
+            return task.name
+        return getattr(self._tls, "label", "worker")
+
+    def set_context(
+        self, label: str, actor_id: int, current: TaskRequest | ActorCall | None = None
+    ) -> None:
+        self._tls.label = label
+        self._tls.actor_id = actor_id
+        self._tls.current = current
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -163,12 +205,31 @@ class WorkerRuntime:
             elif type(msg) is FunctionDef:
                 self._fns[msg.fn_id] = msg.payload
                 self._driver_fns.add(msg.fn_id)
-            elif type(msg) is GetReply:
-                for _, value in msg.values or ():
+            elif type(msg) is ActorCall:
+                self._adopt(msg.args)
+                for value in msg.dep_values:
                     self._adopt(value)
-                self._replies[msg.req_id] = msg
-            elif type(msg) is WaitReply:
-                self._replies[msg.req_id] = msg
+                actor = self._actors.get(msg.actor_id)
+                if actor is not None:
+                    actor.call(msg)
+            elif type(msg) is GetReply or type(msg) is WaitReply or type(msg) is ActorInfo:
+                if type(msg) is GetReply:
+                    for _, value in msg.values or ():
+                        self._adopt(value)
+                future = self._reply_futures.pop(msg.req_id, None)
+                if future is not None:  # an actor thread waits for it
+                    future.set_result(msg)
+                else:
+                    self._replies[msg.req_id] = msg
+            elif type(msg) is CreateActor:
+                self._adopt(msg.args)
+                for value in msg.dep_values:
+                    self._adopt(value)
+                self._actors[msg.actor_id] = HostedActor(self, msg, ser.loads(msg.config))
+            elif type(msg) is KillActor:
+                hosted = self._actors.pop(msg.actor_id, None)
+                if hosted is not None:
+                    hosted.stop()
             elif type(msg) is CancelTask:
                 self._cancel_queued(msg.task_id)
             elif type(msg) is Forget:
@@ -178,6 +239,69 @@ class WorkerRuntime:
     def _adopt(self, value: Value) -> None:
         if type(value) is tuple and value[4]:
             self._maps.adopt(value[1], self.chan.in_fds.popleft(), value[2])
+
+    def function(self, fn_id: int) -> Any:
+        """The function or class ``fn_id`` (unpickled on first use)."""
+        fn = self._fns[fn_id]
+        if type(fn) is bytes:
+            fn = self._fns[fn_id] = ser.loads(fn)
+        return fn
+
+    def load_args(
+        self, args: Value, positions: list[Any], dep_values: list[Value]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """A call's ``(args, kwargs)``, top-level refs resolved, big buffers zero-copy."""
+        values = [self._load(v) for v in dep_values]
+        if type(args) is bytes:
+            return ser.loads_args(args, positions, values)
+        payload, oid, _, spans, _ = cast(ShmValue, args)
+        return ser.loads_args(payload, positions, values, self._maps.buffers(oid, spans))
+
+    def pack_results(
+        self, name: str, task_id: int, return_ids: list[int], result: Any
+    ) -> tuple[TaskDone, list[int]]:
+        """The ``TaskDone`` for ``result`` (split per ``return_ids``) and the fds of the
+        segments its big values went to.
+
+        Raises:
+            TypeError, ValueError: the result does not split or pickle (fds closed).
+        """
+        results: list[Value] = []
+        contained: list[list[int]] = []
+        fds: list[int] = []
+        try:
+            for oid, value in zip(
+                return_ids, _split_returns(name, len(return_ids), result), strict=True
+            ):
+                try:
+                    s = ser.serialize(value)
+                except ser.SerializationError as exc:
+                    raise TypeError(
+                        f"Could not serialize the return value of {name}(): {exc}. "
+                        "Return picklable data, or build the object inside the caller."
+                    ) from None
+                wire, new_fds = self._value_of(oid, s)
+                fds += new_fds
+                results.append(wire)
+                contained.append(s.contained)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return TaskDone(task_id, results, contained, None, 0.0), fds
+
+    def send_from_thread(
+        self, msg: Message, fds: list[int] | None = None, flush: bool = True
+    ) -> None:
+        """Sends from any thread (actor threads): queued, and flushed unless told not to."""
+        with self._lock:
+            self._out(msg, fds)
+            if flush:
+                self._flush()
+
+    def flush_from_thread(self) -> None:
+        with self._lock:
+            self._flush()
 
     def _load(self, value: Value, is_error: bool = False) -> Any:
         """The value (or raises the error) that ``value`` carries, zero-copy for buffers."""
@@ -224,65 +348,39 @@ class WorkerRuntime:
     def _run(self, req: TaskRequest) -> None:
         self.current = req
         start = time.perf_counter()
-        error: bytes | None = None
-        results: list[Value] = []
-        contained: list[list[int]] = []
+        done: TaskDone | None = None
         fds: list[int] = []  # segments of big results, sent with TaskDone
         try:
             self.interruptible = True
             if self._cancel_requested():  # cancelled while on its way here
                 raise KeyboardInterrupt
-            fn = self._fns[req.fn_id]
-            if type(fn) is bytes:
-                fn = self._fns[req.fn_id] = ser.loads(fn)
-            values = [self._load(v) for v in req.dep_values]
-            if type(req.args) is bytes:
-                args, kwargs = ser.loads_args(req.args, req.dep_positions, values)
-            else:
-                payload, oid, _, spans, _ = cast(ShmValue, req.args)
-                buffers = self._maps.buffers(oid, spans)
-                args, kwargs = ser.loads_args(payload, req.dep_positions, values, buffers)
-            del values
+            fn = self.function(req.fn_id)
+            args, kwargs = self.load_args(req.args, req.dep_positions, req.dep_values)
             result = fn(*args, **kwargs)
             self.interruptible = False
             del args, kwargs
-            for oid, value in zip(req.return_ids, _split_returns(req, result), strict=True):
-                try:
-                    s = ser.serialize(value)
-                except ser.SerializationError as exc:
-                    raise TypeError(
-                        f"Could not serialize the return value of {req.name}(): {exc}. "
-                        "Return picklable data, or build the object inside the caller."
-                    ) from None
-                wire, new_fds = self._value_of(oid, s)
-                fds += new_fds
-                results.append(wire)
-                contained.append(s.contained)
+            done, fds = self.pack_results(req.name, req.task_id, req.return_ids, result)
         except KeyboardInterrupt:
-            error = _cancelled(req.task_id)
+            done = TaskDone(req.task_id, [], [], _cancelled(req.task_id), 0.0)
         except BaseException as exc:  # the user's error travels to whoever calls get()
             self.interruptible = False
             error = ser.dumps_error(req.name, exc, os.getpid())
+            done = TaskDone(req.task_id, [], [], error, 0.0)
         finally:
             self.interruptible = False
             self.interrupt_pending = False
             self.current = None
-        if error is not None:
-            results, contained = [], []
-            for fd in fds:
-                os.close(fd)
-            fds = []
-        duration = time.perf_counter() - start
-        self._out(TaskDone(req.task_id, results, contained, error, duration), fds)
+        self._out(done._replace(duration=time.perf_counter() - start), fds)
 
     # ---- sending ------------------------------------------------------------------------
 
     def _out(self, msg: Message, fds: list[int] | None = None) -> None:
         """Queues ``msg`` (and the fds it carries, closed here once sent) behind any borrow
         notice it depends on."""
-        if self._borrow:
-            self._queue_ref_ops()
-        self.chan.queue(msg, fds, owned=True)
+        with self._lock:
+            if self._borrow:
+                self._queue_ref_ops()
+            self.chan.queue(msg, fds, owned=True)
 
     def _queue_ref_ops(self) -> None:
         borrow, self._borrow = self._borrow, []
@@ -291,13 +389,14 @@ class WorkerRuntime:
         self.chan.queue(RefOps(borrow, release, unmapped))
 
     def _flush(self) -> None:
-        if self._release or self._borrow or self._unmapped:
-            self._queue_ref_ops()
-        self.in_io = True
-        try:
-            self.chan.flush()
-        finally:
-            self._io_done()
+        with self._lock:
+            if self._release or self._borrow or self._unmapped:
+                self._queue_ref_ops()
+            self.in_io = True
+            try:
+                self.chan.flush()
+            finally:
+                self._io_done()
 
     def _io_done(self) -> None:
         self.in_io = False
@@ -310,7 +409,8 @@ class WorkerRuntime:
         self._flush()
 
     def _new_ref(self, oid: int) -> ObjectRef:
-        self._local_refs[oid] = self._local_refs.get(oid, 0) + 1
+        with self._lock:
+            self._local_refs[oid] = self._local_refs.get(oid, 0) + 1
         return ObjectRef(oid, self)
 
     # ---- the Runtime interface (calls made by tasks) ------------------------------------
@@ -321,11 +421,9 @@ class WorkerRuntime:
         if fn._fn_id not in self._driver_fns:
             self._out(FunctionDef(fn._fn_id, ser.dumps_function(fn._function)))
             self._driver_fns.add(fn._fn_id)
-        try:
-            s, positions, dep_ids = ser.dumps_args(args, kwargs)
-        except ser.SerializationError as exc:
-            raise _argument_error(fn.function_name, exc) from None
-        args_value, fds = self._value_of(next(self._ids), s)
+            # The driver now counts this process as knowing the function: it must.
+            self._fns.setdefault(fn._fn_id, fn._function)
+        s, positions, dep_ids, args_value, fds = self._pack(fn.function_name, args, kwargs)
         pickled_opts = self._options_cache.get(id(opts))
         if pickled_opts is None:
             pickled_opts = self._options_cache[id(opts)] = ser.dumps(opts)[0]
@@ -367,9 +465,11 @@ class WorkerRuntime:
         taken = {r._id for r in done}
         return done, [r for r in refs if r._id not in taken]
 
-    def _blocking_request(self, request: GetRequest | WaitRequest) -> Message:
+    def _blocking_request(self, request: Any, fds: list[int] | None = None) -> Message:
         """Sends ``request`` and waits for its reply, handing queued tasks back meanwhile."""
-        self._out(request)
+        if threading.current_thread() is not self._main:
+            return self._request_from_thread(request, fds).result()
+        self._out(request, fds)
         if self._queue:
             self._out(TasksReturned([t.task_id for t in self._queue]))
             self._queue.clear()
@@ -390,6 +490,72 @@ class WorkerRuntime:
             self._send(Unblocked())
         return self._replies.pop(request.req_id)
 
+    def _request_from_thread(
+        self, request: Any, fds: list[int] | None = None
+    ) -> concurrent.futures.Future[Message]:
+        """An actor thread's request: the main thread, which reads the socket, hands the
+        reply over through the returned future."""
+        future: concurrent.futures.Future[Message] = concurrent.futures.Future()
+        with self._lock:
+            self._reply_futures[request.req_id] = future
+            self._out(request, fds)
+            self._flush()
+        future.add_done_callback(lambda _: self.send_from_thread(Unblocked()))
+        return future
+
+    def create_actor(
+        self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
+    ) -> ActorHandle:
+        if cls._cls_id not in self._driver_fns:
+            self._out(FunctionDef(cls._cls_id, ser.dumps_function(cls._cls)))
+            self._driver_fns.add(cls._cls_id)
+            self._fns.setdefault(cls._cls_id, cls._cls)
+        s, positions, dep_ids, args_value, fds = self._pack(cls.__name__, args, kwargs)
+        msg = CreateActorRequest(
+            next(self._ids), cls._cls_id, ser.dumps(cls._meta)[0], ser.dumps(opts)[0],
+            args_value, positions, dep_ids, s.contained,
+        )  # fmt: skip
+        return self._actor_handle(self._blocking_request(msg, fds))
+
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
+        return self._actor_handle(
+            self._blocking_request(GetActorRequest(next(self._ids), name, namespace))
+        )
+
+    def _actor_handle(self, reply: Message) -> ActorHandle:
+        assert type(reply) is ActorInfo
+        if reply.error is not None:
+            raise ser.loads(reply.error)
+        return ActorHandle(self._new_ref(reply.actor_id), ser.loads(reply.meta))
+
+    def submit_actor_call(
+        self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        opts: MethodOptions,
+    ) -> list[ObjectRef]:  # fmt: skip
+        name = f"{handle._meta.class_name}.{method}"
+        s, positions, dep_ids, args_value, fds = self._pack(name, args, kwargs)
+        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        msg = SubmitActorCall(
+            handle._actor_id, method, ser.dumps(opts)[0], args_value, positions, dep_ids,
+            s.contained, return_ids,
+        )  # fmt: skip
+        self.send_from_thread(msg, fds)
+        return [self._new_ref(oid) for oid in return_ids]
+
+    def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None:
+        self.send_from_thread(KillActorRequest(handle._actor_id, no_restart))
+
+    def _pack(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[ser.Serialized, list[int | str], list[int], Value, list[int]]:
+        """A call's arguments, pickled, with big buffers in a segment of their own."""
+        try:
+            s, positions, dep_ids = ser.dumps_args(args, kwargs)
+        except ser.SerializationError as exc:
+            raise _argument_error(name, exc) from None
+        args_value, fds = self._value_of(next(self._ids), s)
+        return s, positions, dep_ids, args_value, fds
+
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         self._send(CancelRequest(ref._id, force, recursive))
 
@@ -404,7 +570,8 @@ class WorkerRuntime:
         return {
             "worker_id": self.wid,
             "task_id": None if task is None else task.task_id,
-            "task_name": None if task is None else task.name,
+            "task_name": None if task is None else self.label,
+            "actor_id": getattr(self._tls, "actor_id", None),
             "pid": os.getpid(),
             "session": self.config.get("session"),
             "gpu_ids": self.config.get("gpu_ids", []),
@@ -414,32 +581,51 @@ class WorkerRuntime:
         raise RuntimeError("shutdown() can be called from the driver only, not inside a task.")
 
     def add_ref(self, oid: int) -> None:
-        n = self._local_refs.get(oid, 0)
-        self._local_refs[oid] = n + 1
-        if n == 0:
-            self._borrow.append(oid)
+        with self._lock:
+            n = self._local_refs.get(oid, 0)
+            self._local_refs[oid] = n + 1
+            if n == 0:
+                self._borrow.append(oid)
 
     def release(self, oid: int) -> None:
-        n = self._local_refs.get(oid, 0) - 1
-        if n > 0:
-            self._local_refs[oid] = n
-        else:
-            self._local_refs.pop(oid, None)
-            self._release.append(oid)
+        with self._lock:
+            n = self._local_refs.get(oid, 0) - 1
+            if n > 0:
+                self._local_refs[oid] = n
+            else:
+                self._local_refs.pop(oid, None)
+                self._release.append(oid)
 
     def future(self, oid: int) -> concurrent.futures.Future[Any]:
-        raise NotImplementedError(
-            "ObjectRef.future() and `await ref` are not available inside process tasks; "
-            "use raylite.get(ref) there."
+        if threading.current_thread() is self._main:
+            raise NotImplementedError(
+                "ObjectRef.future() and `await ref` are not available inside process tasks "
+                "(only in actors); use raylite.get(ref) there."
+            )
+        out: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.add_ref(oid)  # the future keeps the object alive until it resolves
+
+        def resolve(reply: concurrent.futures.Future[Message]) -> None:
+            msg = reply.result()
+            assert type(msg) is GetReply and msg.values is not None
+            try:
+                out.set_result(self._load(msg.values[0][1], msg.values[0][0]))
+            except BaseException as exc:
+                out.set_exception(exc)
+            finally:
+                self.release(oid)
+
+        self._request_from_thread(GetRequest(next(self._ids), [oid], None)).add_done_callback(
+            resolve
         )
+        return out
 
 
 def _cancelled(task_id: int) -> bytes:
     return ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0]
 
 
-def _split_returns(req: TaskRequest, result: Any) -> list[Any]:
-    n = len(req.return_ids)
+def _split_returns(name: str, n: int, result: Any) -> list[Any]:
     if n == 1:
         return [result]
     if n == 0:
@@ -451,7 +637,7 @@ def _split_returns(req: TaskRequest, result: Any) -> list[Any]:
     if values is None or len(values) != n:
         got = "a non-sequence" if values is None else f"{len(values)} values"
         raise ValueError(
-            f"Task {req.name}() returned {got}, but num_returns={n}: return a tuple or list "
+            f"Task {name}() returned {got}, but num_returns={n}: return a tuple or list "
             f"of exactly {n} values, or change num_returns."
         )
     return values
@@ -481,8 +667,7 @@ class _PrefixedStream(io.TextIOBase):
         lines = text.split("\n")
         self._partial = lines.pop()
         if lines:
-            task = self._rt.current
-            prefix = f"({task.name if task else 'worker'} pid={self._pid}) "
+            prefix = f"({self._rt.label} pid={self._pid}) "
             out = "".join(prefix + line + "\n" for line in lines)
             _write_all(self._fd, out.encode(errors="replace"))
         return len(s)

@@ -1,0 +1,211 @@
+"""Actors inside a worker process: each on threads (or an event loop) of its own.
+
+::
+
+    main thread (WorkerRuntime.serve)        actor threads
+    ---------------------------------        -------------
+    CreateActor -> HostedActor(...)  ──────> lane "default": __init__ first, then calls
+    ActorCall   -> lane(group).put() ──────> lane threads: run the method, send TaskDone
+    KillActor   -> HostedActor.stop()         (under the runtime's send lock)
+
+A *lane* is a FIFO served by up to ``limit`` threads: with one thread (the default) an
+actor runs its calls one at a time in arrival order, which is submission order. Each
+concurrency group is a lane of its own. An async actor gets one event loop thread instead,
+with a semaphore per group (default limit 1000, as Ray).
+
+Many actors share a host process (actors that reserve no CPU/GPU are packed): they share
+its module globals and its GIL, not their instances. One actor's long call does not stall
+another's, since each has its own threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import serialization as ser
+from .protocol import ActorCall, ActorReady, CreateActor, TaskDone
+
+if TYPE_CHECKING:
+    from .worker import WorkerRuntime
+
+__all__ = ["HostedActor"]
+
+_ASYNC_DEFAULT_CONCURRENCY = 1000
+
+
+class _Lane:
+    """A FIFO of calls served by up to ``limit`` threads, started as needed."""
+
+    def __init__(self, name: str, limit: int, run: Callable[[ActorCall], None],
+                 ready: threading.Event, idle: Callable[[], None]) -> None:  # fmt: skip
+        self.name = name
+        self.limit = limit
+        self._run = run
+        self._ready = ready  # set once __init__ has run
+        self._idle = idle  # called when the lane runs dry (flush replies)
+        self._queue: deque[Any] = deque()
+        self._cond = threading.Condition()
+        self._threads = 0
+        self._busy = 0
+        self._stopped = False
+
+    def put(self, item: Any) -> None:
+        with self._cond:
+            self._queue.append(item)
+            if self._busy + len(self._queue) > self._threads and self._threads < self.limit:
+                self._threads += 1
+                threading.Thread(target=self._serve, name=f"actor-{self.name}", daemon=True).start()
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._queue.clear()
+            self._cond.notify_all()
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                item = self._queue.popleft()
+                self._busy += 1
+            try:
+                if callable(item):  # the actor's creation: first in the default lane
+                    item()
+                else:
+                    self._ready.wait()  # calls in other lanes or threads wait for it
+                    self._run(item)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    dry = not self._queue
+            if dry:
+                self._idle()
+
+
+class HostedActor:
+    """One actor instance in this process and the threads that run its calls."""
+
+    def __init__(self, rt: WorkerRuntime, msg: CreateActor, config: dict[str, Any]) -> None:
+        self.rt = rt
+        self.actor_id = msg.actor_id
+        self.class_name = msg.class_name
+        self.instance: Any = None
+        self.dead = False
+        self._ready = threading.Event()
+        self._is_async = bool(config["is_async"])
+        limit = config["max_concurrency"] or (_ASYNC_DEFAULT_CONCURRENCY if self._is_async else 1)
+        groups: dict[str, int] = dict(config["groups"])
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lanes: dict[str | None, _Lane] = {}
+        self._sems: dict[str | None, asyncio.Semaphore] = {}
+        if self._is_async:
+            self._loop = asyncio.new_event_loop()
+            self._flush_scheduled = False
+            threading.Thread(
+                target=self._run_loop, name=f"actor-{self.class_name}", daemon=True
+            ).start()
+            for group, n in [(None, limit), *groups.items()]:
+                self._sems[group] = asyncio.Semaphore(n)
+        else:
+            for group, n in [(None, limit), *groups.items()]:
+                self._lanes[group] = _Lane(
+                    f"{self.class_name}.{group or 'default'}", n, self._call, self._ready,
+                    rt.flush_from_thread,
+                )  # fmt: skip
+        create = lambda: self._create(msg)  # noqa: E731
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(create)
+        else:
+            self._lanes[None].put(create)
+
+    # ---- life ---------------------------------------------------------------------------
+
+    def _create(self, msg: CreateActor) -> None:
+        self.rt.set_context(label=self.class_name, actor_id=self.actor_id)
+        error = None
+        try:
+            cls = self.rt.function(msg.fn_id)
+            args, kwargs = self.rt.load_args(msg.args, msg.dep_positions, msg.dep_values)
+            self.instance = cls(*args, **kwargs)
+        except BaseException as exc:
+            error = ser.dumps_error(f"{self.class_name}.__init__", exc, os.getpid())
+            self.dead = True
+        self.rt.send_from_thread(ActorReady(self.actor_id, error))
+        self._ready.set()
+
+    def _run_loop(self) -> None:
+        assert self._loop is not None
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()  # creation was scheduled first, so it runs before any call
+
+    def call(self, msg: ActorCall) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._spawn_async, msg)
+        else:
+            (self._lanes.get(msg.group) or self._lanes[None]).put(msg)
+
+    def stop(self) -> None:
+        """Drops queued calls; a running one finishes and its result is not sent."""
+        self.dead = True
+        for lane in self._lanes.values():
+            lane.stop()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    # ---- calls --------------------------------------------------------------------------
+
+    def _call(self, msg: ActorCall) -> None:
+        if self.dead:
+            return
+        self.rt.set_context(label=self.class_name, actor_id=self.actor_id, current=msg)
+        name = f"{self.class_name}.{msg.method}"
+        try:
+            method = getattr(self.instance, msg.method)
+            args, kwargs = self.rt.load_args(msg.args, msg.dep_positions, msg.dep_values)
+            done = self.rt.pack_results(name, msg.task_id, msg.return_ids, method(*args, **kwargs))
+        except BaseException as exc:
+            done = TaskDone(msg.task_id, [], [], ser.dumps_error(name, exc, os.getpid()), 0.0), []
+        finally:
+            self.rt.set_context(label=self.class_name, actor_id=self.actor_id, current=None)
+        if not self.dead:
+            self.rt.send_from_thread(done[0], done[1], flush=False)
+
+    def _spawn_async(self, msg: ActorCall) -> None:
+        assert self._loop is not None
+        self._loop.create_task(self._call_async(msg))
+
+    async def _call_async(self, msg: ActorCall) -> None:
+        sem = self._sems.get(msg.group) or self._sems[None]
+        name = f"{self.class_name}.{msg.method}"
+        async with sem:
+            if self.dead:
+                return
+            try:
+                method = getattr(self.instance, msg.method)
+                args, kwargs = self.rt.load_args(msg.args, msg.dep_positions, msg.dep_values)
+                result = method(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+                done = self.rt.pack_results(name, msg.task_id, msg.return_ids, result)
+            except BaseException as exc:
+                error = ser.dumps_error(name, exc, os.getpid())
+                done = TaskDone(msg.task_id, [], [], error, 0.0), []
+        if not self.dead:
+            self.rt.send_from_thread(done[0], done[1], flush=False)
+            if not self._flush_scheduled:  # one flush per burst of finished calls
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.rt.flush_from_thread()

@@ -1,0 +1,503 @@
+"""The driver's actors: where each lives, its calls in order, restarts, names, death.
+
+::
+
+    create_actor ─> record (PENDING) ─ args ready ─> placed: CreateActor to its process
+                                                     ├ packed: a shared host process
+                                                     └ dedicated: a lease of its own
+    call ─> record.queue (FIFO) ─ head's args ready ─> ActorCall ─> TaskDone ─> results
+    process died / kill / __init__ raised ─> restart (max_restarts) or DEAD: calls fail
+
+Actors that reserve nothing (Ray's default: 0 CPUs while running) are *packed*: up to
+``max_hosts`` host processes serve all of them, one thread (or event loop) per actor,
+so a thousand actors cost a few processes. An actor that reserves CPUs, GPUs or custom
+resources gets a worker process of its own, holding them for its life (a scheduler task
+that never finishes, with a lease nothing else is pipelined onto); it is killed with its
+actor, so a restart starts from a clean process.
+
+Calls of one actor are sent in submission order: a call whose arguments are not ready
+holds back the ones behind it (Ray's ordering). The manager is part of the runtime: it
+runs with the runtime's lock held and uses its object table, workers and scheduler.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._actor import ActorMeta
+from .._options import ActorOptions, MethodOptions
+from ..exceptions import (
+    ActorDiedError,
+    ActorUnavailableError,
+    ActorUnschedulableError,
+    PendingCallsLimitExceeded,
+    RayTaskError,
+    TaskCancelledError,
+)
+from . import serialization as ser
+from .objects import Waiter
+from .protocol import ActorCall, CreateActor, FunctionDef, KillActor, TaskDone
+from .scheduler import Request
+
+if TYPE_CHECKING:
+    from .runtime import LocalRuntime, PackedArgs, _Worker
+
+__all__ = ["ActorManager"]
+
+_PENDING, _ALIVE, _DEAD = "PENDING", "ALIVE", "DEAD"
+
+
+@dataclass(slots=True)
+class _Call:
+    """One actor method call, from submission until its results are stored."""
+
+    task_id: int
+    actor_id: int
+    name: str  # "Class.method", for errors
+    method: str
+    args: bytes | int
+    positions: list[Any]
+    dep_ids: list[int]
+    contained: list[int]
+    return_ids: list[int]
+    group: str | None
+    retries_left: int
+
+
+@dataclass(slots=True)
+class _Actor:
+    actor_id: int
+    fn_id: int
+    class_name: str
+    meta: ActorMeta
+    opts: ActorOptions
+    args: bytes | int  # creation arguments, held until the actor is dead for good
+    positions: list[Any]
+    dep_ids: list[int]
+    contained: list[int]
+    config: bytes
+    restarts_left: int
+    state: str = _PENDING
+    wid: int | None = None  # the process it lives in, once placed
+    creation_task: int = 0  # the scheduler task holding a dedicated actor's lease
+    queue: deque[_Call] = field(default_factory=deque)  # not yet sent
+    inflight: dict[int, _Call] = field(default_factory=dict)  # sent, not done
+    death: bytes | None = None  # the pickled error calls fail with once DEAD
+    name_key: tuple[str, str] | None = None
+    handles_gone: bool = False
+    waiting: bool = False  # a waiter on the queue head's arguments is registered
+
+
+class ActorManager:
+    """Actors of one LocalRuntime. Every method runs with the runtime's lock held."""
+
+    def __init__(self, rt: LocalRuntime, max_hosts: int) -> None:
+        self.rt = rt
+        self.max_hosts = max_hosts
+        self.actors: dict[int, _Actor] = {}
+        self.calls: dict[int, _Call] = {}  # {task id: call in flight or queued}
+        self.creations: dict[int, int] = {}  # {scheduler task id: actor id} (dedicated)
+        self.hosts: dict[int, set[int]] = {}  # {host worker id: actor ids on it}
+        self.names: dict[tuple[str, str], int] = {}  # {(namespace, name): actor id}
+
+    # ---- creation -----------------------------------------------------------------------
+
+    def create(
+        self, cls_id: int, meta: ActorMeta, opts: ActorOptions, packed: PackedArgs,
+        namespace: str, borrower: _Worker | None = None,
+    ) -> int:  # fmt: skip
+        """Creates an actor (or finds the named one, with ``get_if_exists``); returns its id,
+        counting one reference to it for the caller (``borrower``, or an ObjectRef here).
+
+        Raises:
+            ValueError: the name is taken.
+            ActorUnschedulableError: it asks for more than this runtime has.
+        """
+        rt = self.rt
+        key = (opts.namespace or namespace, opts.name) if opts.name else None
+        if key is not None and key in self.names:
+            existing = self.actors[self.names[key]]
+            if opts.get_if_exists:
+                self.add_holder(existing.actor_id, borrower)
+                return existing.actor_id
+            raise ValueError(
+                f"The actor name {opts.name!r} is already taken in namespace {key[0]!r}. "
+                "Pick another name, use get_if_exists=True, or get it with "
+                "raylite.get_actor(name)."
+            )
+        if opts.dedicated:
+            request = Request.of(opts.num_cpus or 0, opts.num_gpus, opts.resources)
+            why = rt.sched.infeasible(request)
+            if why is not None:
+                raise ActorUnschedulableError(
+                    f"Actor {meta.class_name} can never be placed here: {why}. Ask for less, or "
+                    "start raylite with more (raylite.init(num_cpus=..., num_gpus=..., ...))."
+                )
+        args, contained = rt._hold_args(packed)
+        actor_id = next(rt._ids)
+        detached = opts.lifetime == "detached"
+        # A detached actor holds its own id object, so it outlives every handle.
+        entry = rt._objs.new(actor_id, 2 if detached else 1)
+        entry.actor = True
+        if borrower is not None:
+            borrower.borrows.add(actor_id)
+        config = ser.dumps(
+            {
+                "is_async": meta.is_async,
+                "max_concurrency": opts.max_concurrency,
+                "groups": dict(opts.concurrency_groups),
+            }
+        )[0]
+        restarts = opts.max_restarts
+        actor = _Actor(
+            actor_id, cls_id, meta.class_name, meta, opts, args, packed.positions,
+            packed.dep_ids, contained, config, restarts, name_key=key,
+        )  # fmt: skip
+        self.actors[actor_id] = actor
+        if key is not None:
+            self.names[key] = actor_id
+        self._place_when_ready(actor)
+        return actor_id
+
+    def add_holder(self, actor_id: int, borrower: _Worker | None) -> None:
+        """One more reference to the actor: an ObjectRef here, or ``borrower``'s borrow."""
+        if borrower is None:
+            self.rt._objs.hold([actor_id])
+        elif actor_id not in borrower.borrows:
+            borrower.borrows.add(actor_id)
+            self.rt._objs.hold([actor_id])
+
+    def meta(self, actor_id: int) -> ActorMeta:
+        return self.actors[actor_id].meta
+
+    def get_named(self, name: str, namespace: str, borrower: _Worker | None = None) -> int:
+        """The id of the live actor called ``name`` (one reference counted for the caller).
+
+        Raises:
+            ValueError: no live actor has that name.
+        """
+        actor_id = self.names.get((namespace, name))
+        if actor_id is None:
+            known = sorted(n for ns, n in self.names if ns == namespace)
+            raise ValueError(
+                f"Failed to look up actor with name {name!r} in namespace {namespace!r}: "
+                f"no live actor has it (named actors here: {known or 'none'})."
+            )
+        self.add_holder(actor_id, borrower)
+        return actor_id
+
+    def _place_when_ready(self, actor: _Actor) -> None:
+        objs = self.rt._objs
+        pending = [objs[o] for o in dict.fromkeys(actor.dep_ids) if objs[o].payload is None]
+        if pending:
+            objs.add_waiter(pending, Waiter(len(pending), lambda: self._place(actor)))
+        else:
+            self._place(actor)
+
+    def _place(self, actor: _Actor) -> None:
+        if actor.state == _DEAD:
+            return
+        failed = next((self.rt._objs[o] for o in actor.dep_ids if self.rt._objs[o].is_error), None)
+        if failed is not None:  # an argument of __init__ failed: so does the actor
+            self._die(
+                actor, self._died(actor, "an argument of its constructor failed", failed.payload)
+            )
+            return
+        if actor.opts.dedicated:
+            actor.creation_task = next(self.rt._ids)
+            self.creations[actor.creation_task] = actor.actor_id
+            opts = actor.opts
+            request = Request.of(opts.num_cpus or 0, opts.num_gpus, opts.resources)
+            self.rt._apply(self.rt.sched.submit(actor.creation_task, request, 0, [], True))
+        else:
+            self._start(actor, self._pick_host())
+
+    def _pick_host(self) -> _Worker:
+        if len(self.hosts) < self.max_hosts:
+            w = self.rt._spawn_worker()
+            self.hosts[w.wid] = set()
+            return w
+        wid = min(self.hosts, key=lambda h: len(self.hosts[h]))
+        return self.rt._workers[wid]
+
+    def dispatch_creation(self, task_id: int, wid: int) -> None:
+        """The scheduler placed a dedicated actor's lease on worker ``wid``."""
+        actor = self.actors.get(self.creations.get(task_id, 0))
+        if actor is None or actor.state == _DEAD:
+            self.rt._apply(self.rt.sched.task_done(wid, task_id))
+            return
+        self._start(actor, self.rt._workers[wid])
+
+    def _start(self, actor: _Actor, w: _Worker) -> None:
+        rt = self.rt
+        actor.wid = w.wid
+        actor.state = _ALIVE  # calls may follow CreateActor at once: the host queues them
+        if not actor.opts.dedicated:
+            self.hosts[w.wid].add(actor.actor_id)
+        if actor.fn_id not in w.known_fns:
+            w.known_fns.add(actor.fn_id)
+            w.chan.queue(FunctionDef(actor.fn_id, rt._functions[actor.fn_id]))
+        fds: list[int] = []
+        values = [rt._objs.wire(w.wid, w.mapped, o, fds) for o in actor.dep_ids]
+        args = (
+            actor.args
+            if isinstance(actor.args, bytes)
+            else rt._objs.wire(w.wid, w.mapped, actor.args, fds)
+        )
+        msg = CreateActor(
+            actor.actor_id, actor.fn_id, actor.class_name, args, actor.positions, values,
+            actor.config,
+        )  # fmt: skip
+        w.chan.queue(msg, fds)
+        rt._dirty.add(w)
+        self._pump(actor)
+
+    def ready(self, actor_id: int, error: bytes | None) -> None:
+        """``ActorReady``: ``__init__`` ran; an error kills the actor for good."""
+        actor = self.actors.get(actor_id)
+        if actor is None or error is None:
+            return
+        cause = ser.loads(error)
+        text = str(cause) if isinstance(cause, RayTaskError) else repr(cause)
+        died = ActorDiedError(
+            f"The actor {actor.class_name} died because of an error raised in its creation "
+            f"task (__init__), so no call to it can run:\n{text}"
+        )
+        self._die(actor, ser.dumps(died)[0])
+
+    # ---- calls --------------------------------------------------------------------------
+
+    def call(
+        self, actor_id: int, method: str, packed: PackedArgs, mopts: MethodOptions,
+        return_ids: list[int], borrower: _Worker | None = None,
+    ) -> None:  # fmt: skip
+        """Queues a call whose results go to ``return_ids`` (entries made here, held by an
+        ObjectRef here or by ``borrower``).
+
+        Raises:
+            ActorDiedError: no such actor (ended, or from an earlier session).
+            PendingCallsLimitExceeded: ``max_pending_calls`` calls wait already.
+        """
+        rt = self.rt
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            raise ActorDiedError(
+                f"Actor {actor_id:056x} is not a live actor of this session (it ended, or the "
+                "handle comes from an earlier raylite session)."
+            )
+        limit = actor.opts.max_pending_calls
+        if limit > 0 and len(actor.queue) + len(actor.inflight) >= limit:
+            raise PendingCallsLimitExceeded(
+                f"Actor {actor.class_name} has {limit} calls pending (max_pending_calls="
+                f"{limit}): wait for some results before calling it again."
+            )
+        args, contained = rt._hold_args(packed)
+        task_id = next(rt._ids)
+        for oid in return_ids:
+            rt._objs.new(oid, 1, task_id)
+            if borrower is not None:
+                borrower.borrows.add(oid)
+        call = _Call(
+            task_id, actor.actor_id, f"{actor.class_name}.{method}", method, args,
+            packed.positions,
+            packed.dep_ids, contained, return_ids, mopts.concurrency_group,
+            actor.opts.max_task_retries,
+        )  # fmt: skip
+        self.calls[task_id] = call
+        if actor.state == _DEAD:
+            self._fail_call(call, actor.death or b"")
+        else:
+            actor.queue.append(call)
+            self._pump(actor)
+
+    def _pump(self, actor: _Actor) -> None:
+        """Sends queued calls, in order, while the head's arguments are ready."""
+        if actor.state != _ALIVE or actor.waiting:
+            return
+        rt = self.rt
+        objs = rt._objs
+        w = rt._workers.get(actor.wid) if actor.wid is not None else None
+        if w is None:
+            return
+        idle = not actor.inflight
+        while actor.queue:
+            call = actor.queue[0]
+            pending = [objs[o] for o in dict.fromkeys(call.dep_ids) if objs[o].payload is None]
+            if pending:
+                actor.waiting = True
+                objs.add_waiter(pending, Waiter(len(pending), lambda: self._resume(actor)))
+                break
+            actor.queue.popleft()
+            failed = next((objs[o] for o in call.dep_ids if objs[o].is_error), None)
+            if failed is not None:
+                self._fail_call(call, failed.payload)  # type: ignore[arg-type]
+                continue
+            fds: list[int] = []
+            values = [objs.wire(w.wid, w.mapped, o, fds) for o in call.dep_ids]
+            args = (
+                call.args
+                if isinstance(call.args, bytes)
+                else objs.wire(w.wid, w.mapped, call.args, fds)
+            )
+            w.chan.queue(
+                ActorCall(
+                    call.task_id, actor.actor_id, call.method, args, call.positions, values,
+                    call.return_ids, call.group,
+                ),
+                fds,
+            )  # fmt: skip
+            actor.inflight[call.task_id] = call
+        if idle and actor.inflight:
+            w.chan.flush(blocking=False)  # latency: a call to an idle actor goes out now
+        rt._dirty.add(w)
+
+    def _resume(self, actor: _Actor) -> None:
+        actor.waiting = False
+        self._pump(actor)
+
+    def done(self, msg: TaskDone, results: list[bytes], shms: list[Any] | None) -> bool:
+        """A ``TaskDone`` for an actor call; False if ``msg`` is not one."""
+        call = self.calls.pop(msg.task_id, None)
+        if call is None:
+            return False
+        actor = self.actors.get(call.actor_id)
+        if actor is not None:
+            actor.inflight.pop(call.task_id, None)
+        if msg.error is not None:
+            self.rt._finish_call(call.return_ids, [msg.error], True, call.dep_ids + call.contained)
+        else:
+            self.rt._finish_call(
+                call.return_ids, results, False, call.dep_ids + call.contained, msg.contained, shms
+            )
+        if actor is not None:
+            self._maybe_end(actor)
+        return True
+
+    def _fail_call(self, call: _Call, error: bytes) -> None:
+        self.calls.pop(call.task_id, None)
+        self.rt._finish_call(call.return_ids, [error], True, call.dep_ids + call.contained)
+
+    def cancel(self, task_id: int, force: bool) -> bool:
+        """Cancels a queued call; False if ``task_id`` is no actor call."""
+        call = self.calls.get(task_id)
+        if call is None:
+            return False
+        if force:
+            raise ValueError(
+                "force=True is not supported for actor calls (it would kill every call the "
+                "actor runs). Use force=False, or raylite.kill(actor)."
+            )
+        actor = self.actors.get(call.actor_id)
+        if actor is not None and call in actor.queue:
+            actor.queue.remove(call)
+            self._fail_call(call, ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0])
+        return True
+
+    # ---- death --------------------------------------------------------------------------
+
+    def kill(self, actor_id: int, no_restart: bool) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == _DEAD:
+            return
+        why = self._died(actor, "it was killed by raylite.kill()")
+        self._stop(actor, why, restart=not no_restart)
+
+    def freed(self, actor_id: int) -> None:
+        """The last handle is gone: end the actor once its calls are done."""
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            return
+        actor.handles_gone = True
+        self._maybe_end(actor)
+
+    def _maybe_end(self, actor: _Actor) -> None:
+        if actor.handles_gone and not actor.queue and not actor.inflight and actor.state != _DEAD:
+            self._stop(actor, self._died(actor, "all its handles were deleted"), restart=False)
+
+    def _stop(self, actor: _Actor, why: bytes, restart: bool) -> None:
+        """Ends the actor's instance: kills its process (dedicated) or drops it from its
+        host (packed); then restarts it or marks it dead."""
+        rt = self.rt
+        w = rt._workers.get(actor.wid) if actor.wid is not None else None
+        if w is not None:
+            if actor.opts.dedicated:
+                self.creations.pop(actor.creation_task, None)
+                rt._kill_worker(w)
+            else:
+                w.chan.queue(KillActor(actor.actor_id))
+                rt._dirty.add(w)
+                self.hosts.get(w.wid, set()).discard(actor.actor_id)
+        self._lost_process(actor, why, restart)
+
+    def process_died(self, wid: int, status_text: str) -> None:
+        """Worker ``wid`` died: every actor in it (a host) or of it (dedicated) is lost."""
+        if wid in self.hosts:
+            lost = [self.actors[a] for a in self.hosts.pop(wid) if a in self.actors]
+        else:
+            lost = [a for a in self.actors.values() if a.wid == wid and a.opts.dedicated]
+        for actor in lost:
+            if actor.state == _DEAD:
+                continue
+            self.creations.pop(actor.creation_task, None)
+            why = self._died(actor, f"its process died ({status_text})")
+            self._lost_process(actor, why, restart=True)
+
+    def _lost_process(self, actor: _Actor, why: bytes, restart: bool) -> None:
+        can_restart = restart and actor.restarts_left != 0
+        inflight, actor.inflight = list(actor.inflight.values()), {}
+        for call in reversed(inflight):  # retried calls go first, in their order
+            if can_restart and call.retries_left != 0:
+                call.retries_left -= 1
+                actor.queue.appendleft(call)
+            else:
+                unavailable = ActorUnavailableError(
+                    f"The actor {actor.class_name} restarted while running {call.name}(); the "
+                    "call is lost (set max_task_retries to retry such calls)."
+                )
+                self._fail_call(call, ser.dumps(unavailable)[0] if can_restart else why)
+        if not can_restart:
+            self._die(actor, why)
+            return
+        if actor.restarts_left > 0:
+            actor.restarts_left -= 1
+        actor.state = _PENDING
+        actor.wid = None
+        self._place(actor)
+
+    def _die(self, actor: _Actor, why: bytes) -> None:
+        if actor.state != _DEAD and actor.wid is not None and actor.opts.dedicated:
+            w = self.rt._workers.get(actor.wid)
+            if w is not None:
+                self.creations.pop(actor.creation_task, None)
+                self.rt._kill_worker(w)
+        actor.state = _DEAD
+        actor.death = why
+        for call in list(actor.queue) + list(actor.inflight.values()):
+            self._fail_call(call, why)
+        actor.queue.clear()
+        actor.inflight.clear()
+        if actor.name_key is not None:
+            self.names.pop(actor.name_key, None)
+        held = actor.dep_ids + actor.contained
+        if actor.opts.lifetime == "detached":
+            held.append(actor.actor_id)
+        for oid in held:
+            self.rt._objs.decref(oid)
+        actor.dep_ids, actor.contained = [], []
+
+    def _died(self, actor: _Actor, reason: str, cause: bytes | None = None) -> bytes:
+        text = f"The actor {actor.class_name} is dead: {reason}."
+        if cause is not None:
+            text += f"\n{ser.loads(cause)}"
+        return ser.dumps(ActorDiedError(text))[0]
+
+    def fail_all(self, why: bytes) -> None:
+        """Every actor is dead, every call fails with ``why`` (shutdown, broken runtime)."""
+        for actor in self.actors.values():
+            if actor.state != _DEAD:
+                actor.state = _DEAD
+                actor.death = why
+        for call in list(self.calls.values()):
+            self._fail_call(call, why)

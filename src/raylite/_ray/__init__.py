@@ -1,0 +1,87 @@
+"""The Ray runtime's way in, importable without ``ray``.
+
+``init(address=...)`` (:func:`connect`) and the first raylite call inside a Ray worker
+(:func:`attached`) come here; only they import ``ray`` (an optional dependency that takes
+~0.5 s to import), through ``runtime.py``.
+
+Importing this package tells ``raylite.ObjectRef`` about Ray's ref class, so that
+``isinstance(ray_ref, raylite.ObjectRef)`` holds and a Ray ref belongs to the current
+``RayRuntime`` (to no runtime when the current one is local).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from .. import _runtime
+from .._object_ref import register_foreign_refs
+
+if TYPE_CHECKING:
+    from .runtime import RayRuntime
+
+__all__ = ["attached", "connect"]
+
+
+def connect(address: str, **options: Any) -> RayRuntime:
+    """Connects this process to the Ray cluster at ``address`` through ``ray.init``.
+
+    If this process is connected to Ray already (it called ``ray.init()`` itself), raylite
+    uses that connection and leaves it open at ``shutdown()``.
+
+    Args:
+        address: any address ``ray.init`` takes: ``"auto"``, ``"host:port"``,
+            ``"ray://host:10001"``.
+        **options: more keywords for ``ray.init`` (``runtime_env``, ``namespace``, ...);
+            Ray checks them.
+
+    Returns:
+        The runtime that serves raylite's API from now on.
+
+    Raises:
+        ImportError: ``ray`` is not installed (the message says how to install it).
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError(
+            f"raylite.init(address={address!r}) runs your program on a Ray cluster through "
+            "the 'ray' package, which is not installed here. Install it with "
+            "\"pip install 'raylite[ray]'\", or omit address to use the embedded runtime."
+        ) from exc
+    from .runtime import RayRuntime
+
+    if ray.is_initialized():
+        return RayRuntime(owns_connection=False)
+    ray.init(address=address, **options)
+    return RayRuntime(owns_connection=True)
+
+
+def attached() -> RayRuntime | None:
+    """This process's connection to Ray as a runtime, if it has one, else ``None``.
+
+    Such a process is a Ray worker running a task (whose code calls ``raylite.get`` and
+    such), or a driver that called ``ray.init()`` itself. Costs nothing when ``ray`` was
+    never imported.
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+    from .runtime import RayRuntime
+
+    return RayRuntime(owns_connection=False)
+
+
+def _is_ray_ref_class(cls: type) -> bool:
+    ray = sys.modules.get("ray")  # a Ray ref exists only once ray is imported
+    return ray is not None and issubclass(cls, ray.ObjectRef)
+
+
+def _ray_refs_owner() -> object | None:
+    from .runtime import RayRuntime  # ray is imported: a Ray ref exists
+
+    rt = _runtime.current_or_none()
+    return rt if isinstance(rt, RayRuntime) else None
+
+
+register_foreign_refs(_is_ray_ref_class, _ray_refs_owner)
