@@ -224,22 +224,38 @@ class ObjectTable:
             fds.append(shm.segment.fd)
         return (entry.payload, oid, shm.layout.size, shm.layout.spans, follows)
 
-    def take(self, in_fds: deque[int], value: Value, what: str) -> tuple[bytes, Shm | None, bool]:
+    def take(
+        self,
+        in_fds: deque[int],
+        value: Value,
+        what: str,
+        keeper: tuple[int, set[int]] | None = None,
+    ) -> tuple[bytes, Shm | None, bool]:
         """A worker's wire value as ``(payload, shm, is_error)``, adopting its fd from
-        ``in_fds``; one that does not fit the store becomes an ObjectStoreFullError."""
+        ``in_fds``; one that does not fit the store becomes an ObjectStoreFullError.
+
+        ``keeper`` is ``(worker id, its mapped set)`` when the writing worker kept its
+        mapping of the segment (results and puts: under the object's own id).
+        """
         if type(value) is bytes:
             return value, None, False
-        payload, _, size, spans, follows = cast(ShmValue, value)
+        payload, oid, size, spans, follows = cast(ShmValue, value)
         assert follows, "a worker's new segment always carries its fd"
         segment = Segment(in_fds.popleft(), size)
         try:
             reserved, counted = self.books.reserve(size, what, self.holders)
         except ObjectStoreFullError as exc:
             segment.close()
+            if keeper is not None:
+                self._forget(keeper[0], oid)
             return ser.dumps(exc)[0], None, True
         if reserved is not None:
             self.books.pool.give(reserved)  # the worker's own segment is used instead
-        return payload, Shm(segment, Layout(size, spans), counted, what), False
+        shm = Shm(segment, Layout(size, spans), counted, what)
+        if keeper is not None:
+            shm.mapped_by.add(keeper[0])
+            keeper[1].add(oid)
+        return payload, shm, False
 
     def holders(self) -> str:
         """The biggest live objects, for ObjectStoreFullError's message."""

@@ -266,7 +266,7 @@ class LocalRuntime:
                 f"Could not serialize the arguments of {name}.remote(): {exc}. "
                 "Pass picklable data, or create the object inside the task."
             ) from None
-        shm = self._write_shm(s, f"the arguments of {name}()") if s.buffers else None
+        shm = self._write_shm(s, f"the arguments of {name}()")[0] if s.buffers else None
         return PackedArgs(s, positions, dep_ids, shm)
 
     def _hold_args(self, packed: PackedArgs) -> tuple[bytes | int, list[int]]:
@@ -339,11 +339,14 @@ class LocalRuntime:
             s = ser.serialize(value)
         except ser.SerializationError as exc:
             raise TypeError(f"Could not serialize the value passed to put(): {exc}") from None
-        shm = self._write_shm(s, "an object put by the driver") if s.buffers else None
+        shm, mapping = self._write_shm(s, "an object put", keep=True) if s.buffers else (None, None)
         self._lock.acquire()
         try:
             self._check_alive()
-            return ObjectRef(self._new_object(1, s.payload, shm, s.contained), self)
+            oid = self._new_object(1, s.payload, shm, s.contained)
+            if shm is not None and mapping is not None:
+                self._objs.books.keep(oid, shm, mapping)
+            return ObjectRef(oid, self)
         finally:
             self._unlock()
 
@@ -357,7 +360,9 @@ class LocalRuntime:
         self._store(oid, payload, False, contained, shm)
         return oid
 
-    def _write_shm(self, s: ser.Serialized, what: str) -> Shm:
+    def _write_shm(
+        self, s: ser.Serialized, what: str, keep: bool = False
+    ) -> tuple[Shm, mmap.mmap | None]:
         """Writes ``s``'s buffers to a segment, outside the lock (a 100 MB copy takes a while).
 
         Raises:
@@ -371,7 +376,7 @@ class LocalRuntime:
         try:
             if segment is None:
                 segment = Segment.create(layout.size)
-            write_segment(segment, layout, s.buffers)
+            mapping = write_segment(segment, layout, s.buffers, keep)
         except BaseException as exc:
             with self._lock:
                 self._objs.books.unreserve(counted)
@@ -383,7 +388,7 @@ class LocalRuntime:
                     f"the shared memory ({exc}). Free memory, or pass smaller pieces."
                 ) from exc
             raise
-        return Shm(segment, layout, counted, what)
+        return Shm(segment, layout, counted, what), mapping
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         waiter = self._wait_for([r._id for r in refs], None)
@@ -870,7 +875,8 @@ class LocalRuntime:
         shms: list[Shm | None] | None = None
         if any(type(v) is tuple for v in results):  # big results: adopt their fds, in order
             what = f"the result of {task.name}()" if task is not None else "a task result"
-            taken = [self._objs.take(w.chan.in_fds, v, what) for v in results]
+            keeper = (w.wid, w.mapped)
+            taken = [self._objs.take(w.chan.in_fds, v, what, keeper) for v in results]
             results = [t[0] for t in taken]
             shms = [t[1] for t in taken]
             if any(t[2] for t in taken):  # one did not fit: the task fails with that error
@@ -1000,7 +1006,9 @@ class LocalRuntime:
         return pair
 
     def _on_nested_put(self, w: _Worker, msg: PutObject) -> None:
-        payload, shm, failed = self._objs.take(w.chan.in_fds, msg.value, "an object put by a task")
+        payload, shm, failed = self._objs.take(
+            w.chan.in_fds, msg.value, "an object put by a task", (w.wid, w.mapped)
+        )
         self._objs.new(msg.oid, 1)
         w.borrows.add(msg.oid)
         if failed:

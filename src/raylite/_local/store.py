@@ -104,14 +104,26 @@ class Segment:
             self.fd = -1
 
 
-def write_segment(segment: Segment, layout: Layout, buffers: Sequence[memoryview]) -> None:
+def write_segment(
+    segment: Segment, layout: Layout, buffers: Sequence[memoryview], keep: bool = False
+) -> mmap.mmap | None:
     """Copies ``buffers`` into ``segment`` at ``layout`` (one memcpy each, no page faults
-    where the pages exist already: the mapping is populated up front)."""
+    where the pages exist already: the mapping is populated up front).
+
+    Returns:
+        The mapping if ``keep`` (for ``Mappings.adopt_mapping``), else None (closed).
+        Keeping the writer's mapping costs nothing and keeps the pages mapped twice once a
+        reader maps them, so neither process counts them as its own (USS).
+    """
     flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    with mmap.mmap(segment.fd, layout.size, flags=flags) as m:
-        with memoryview(m) as view:
-            for buf, (offset, length) in zip(buffers, layout.spans, strict=True):
-                view[offset : offset + length] = buf.cast("B") if buf.format != "B" else buf
+    m = mmap.mmap(segment.fd, layout.size, flags=flags)
+    with memoryview(m) as view:
+        for buf, (offset, length) in zip(buffers, layout.spans, strict=True):
+            view[offset : offset + length] = buf.cast("B") if buf.format != "B" else buf
+    if keep:
+        return m
+    m.close()
+    return None
 
 
 class SegmentPool:
@@ -185,6 +197,11 @@ class Mappings:
         finally:
             if close_fd:
                 os.close(fd)
+
+    def adopt_mapping(self, oid: int, m: mmap.mmap) -> None:
+        """Keeps a writer's mapping as this process's (read-only) view of ``oid``."""
+        weakref.finalize(m, self._on_unmapped, oid)
+        self._maps[oid] = memoryview(m).toreadonly()
 
     def buffers(self, oid: int, spans: list[tuple[int, int]]) -> list[memoryview]:
         view = self._maps[oid]
@@ -263,6 +280,11 @@ class ObjectStore:
 
     def unreserve(self, nbytes: int) -> None:
         self.live -= nbytes
+
+    def keep(self, oid: int, shm: Shm, mapping: mmap.mmap) -> None:
+        """The driver wrote ``oid`` through ``mapping``: keep it as its view."""
+        self.maps.adopt_mapping(oid, mapping)
+        shm.mapped_by.add(DRIVER)
 
     def view(self, oid: int, shm: Shm) -> list[memoryview]:
         """Zero-copy views of the object's buffers for the driver itself."""

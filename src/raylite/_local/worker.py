@@ -280,7 +280,7 @@ class WorkerRuntime:
                         f"Could not serialize the return value of {name}(): {exc}. "
                         "Return picklable data, or build the object inside the caller."
                     ) from None
-                wire, new_fds = self._value_of(oid, s)
+                wire, new_fds = self._value_of(oid, s, keep=True)
                 fds += new_fds
                 results.append(wire)
                 contained.append(s.contained)
@@ -310,17 +310,21 @@ class WorkerRuntime:
         payload, oid, _, spans, _ = cast(ShmValue, value)
         return ser.load_value(payload, is_error, self._maps.buffers(oid, spans))
 
-    def _value_of(self, oid: int, s: ser.Serialized) -> tuple[Value, list[int]]:
-        """``s`` as a wire value: buffers written to a new segment whose fd travels along."""
+    def _value_of(self, oid: int, s: ser.Serialized, keep: bool = False) -> tuple[Value, list[int]]:
+        """``s`` as a wire value: buffers written to a new segment whose fd travels along;
+        with ``keep`` (a result or put, under its own id) this process keeps the mapping
+        until the driver says ``Forget``."""
         if not s.buffers:
             return s.payload, []
         layout = layout_of(s.buffers)
         segment = Segment.create(layout.size)
         try:
-            write_segment(segment, layout, s.buffers)
+            mapping = write_segment(segment, layout, s.buffers, keep)
         except BaseException:
             segment.close()
             raise
+        if mapping is not None:
+            self._maps.adopt_mapping(oid, mapping)
         return (s.payload, oid, layout.size, layout.spans, True), [segment.fd]
 
     def _cancel_queued(self, task_id: int) -> None:
@@ -440,7 +444,7 @@ class WorkerRuntime:
     def put(self, value: Any) -> ObjectRef:
         s = ser.serialize(value)
         oid = next(self._ids)
-        wire, fds = self._value_of(oid, s)
+        wire, fds = self._value_of(oid, s, keep=True)
         self._out(PutObject(oid, wire, s.contained), fds)
         self._flush()
         return self._new_ref(oid)
