@@ -51,6 +51,17 @@ SAMPLES = [
         dep_positions=[0, "key"],
         dep_values=[b"a", b""],
         return_ids=[5, 6],
+        gpu_ids=None,
+    ),
+    TaskRequest(
+        task_id=2,
+        fn_id=1,
+        name="g",
+        args=(b"p", 2, 4096, [(0, 64)], True),
+        dep_positions=[],
+        dep_values=[],
+        return_ids=[3],
+        gpu_ids=["0", "3"],
     ),
     CancelTask(task_id=3),
     GetReply(req_id=4, values=[(False, b"v"), (True, b"err")]),
@@ -180,7 +191,8 @@ def test_round_trip_each_message(msg):
 
 
 def test_round_trip_preserves_field_types():
-    [out] = decode(body_of([SAMPLES[3]]))
+    sample = next(m for m in SAMPLES if type(m) is GetReply and m.values)
+    [out] = decode(body_of([sample]))
     assert isinstance(out.values, list)
     assert isinstance(out.values[0], tuple)
     assert isinstance(out.values[0][1], bytes)

@@ -419,7 +419,7 @@ def get_runtime_context() -> RuntimeContext:
 
 def get_gpu_ids() -> list[int]:
     """GPU ids assigned to the calling task or actor (``[]`` in the driver)."""
-    return list(_runtime.current().context()["gpu_ids"])
+    return [int(i) if str(i).isdigit() else i for i in _runtime.current().context()["gpu_ids"]]
 
 
 def _owner_of(refs: Sequence[ObjectRef]) -> _runtime.Runtime:

@@ -103,6 +103,7 @@ class HostedActor:
         self.dead = False
         self._ready = threading.Event()
         self._is_async = bool(config["is_async"])
+        self._gpu_ids: list[str] | None = config.get("gpu_ids")
         limit = config["max_concurrency"] or (_ASYNC_DEFAULT_CONCURRENCY if self._is_async else 1)
         groups: dict[str, int] = dict(config["groups"])
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,6 +133,8 @@ class HostedActor:
 
     def _create(self, msg: CreateActor) -> None:
         self.rt.set_context(label=self.class_name, actor_id=self.actor_id)
+        if self._gpu_ids is not None:  # a dedicated actor: the process is its own
+            self.rt.assign_gpus(self._gpu_ids)
         error = None
         try:
             cls = self.rt.function(msg.fn_id)

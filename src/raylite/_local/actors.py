@@ -246,9 +246,12 @@ class ActorManager:
             if isinstance(actor.args, bytes)
             else rt._objs.wire(w.wid, w.mapped, actor.args, fds)
         )
+        config = actor.config
+        gpu_ids = rt._gpu_ids(w.wid) if actor.opts.dedicated else None
+        if gpu_ids is not None:
+            config = ser.dumps({**ser.loads(config), "gpu_ids": gpu_ids})[0]
         msg = CreateActor(
-            actor.actor_id, actor.fn_id, actor.class_name, args, actor.positions, values,
-            actor.config,
+            actor.actor_id, actor.fn_id, actor.class_name, args, actor.positions, values, config,
         )  # fmt: skip
         w.chan.queue(msg, fds)
         rt._dirty.add(w)

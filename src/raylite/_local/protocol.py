@@ -74,6 +74,8 @@ class TaskRequest(NamedTuple):
 
     ``args`` pickles ``(args_tuple, kwargs_dict)`` with top-level ObjectRefs left out; each
     ``dep_positions[i]`` (an int index or a str keyword) receives ``dep_values[i]``.
+    ``gpu_ids``: the GPUs the task may use (``CUDA_VISIBLE_DEVICES``); ``None`` when this
+    runtime has no GPUs, so the environment is left alone.
     """
 
     task_id: int
@@ -83,6 +85,7 @@ class TaskRequest(NamedTuple):
     dep_positions: list[Any]
     dep_values: list[Value]
     return_ids: list[int]
+    gpu_ids: list[str] | None
 
 
 @_message

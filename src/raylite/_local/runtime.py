@@ -195,6 +195,8 @@ class LocalRuntime:
             lambda actor_id: self._actors.freed(actor_id),
         )
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        self._visible_gpus = [d.strip() for d in visible.split(",")] if visible else []
         self._closed = False
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
 
@@ -587,6 +589,16 @@ class LocalRuntime:
             missing = list(dict.fromkeys(o for o in task.dep_ids if objects[o].payload is None))
         self._apply(self.sched.submit(task.task_id, task.request, task.fn_id, missing))
 
+    def _gpu_ids(self, wid: int) -> list[str] | None:
+        """The GPU ids worker ``wid``'s lease holds, as CUDA names them (through the
+        driver's own ``CUDA_VISIBLE_DEVICES``); None when this runtime has no GPUs."""
+        if not self.config.gpus:
+            return None
+        return [
+            self._visible_gpus[i] if i < len(self._visible_gpus) else str(i)
+            for i in self.sched.gpu_ids(wid)
+        ]
+
     def _forget(self, wid: int, oid: int) -> None:
         w = self._workers.get(wid)
         if w is not None:
@@ -630,7 +642,7 @@ class LocalRuntime:
         chan.queue(
             TaskRequest(
                 task_id, task.fn_id, task.name, args, task.dep_positions, values,
-                task.return_ids,
+                task.return_ids, self._gpu_ids(wid),
             ),
             fds,
         )  # fmt: skip

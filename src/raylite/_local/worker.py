@@ -111,6 +111,7 @@ class WorkerRuntime:
         self.cancel_slot = cancel_slot  # the driver writes the id of a task to interrupt
         self.config = config
         self.chan = Channel(sock)
+        self.gpu_ids: list[str] = []
         self._tls = threading.local()  # per thread: current task or call, label, actor id
         self._lock = threading.RLock()  # serialises senders (actor threads) and ref counts
         self._main = threading.current_thread()
@@ -240,6 +241,16 @@ class WorkerRuntime:
         if type(value) is tuple and value[4]:
             self._maps.adopt(value[1], self.chan.in_fds.popleft(), value[2])
 
+    def assign_gpus(self, gpu_ids: list[str]) -> None:
+        """Makes ``gpu_ids`` this process's GPUs (``CUDA_VISIBLE_DEVICES``, ``get_gpu_ids``).
+
+        Set before the user's code runs. As in Ray, a CUDA library initialised by an earlier
+        task of this process keeps the devices it saw then.
+        """
+        if gpu_ids != self.gpu_ids:
+            self.gpu_ids = gpu_ids
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+
     def function(self, fn_id: int) -> Any:
         """The function or class ``fn_id`` (unpickled on first use)."""
         fn = self._fns[fn_id]
@@ -358,6 +369,8 @@ class WorkerRuntime:
             self.interruptible = True
             if self._cancel_requested():  # cancelled while on its way here
                 raise KeyboardInterrupt
+            if req.gpu_ids is not None:
+                self.assign_gpus(req.gpu_ids)
             fn = self.function(req.fn_id)
             args, kwargs = self.load_args(req.args, req.dep_positions, req.dep_values)
             result = fn(*args, **kwargs)
@@ -578,7 +591,7 @@ class WorkerRuntime:
             "actor_id": getattr(self._tls, "actor_id", None),
             "pid": os.getpid(),
             "session": self.config.get("session"),
-            "gpu_ids": self.config.get("gpu_ids", []),
+            "gpu_ids": self.gpu_ids,
         }
 
     def shutdown(self) -> None:

@@ -12,7 +12,9 @@ class hierarchy: Ray's ``ObjectFetchTimedOutError`` is a raylite ``ObjectLostErr
 So the error keeps Ray's message and attributes; ``except ray.exceptions.X`` catches it
 still, and so do Ray's own ``isinstance`` checks when it travels back into Ray (an error a
 nested task does not catch). A task's error stays an instance of the user's exception class
-too, since Ray's ``RayTaskError(ValueError)`` is one, as on the local runtime.
+too, since Ray's ``RayTaskError(ValueError)`` is one, as on the local runtime; and where
+that cause is Ray's (``RayTaskError(TaskCancelledError)`` for a task cancelled while it
+ran), the error is an instance of raylite's class for it as well.
 
 raylite's ``exceptions`` module never imports ray: the combined classes live here.
 """
@@ -51,11 +53,11 @@ def translate(err: ray.exceptions.RayError) -> BaseException:
     ``ExceptionGroup`` cause, say): then only Ray's class catches it.
     """
     ray_cls: Any = type(err)
-    target: type = _raylite_class(ray_cls)
-    if isinstance(err, target):
+    targets = _raylite_classes(ray_cls)
+    if all(isinstance(err, target) for target in targets):
         return err
     try:
-        cls = _combined(ray_cls, target)
+        cls = _combined(ray_cls, targets)
         both = cls.__new__(cls)
     except TypeError:
         return err
@@ -65,23 +67,27 @@ def translate(err: ray.exceptions.RayError) -> BaseException:
     return both.with_traceback(err.__traceback__)
 
 
-def _raylite_class(ray_cls: type) -> type[exceptions.RayError]:
-    """The raylite class named like ``ray_cls`` or like the nearest of its Ray bases."""
+def _raylite_classes(ray_cls: type) -> tuple[type, ...]:
+    """The most specific raylite classes named like ``ray_cls`` and its Ray bases."""
+    found: list[type] = []
     for cls in ray_cls.__mro__:
         if issubclass(cls, ray.exceptions.RayError):
             name = _SAME_MEANING.get(cls.__name__, cls.__name__)
             if name in exceptions.__all__:
-                found: type[exceptions.RayError] = getattr(exceptions, name)
-                return found
-    return exceptions.RayError
+                found.append(getattr(exceptions, name))
+    return tuple(
+        cls
+        for cls in dict.fromkeys(found)
+        if not any(o is not cls and issubclass(o, cls) for o in found)
+    )
 
 
 # Bounded: Ray makes a new class for each task error (``RayTaskError(KeyError)``).
 @functools.lru_cache(maxsize=128)
-def _combined(ray_cls: Any, raylite_cls: Any) -> Any:
+def _combined(ray_cls: Any, raylite_classes: tuple[type, ...]) -> Any:
     return type(
         ray_cls.__name__,
-        (ray_cls, raylite_cls),
+        (ray_cls, *raylite_classes),
         {
             "__module__": "raylite.exceptions",
             "__qualname__": ray_cls.__name__,

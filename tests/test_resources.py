@@ -1,0 +1,137 @@
+"""Resources end to end: fractions, custom resources, GPU ids (no real GPU needed)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from _helpers import wait_until
+
+import raylite
+
+
+@raylite.remote
+def gpu_env():
+    return os.environ.get("CUDA_VISIBLE_DEVICES"), raylite.get_gpu_ids()
+
+
+@raylite.remote
+def concurrency_probe(path, hold):
+    """Appends +1/-1 around a hold; the file's running sum shows how many ran at once."""
+    with open(path, "a") as f:
+        f.write("+1\n")
+    time.sleep(hold)
+    with open(path, "a") as f:
+        f.write("-1\n")
+
+
+def max_concurrency(path) -> int:
+    peak = level = 0
+    for line in open(path).read().split():
+        level += int(line)
+        peak = max(peak, level)
+    return peak
+
+
+def test_custom_resources_cap_concurrency(tmp_path):
+    raylite.init(num_cpus=2, resources={"search": 1})
+    try:
+        path = str(tmp_path / "log")
+        probe = concurrency_probe.options(num_cpus=0, resources={"search": 1})
+        raylite.get([probe.remote(path, 0.05) for _ in range(6)], timeout=30)
+        assert max_concurrency(path) == 1
+        assert raylite.available_resources()["search"] == 1
+    finally:
+        raylite.shutdown()
+
+
+def test_fractional_cpus_run_together(tmp_path):
+    raylite.init(num_cpus=1)
+    try:
+        path = str(tmp_path / "log")
+        probe = concurrency_probe.options(num_cpus=0.25)
+        raylite.get([probe.remote(path, 0.5) for _ in range(4)], timeout=30)
+        assert max_concurrency(path) == 4
+    finally:
+        raylite.shutdown()
+
+
+def test_fractional_node_total_caps_gpu_use():
+    raylite.init(num_cpus=2, num_gpus=0.2)
+    try:
+        assert raylite.cluster_resources()["GPU"] == pytest.approx(0.2)
+        with pytest.raises(raylite.exceptions.TaskUnschedulableError, match="num_gpus=0.5"):
+            gpu_env.options(num_gpus=0.5).remote()
+        env, ids = raylite.get(gpu_env.options(num_gpus=0.1).remote())
+        assert env == "0" and ids == [0]
+    finally:
+        raylite.shutdown()
+
+
+def test_whole_gpus_get_distinct_ids_and_fractions_share_one():
+    raylite.init(num_cpus=4, num_gpus=2)
+    try:
+        @raylite.remote(num_gpus=1)
+        def hold_gpu(seconds):
+            time.sleep(seconds)
+            return os.environ["CUDA_VISIBLE_DEVICES"], raylite.get_gpu_ids()
+
+        both = raylite.get([hold_gpu.remote(0.5), hold_gpu.remote(0.5)], timeout=30)
+        assert sorted(env for env, _ in both) == ["0", "1"]
+        assert sorted(ids[0] for _, ids in both) == [0, 1]
+
+        quarter = gpu_env.options(num_gpus=0.25)
+        seen = raylite.get([quarter.remote() for _ in range(4)], timeout=30)
+        assert all(env in ("0", "1") and len(ids) == 1 for env, ids in seen)
+        cpu_only_env, cpu_only_ids = raylite.get(gpu_env.remote())
+        assert cpu_only_env == "" and cpu_only_ids == []  # no GPU asked: none visible
+    finally:
+        raylite.shutdown()
+
+
+def test_gpu_ids_follow_the_drivers_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    raylite.init(num_cpus=2)
+    try:
+        assert raylite.cluster_resources()["GPU"] == 2  # detected from the variable
+        env, ids = raylite.get(gpu_env.options(num_gpus=1).remote())
+        assert env in ("5", "7") and ids == [int(env)]
+    finally:
+        raylite.shutdown()
+
+
+def test_gpu_actor_keeps_its_gpu_and_gives_it_back():
+    raylite.init(num_cpus=2, num_gpus=1)
+    try:
+
+        @raylite.remote(num_gpus=1)
+        class OnGpu:
+            def env(self):
+                return os.environ["CUDA_VISIBLE_DEVICES"], raylite.get_gpu_ids()
+
+        actor = OnGpu.remote()
+        assert raylite.get(actor.env.remote()) == ("0", [0])
+        assert "GPU" not in raylite.available_resources()
+        raylite.kill(actor)
+        wait_until(lambda: raylite.available_resources().get("GPU") == 1, 10, "the GPU back")
+    finally:
+        raylite.shutdown()
+
+
+def test_resources_are_released_after_crashes_and_cancels(rl):
+    @raylite.remote(max_retries=0)
+    def crash():
+        os._exit(1)
+
+    @raylite.remote
+    def forever():
+        threading.Event().wait()
+
+    with pytest.raises(raylite.exceptions.WorkerCrashedError):
+        raylite.get(crash.remote(), timeout=30)
+    ref = forever.remote()
+    wait_until(lambda: raylite.available_resources().get("CPU", 0) < 2, 10, "it to start")
+    raylite.cancel(ref, force=True)
+    wait_until(lambda: raylite.available_resources().get("CPU") == 2, 10, "the CPU back")
