@@ -66,23 +66,58 @@ class RayHead:
     client_address: str | None  # "ray://127.0.0.1:PORT" with ray[client] installed
 
 
+def ray_auth_env(root: Path) -> dict[str, str]:
+    """The environment that makes Ray require (and send) the token kept in ``root``, made
+    the first time. A driver must have it before it imports ray, which reads it then."""
+    token = root / "token"
+    if not token.exists():
+        token.write_text(secrets.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
+# Runs in a session of its own: starts the Ray head (the command in argv), reports how that
+# went, then waits for stdin to close (the test process closed it, or died) and kills every
+# process of its session: the head's GCS, raylet, agents and workers.
+_HEAD_KEEPER = """
+import ctypes, os, subprocess, sys
+import psutil
+
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: reap the head's daemons
+start = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+print(start.stdout, f"\\nexit code: {start.returncode}", flush=True)
+sys.stdin.read()
+me, session = os.getpid(), os.getsid(0)
+procs = []
+for p in psutil.process_iter():
+    try:
+        if p.pid != me and os.getsid(p.pid) == session:
+            procs.append(p)
+    except OSError:
+        pass
+for p in procs:
+    try:
+        p.kill()
+    except psutil.NoSuchProcess:
+        pass
+psutil.wait_procs(procs, timeout=10)
+"""
+
+
 @contextmanager
 def ray_head(root: Path, num_cpus: int) -> Iterator[RayHead]:
     """Runs a real Ray head on this machine, with ``root`` as its temporary folder.
 
-    ``ray start --head`` runs in a session of its own, so that at the end every process it
-    started (GCS, raylet, workers, agents) is found by that session id and killed: no
-    ``ray stop``, which would stop every Ray cluster on this machine. The head listens on
-    the loopback, requires a fresh token (``RAY_AUTH_*``: set them for the driver too), and
-    its workers can import the test modules, which cloudpickle pickles by reference.
+    ``ray start --head`` runs in a session of its own, under a keeper process that kills
+    every process of that session when the ``with`` block ends or this process dies, even
+    by SIGKILL: no head outlives its tests, and no ``ray stop``, which would stop every Ray
+    cluster on this machine. The head listens on the loopback, requires the token of
+    :func:`ray_auth_env`, and its workers can import the test modules, which cloudpickle
+    pickles by reference.
     """
-    token = root / "token"
-    token.write_text(secrets.token_hex(32))
     tests_dir = str(Path(__file__).parent)
     env = {
         **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(token),
+        **ray_auth_env(root),
         "PYTHONPATH": os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])),
     }
     port = free_port()
@@ -98,31 +133,21 @@ def ray_head(root: Path, num_cpus: int) -> Iterator[RayHead]:
         client_port = free_port()  # else Ray takes 10001, which another head may hold
         command.append(f"--ray-client-server-port={client_port}")
         client_address = f"ray://127.0.0.1:{client_port}"
-    start = subprocess.Popen(
-        command, env=env, start_new_session=True, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+    keeper = subprocess.Popen(
+        [sys.executable, "-c", _HEAD_KEEPER, *command], env=env, start_new_session=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    assert keeper.stdin is not None and keeper.stdout is not None
     try:
-        output, _ = start.communicate(timeout=120)
-        if start.returncode != 0:
-            raise RuntimeError(f"`ray start --head` failed:\n{output}")
-        yield RayHead(f"127.0.0.1:{port}", client_address)
+        output = []
+        for line in keeper.stdout:
+            if line.startswith("exit code: "):
+                if line.split()[-1] != "0":
+                    break
+                yield RayHead(f"127.0.0.1:{port}", client_address)
+                return
+            output.append(line)
+        raise RuntimeError("`ray start --head` failed:\n" + "".join(output))
     finally:
-        _kill_session(start.pid)
-
-
-def _kill_session(sid: int) -> None:
-    """Kills every process of session ``sid`` (the ones a session leader we started made)."""
-    procs = []
-    for p in psutil.process_iter():
-        try:
-            if os.getsid(p.pid) == sid:
-                procs.append(p)
-        except (ProcessLookupError, PermissionError):
-            pass
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=10)
+        keeper.stdin.close()
+        keeper.wait(timeout=30)

@@ -14,21 +14,33 @@ skipped with the command that installs it; CI installs it.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _helpers import RayHead, live_children, ray_head, wait_until
+from _helpers import RayHead, live_children, ray_auth_env, ray_head, wait_until
 
 import raylite
+
+# The Ray head's folder (short: Ray's socket paths live under it) and token.
+_RAY_ROOT = Path(tempfile.mkdtemp(prefix="rl-ray-"))
+_RAY_ENV = ray_auth_env(_RAY_ROOT)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "local_only(reason): run on the local runtime only, for the reason given"
     )
+    os.environ.update(_RAY_ENV)  # before any test module imports ray, which reads it then
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for name in _RAY_ENV:
+        os.environ.pop(name, None)
+    shutil.rmtree(_RAY_ROOT, ignore_errors=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -53,17 +65,11 @@ def ray_cluster() -> Iterator[RayHead]:
         pytest.skip("ray is not installed: pip install 'raylite[ray]' to test on Ray too")
     import ray
 
-    root = Path(tempfile.mkdtemp(prefix="rl-ray-"))  # short: Ray's socket paths live under it
-    try:
-        with ray_head(root, num_cpus=2) as head, pytest.MonkeyPatch.context() as env:
-            env.setenv("RAY_AUTH_MODE", "token")
-            env.setenv("RAY_AUTH_TOKEN_PATH", str(root / "token"))
-            try:
-                yield head
-            finally:
-                ray.shutdown()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with ray_head(_RAY_ROOT, num_cpus=2) as head:
+        try:
+            yield head
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture
