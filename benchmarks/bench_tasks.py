@@ -1,4 +1,4 @@
-"""Task functions run by every contender.
+"""Task functions (and actor classes) run by every contender.
 
 They live in a real module (not ``__main__``) so that multiprocessing, ProcessPoolExecutor,
 joblib, dask and Ray pickle them by reference; the harness puts this directory on the
@@ -67,3 +67,33 @@ def _anonymous_bytes() -> int:
             if line.startswith("Anonymous:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no Anonymous: line in /proc/self/smaps_rollup")
+
+
+# ---------------------------------------------------------------------------------------------
+# Actor benchmarks (issue 4): plain classes, made actors by ``ray.remote(cls)`` in the
+# contender (raylite or Ray), as ``@ray.remote`` on the class would.
+
+
+class Counter:
+    """The 1,000-actor benchmark's actor: state that each call changes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def incr(self) -> int:
+        self.count += 1
+        return self.count
+
+
+class Pinger:
+    """A plain (sync) actor: one call at a time on its thread."""
+
+    def ping(self) -> None:
+        return None
+
+
+class AsyncPinger:
+    """An async actor: its calls run on an event loop in the actor."""
+
+    async def ping(self) -> None:
+        return None

@@ -56,7 +56,11 @@ class Metric:
         count: Default operation count passed to each ``@bench`` function (None: not used).
         what: One line saying what is measured.
         compare: False for a row the "vs best peer" column must not rank (a baseline, a
-            ratio to one, a value near zero); it shows "n/a" there.
+            ratio to one, a value near zero, a total over a count some peer scales down); it
+            shows "n/a" there.
+        scaled: What the notes say about the value when a slow peer runs fewer than
+            ``count`` operations.
+        counted: What ``count`` counts, for those notes.
     """
 
     name: str
@@ -65,6 +69,8 @@ class Metric:
     count: int | None
     what: str
     compare: bool = True
+    scaled: str = "the value is still per task / per call"
+    counted: str = "operations"
 
 
 INIT = "init_to_first_result"
@@ -86,6 +92,87 @@ METRICS: dict[str, Metric] = {
             False,
             2_000,
             "get(f.remote(i)) in a loop, n calls; mean microseconds per call",
+        ),
+        # Actors (issue 4): default actors (no resources reserved), called from the driver.
+        # They run before the object store's rows, so that the memory baseline holds no freed
+        # object still mapped by a worker, and the 1,000-actor rows before the ping rows. A
+        # benchmark kills its actors at its end (and, in Ray, waits for their processes to
+        # exit). Slow peers create fewer actors (Ray: 20): their totals are not ranked, the
+        # per-actor rows are.
+        Metric(
+            "actors_1000_create_call_twice_s",
+            "s",
+            False,
+            1_000,
+            "create n actors (a class with a counter), get n first calls (one per actor), "
+            "then n second calls; wall time",
+            compare=False,
+            scaled=(
+                "the value is the total for that many actors, not ranked; "
+                "compare actor_create_call_twice_ms_per_actor"
+            ),
+            counted="actors",
+        ),
+        Metric(
+            "actor_create_call_twice_ms_per_actor",
+            "ms",
+            False,
+            1_000,
+            "the same wall time / n",
+            scaled="the value is still per actor (over fewer actors)",
+            counted="actors",
+        ),
+        Metric(
+            "actors_1000_worker_processes",
+            "processes",
+            False,
+            1_000,
+            "the library's worker processes alive with the n actors, task workers included "
+            "(raylite: the driver's live descendants except its one child, the zygote; "
+            "Ray: live descendants titled ray::*, except ray::DashboardAgent and "
+            "ray::RuntimeEnvAgent)",
+            compare=False,
+            scaled="the value is the count with that many actors, not ranked",
+            counted="actors",
+        ),
+        Metric(
+            "actors_memory_mb",
+            "MB",
+            False,
+            1_000,
+            "total PSS (psutil; shared pages split among their users) of the driver's live "
+            "descendant processes with the n actors alive (Ray: gcs_server, raylet, "
+            "dashboard, agents and workers)",
+            compare=False,
+            scaled="the value is the total with that many actors, not ranked",
+            counted="actors",
+        ),
+        Metric(
+            "actor_memory_mb_per_actor",
+            "MB",
+            False,
+            1_000,
+            "growth of that total from just before the n actors were created, / n",
+            scaled="the value is still per actor (over fewer actors)",
+            counted="actors",
+        ),
+        Metric(
+            "async_actor_calls_per_s",
+            "calls/s",
+            True,
+            20_000,
+            "one async actor (async def ping(self): return None); after a warm-up of 5%, "
+            "submit n calls, then get all; n / elapsed",
+            counted="calls",
+        ),
+        Metric(
+            "sync_actor_call_us",
+            "us",
+            False,
+            2_000,
+            "get(a.ping.remote()) in a loop on a plain actor (def ping(self): return None), "
+            "n calls after a warm-up of 5%; mean microseconds per call",
+            counted="calls",
         ),
         # The object store (issue 3). 1 MB = 2**20 bytes; the arrays are float64, built
         # before the clock; n is the number of repeats in one process, the value their median.
@@ -216,27 +303,31 @@ def warmup_count(n: int) -> int:
     return max(10, n // 20)
 
 
-def throughput(run_batch: Callable[[int], Sequence[Any]], n: int) -> float:
+def throughput(
+    run_batch: Callable[[int], Sequence[Any]], n: int, *, returns_none: bool = False
+) -> float:
     """Operations per second of ``run_batch(n)``, after a warm-up batch.
 
     Args:
         run_batch: Submits ``noop(i)`` for ``i in range(k)`` and returns all ``k`` results.
         n: Number of tasks in the timed batch.
+        returns_none: The operations take no argument and return None (actor pings).
     """
-    _check(run_batch(warmup_count(n)), warmup_count(n))
+    _check(run_batch(warmup_count(n)), warmup_count(n), returns_none)
     start = time.perf_counter()
     results = run_batch(n)
     elapsed = time.perf_counter() - start
-    _check(results, n)
+    _check(results, n, returns_none)
     return n / elapsed
 
 
-def round_trip_us(call: Callable[[int], Any], n: int) -> float:
+def round_trip_us(call: Callable[[int], Any], n: int, *, returns_none: bool = False) -> float:
     """Mean microseconds of ``call(i)`` over ``n`` sequential calls, after a warm-up.
 
     Args:
         call: Runs ``noop(i)`` remotely and waits for its result, which it returns.
         n: Number of timed calls.
+        returns_none: ``call`` ignores ``i`` and its result is None (actor pings).
     """
     for i in range(warmup_count(n)):
         call(i)
@@ -245,14 +336,16 @@ def round_trip_us(call: Callable[[int], Any], n: int) -> float:
     for i in range(n):
         last = call(i)
     elapsed = time.perf_counter() - start
-    if last != n - 1:
-        raise AssertionError(f"noop({n - 1}) returned {last!r}")
+    expected = None if returns_none else n - 1
+    if last != expected:
+        raise AssertionError(f"the last call returned {last!r}, not {expected!r}")
     return elapsed / n * 1e6
 
 
-def _check(results: Sequence[Any], n: int) -> None:
-    if list(results) != list(range(n)):
-        raise AssertionError(f"wrong results for {n} no-op tasks: {list(results)[:5]!r}...")
+def _check(results: Sequence[Any], n: int, returns_none: bool = False) -> None:
+    expected = [None] * n if returns_none else list(range(n))
+    if list(results) != expected:
+        raise AssertionError(f"wrong results for {n} no-op calls: {list(results)[:5]!r}...")
 
 
 MB = 2**20
@@ -623,8 +716,8 @@ def notes(results: Results) -> list[str]:
         for metric, count in contender.counts.items():
             default = METRICS[metric].count
             lines.append(
-                f"{name}: {metric} measured over {count:,} operations instead of "
-                f"{default:,} (slow peer); the value is still per task / per call"
+                f"{name}: {metric} measured over {count:,} {METRICS[metric].counted} "
+                f"instead of {default:,} (slow peer); {METRICS[metric].scaled}"
             )
         for metric, cell in results.cells[name].items():
             for error in dict.fromkeys(e for e in cell.errors if e != INIT_FAILED):

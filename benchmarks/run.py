@@ -14,6 +14,26 @@ Measured, per contender (see ``harness.METRICS``):
 Slow peers run fewer operations (Ray: 2,000 tiny tasks and 200 sync calls; dask: 4,000 and
 400); their values are still per task / per call. The notes under the table say so.
 
+Actors (issue 4), raylite and Ray only, default actors (no ``num_cpus``) called from the
+driver; they run after the task rows and before the object store's:
+
+- ``actors_1000_create_call_twice_s``: create 1,000 actors of a class with a counter, ``get``
+  one call of each, then a second call of each; wall time. Ray creates 20 (each of its actors
+  is a process: ~0.45 s and ~40 MB each here), so this total is not ranked; the companion
+  ``actor_create_call_twice_ms_per_actor`` (the same time / actors) is.
+- ``actors_1000_worker_processes``: worker processes alive right after (psutil, live
+  descendants of the driver; task workers included). raylite: all but the zygote, the
+  driver's only child (task workers and actor hosts; a worker's command line is the
+  driver's). Ray: those titled ``ray::*`` except its two agents (``ray::IDLE`` workers and
+  one ``ray::Counter`` per actor). Not ranked (Ray's is for 20 actors).
+- ``actors_memory_mb``: total PSS of the driver's live descendants at the same moment (Ray:
+  gcs_server, raylet, dashboard and agents too), not ranked; ``actor_memory_mb_per_actor``:
+  its growth from just before the actors were created, per actor, ranked.
+- ``async_actor_calls_per_s``: one async actor (``async def ping(self): return None``);
+  after 1,000 warm-up calls, submit 20,000 calls, then get all (Ray: 2,000).
+- ``sync_actor_call_us``: ``get(a.ping.remote())`` in a loop on a plain actor, 2,000 calls
+  after 100 warm-up ones; mean microseconds per call (Ray: 500).
+
 The object store (issue 3), on float64 arrays built before the clock (1 MB = 2**20 bytes),
 raylite and Ray unless noted; each value is the median of repeats within one process, and
 each object is freed (``del`` of its last ref) before the next:
@@ -64,7 +84,7 @@ import harness
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="raylite vs its peers: task overheads and the object store."
+        description="raylite vs its peers: task overheads, actors and the object store."
     )
     parser.add_argument("--quick", action="store_true", help="2 repeats instead of 5")
     parser.add_argument("--repeats", type=int, metavar="R", help="repeats per contender")
