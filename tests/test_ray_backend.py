@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import pytest
-from _helpers import RayHead
+from _helpers import RayHead, wait_until
 
 import raylite
 from raylite import _runtime
@@ -125,8 +126,6 @@ def test_errors_are_raylites_and_rays(rl_ray):
 
     @raylite.remote
     def slow():
-        import time
-
         time.sleep(30)
 
     with pytest.raises(ValueError, match="boom") as info:
@@ -142,6 +141,22 @@ def test_errors_are_raylites_and_rays(rl_ray):
     with pytest.raises(TaskCancelledError) as cancelled:
         raylite.get(ref, timeout=30)
     assert isinstance(cancelled.value, ray.exceptions.TaskCancelledError)
+
+
+def test_cancel_interrupts_a_running_task(rl_ray, tmp_path):
+    started = tmp_path / "started"
+
+    @raylite.remote
+    def spin(path):
+        open(path, "w").close()
+        while True:
+            time.sleep(0.01)
+
+    ref = spin.remote(str(started))
+    wait_until(started.exists, 60, "the task to start")
+    raylite.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        raylite.get(ref, timeout=30)
 
 
 def test_cluster_only_options_are_honoured(rl_ray):
