@@ -120,6 +120,7 @@ def test_gpu_actor_keeps_its_gpu_and_gives_it_back():
         raylite.shutdown()
 
 
+@pytest.mark.local_only("exact available_resources() bookkeeping after a crash is ours")
 def test_resources_are_released_after_crashes_and_cancels(rl):
     @raylite.remote(max_retries=0)
     def crash():

@@ -126,7 +126,7 @@ def _executor(value: Any) -> str:
 class TaskOptions:
     """The validated options of a remote function (Ray's defaults)."""
 
-    num_cpus: float = 1.0
+    num_cpus: float | None = None  # None: 1 for a process task, 0 for a thread task
     num_gpus: float = 0.0
     resources: Mapping[str, float] = field(default_factory=dict)
     num_returns: int = 1
@@ -136,6 +136,14 @@ class TaskOptions:
     executor: str = "process"
     # Ray options only a cluster honours, as given ({"placement_group": pg, ...}).
     cluster_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def cpus(self) -> float:
+        """CPUs the task reserves: as given, else Ray's 1 (a thread task waits on I/O, so
+        it reserves none unless asked)."""
+        if self.num_cpus is not None:
+            return self.num_cpus
+        return 0.0 if self.executor == "thread" else 1.0
 
 
 _TASK_CHECKS: dict[str, Callable[[Any], Any]] = {

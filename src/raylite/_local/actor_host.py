@@ -42,7 +42,7 @@ _ASYNC_DEFAULT_CONCURRENCY = 1000
 class _Lane:
     """A FIFO of calls served by up to ``limit`` threads, started as needed."""
 
-    def __init__(self, name: str, limit: int, run: Callable[[ActorCall], None],
+    def __init__(self, name: str, limit: int, run: Callable[[Any], None],
                  ready: threading.Event, idle: Callable[[], None]) -> None:  # fmt: skip
         self.name = name
         self.limit = limit

@@ -64,6 +64,7 @@ class _Call:
     return_ids: list[int]
     group: str | None
     retries_left: int
+    py_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # a thread actor's call
 
 
 @dataclass(slots=True)
@@ -88,6 +89,11 @@ class _Actor:
     name_key: tuple[str, str] | None = None
     handles_gone: bool = False
     waiting: bool = False  # a waiter on the queue head's arguments is registered
+    # A thread actor (executor="thread"): its class and arguments as given, and, once
+    # placed, the LocalActor that runs it in the driver.
+    local_cls: type | None = None
+    py_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    local: Any = None
 
 
 class ActorManager:
@@ -107,6 +113,7 @@ class ActorManager:
     def create(
         self, cls_id: int, meta: ActorMeta, opts: ActorOptions, packed: PackedArgs,
         namespace: str, borrower: _Worker | None = None,
+        local: tuple[type, tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> int:  # fmt: skip
         """Creates an actor (or finds the named one, with ``get_if_exists``); returns its id,
         counting one reference to it for the caller (``borrower``, or an ObjectRef here).
@@ -155,11 +162,18 @@ class ActorManager:
             actor_id, cls_id, meta.class_name, meta, opts, args, packed.positions,
             packed.dep_ids, contained, config, restarts, name_key=key,
         )  # fmt: skip
+        if local is not None:
+            actor.local_cls, actor.py_args = local[0], (local[1], local[2])
         self.actors[actor_id] = actor
         if key is not None:
             self.names[key] = actor_id
         self._place_when_ready(actor)
         return actor_id
+
+    def is_local(self, actor_id: int) -> bool:
+        """Whether the actor runs on driver threads (its calls are not pickled)."""
+        actor = self.actors.get(actor_id)
+        return actor is not None and actor.local_cls is not None
 
     def add_holder(self, actor_id: int, borrower: _Worker | None) -> None:
         """One more reference to the actor: an ObjectRef here, or ``borrower``'s borrow."""
@@ -205,7 +219,12 @@ class ActorManager:
                 actor, self._died(actor, "an argument of its constructor failed", failed.payload)
             )
             return
-        if actor.opts.dedicated:
+        if actor.local_cls is not None:
+            assert actor.py_args is not None
+            actor.local = self.rt._threads.start_actor(actor, actor.local_cls, *actor.py_args)
+            actor.state = _ALIVE
+            self._pump(actor)
+        elif actor.opts.dedicated:
             actor.creation_task = next(self.rt._ids)
             self.creations[actor.creation_task] = actor.actor_id
             opts = actor.opts
@@ -275,6 +294,7 @@ class ActorManager:
     def call(
         self, actor_id: int, method: str, packed: PackedArgs, mopts: MethodOptions,
         return_ids: list[int], borrower: _Worker | None = None,
+        py_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> None:  # fmt: skip
         """Queues a call whose results go to ``return_ids`` (entries made here, held by an
         ObjectRef here or by ``borrower``).
@@ -306,7 +326,7 @@ class ActorManager:
             task_id, actor.actor_id, f"{actor.class_name}.{method}", method, args,
             packed.positions,
             packed.dep_ids, contained, return_ids, mopts.concurrency_group,
-            actor.opts.max_task_retries,
+            actor.opts.max_task_retries, py_args,
         )  # fmt: skip
         self.calls[task_id] = call
         if actor.state == _DEAD:
@@ -321,6 +341,9 @@ class ActorManager:
             return
         rt = self.rt
         objs = rt._objs
+        if actor.local is not None:
+            self._pump_local(actor)
+            return
         w = rt._workers.get(actor.wid) if actor.wid is not None else None
         if w is None:
             return
@@ -355,6 +378,44 @@ class ActorManager:
         if idle and actor.inflight:
             w.chan.flush(blocking=False)  # latency: a call to an idle actor goes out now
         rt._dirty.add(w)
+
+    def _pump_local(self, actor: _Actor) -> None:
+        """``_pump`` for a thread actor: calls go to its lanes, arguments unpickled."""
+        objs = self.rt._objs
+        while actor.queue:
+            call = actor.queue[0]
+            pending = [objs[o] for o in dict.fromkeys(call.dep_ids) if objs[o].payload is None]
+            if pending:
+                actor.waiting = True
+                objs.add_waiter(pending, Waiter(len(pending), lambda: self._resume(actor)))
+                return
+            actor.queue.popleft()
+            failed = next((objs[o] for o in call.dep_ids if objs[o].is_error), None)
+            if failed is not None:
+                self._fail_call(call, failed.payload)  # type: ignore[arg-type]
+                continue
+            actor.inflight[call.task_id] = call
+            actor.local.call(call)
+
+    def done_local(self, call: _Call, outcome: Any) -> None:
+        """A thread actor's call finished (lock held)."""
+        if self.calls.pop(call.task_id, None) is None:
+            for shm in outcome.shms:
+                if shm is not None:
+                    self.rt._objs.drop(shm)
+            return
+        actor = self.actors.get(call.actor_id)
+        if actor is not None:
+            actor.inflight.pop(call.task_id, None)
+        holds = call.dep_ids + call.contained
+        if outcome.error is not None:
+            self.rt._finish_call(call.return_ids, [outcome.error], True, holds)
+        else:
+            self.rt._finish_call(
+                call.return_ids, outcome.payloads, False, holds, outcome.contained, outcome.shms
+            )
+        if actor is not None:
+            self._maybe_end(actor)
 
     def _resume(self, actor: _Actor) -> None:
         actor.waiting = False
@@ -423,6 +484,9 @@ class ActorManager:
         """Ends the actor's instance: kills its process (dedicated) or drops it from its
         host (packed); then restarts it or marks it dead."""
         rt = self.rt
+        if actor.local is not None:
+            actor.local.stop()
+            actor.local = None
         w = rt._workers.get(actor.wid) if actor.wid is not None else None
         if w is not None:
             if actor.opts.dedicated:

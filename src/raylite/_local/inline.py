@@ -51,7 +51,7 @@ class InlineRuntime:
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
     ) -> list[ObjectRef]:
         check_local(opts)
-        request = Request.of(opts.num_cpus, opts.num_gpus, opts.resources)
+        request = Request.of(opts.cpus, opts.num_gpus, opts.resources)
         why = self._capacity.infeasible(request)
         if why is not None:
             raise TaskUnschedulableError(f"Task {fn.function_name}() can never run here: {why}.")

@@ -92,6 +92,7 @@ from .protocol import (
 )
 from .scheduler import Actions, Request, Scheduler
 from .store import Segment, Shm, layout_of, write_segment
+from .threads import Outcome, ThreadRunner
 from .worker import CANCEL_SIGNAL, CANCEL_SLOT, worker_main
 
 if TYPE_CHECKING:
@@ -143,6 +144,7 @@ class _Task:
     worker: int | None = None
     cancelled: bool = False
     children: list[int] | None = None  # nested tasks it submitted, for recursive cancel
+    call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None  # a thread task's
 
 
 class _Worker:
@@ -195,6 +197,7 @@ class LocalRuntime:
             lambda actor_id: self._actors.freed(actor_id),
         )
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
+        self._threads = ThreadRunner(self, max_threads=64)
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         self._visible_gpus = [d.strip() for d in visible.split(",")] if visible else []
         self._closed = False
@@ -236,6 +239,8 @@ class LocalRuntime:
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
     ) -> list[ObjectRef]:
         request = self._request_for(opts, fn.function_name)
+        if opts.executor == "thread":
+            return self._submit_thread_task(fn, args, kwargs, opts, request)
         packed = self._pack_args(fn.function_name, args, kwargs)
         body = None
         if fn._fn_id not in self._functions:
@@ -258,6 +263,50 @@ class LocalRuntime:
             return [ObjectRef(oid, self) for oid in return_ids]
         finally:
             self._unlock()
+
+    def _submit_thread_task(
+        self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
+        opts: TaskOptions, request: Request,
+    ) -> list[ObjectRef]:  # fmt: skip
+        """A task for the thread executor: its arguments are kept as they are."""
+        args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)
+        task_id = next(self._ids)
+        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            self._objs.hold(dep_ids)
+            task = _Task(
+                task_id, fn._fn_id, fn.function_name, b"", positions, dep_ids, [], return_ids,
+                opts, request, opts.max_retries, call=(fn._function, args, kwargs),
+            )  # fmt: skip
+            for oid in return_ids:
+                self._objs.new(oid, 1, task_id)
+            self._submit(task)
+            return [ObjectRef(oid, self) for oid in return_ids]
+        finally:
+            self._unlock()
+
+    def _thread_task_done(self, task: _Task, outcome: Outcome) -> None:
+        """Stores a thread task's outcome, if it is still wanted (lock held)."""
+        if self._tasks.get(task.task_id) is not task:  # cancelled meanwhile
+            for shm in outcome.shms:
+                if shm is not None:
+                    self._objs.drop(shm)
+            return
+        if outcome.error is not None:
+            if not task.cancelled and self._should_retry(task, outcome.error):
+                task.retries_left -= 1
+                task.worker = None
+                self._submit(task)
+            else:
+                self._finish(task, [outcome.error], is_error=True)
+            return
+        self._finish(task, outcome.payloads, False, outcome.contained, outcome.shms)
+        for oid, shm, mapping in zip(task.return_ids, outcome.shms, outcome.mappings, strict=True):
+            entry = self._objs.get(oid)
+            if shm is not None and entry is not None and entry.shm is shm:
+                self._objs.books.keep(oid, shm, mapping)
 
     def _pack_args(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedArgs:
         """Pickles a call's arguments (outside the lock); big buffers go to a segment."""
@@ -290,15 +339,22 @@ class LocalRuntime:
     def create_actor(
         self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
     ) -> ActorHandle:
-        packed = self._pack_args(cls.__name__, args, kwargs)
-        body = None if cls._cls_id in self._functions else ser.dumps_function(cls._cls)
+        local = None
+        if opts.executor == "thread":  # runs in the driver: arguments stay as they are
+            args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)
+            packed = PackedArgs(ser.Serialized(b"", [], []), positions, dep_ids, None)
+            local = (cls._cls, args, kwargs)
+            body = None
+        else:
+            packed = self._pack_args(cls.__name__, args, kwargs)
+            body = None if cls._cls_id in self._functions else ser.dumps_function(cls._cls)
         self._lock.acquire()
         try:
             self._check_alive()
             if body is not None:
                 self._functions[cls._cls_id] = body
             actor_id = self._actors.create(
-                cls._cls_id, cls._meta, opts, packed, self.config.namespace
+                cls._cls_id, cls._meta, opts, packed, self.config.namespace, local=local
             )
             self._flush_dirty()
             return ActorHandle(ObjectRef(actor_id, self), cls._meta)
@@ -309,12 +365,18 @@ class LocalRuntime:
         self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
         opts: MethodOptions,
     ) -> list[ObjectRef]:  # fmt: skip
-        packed = self._pack_args(f"{handle._meta.class_name}.{method}", args, kwargs)
+        py_args = None
+        if self._actors.is_local(handle._actor_id):  # a thread actor: nothing is pickled
+            args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)
+            packed = PackedArgs(ser.Serialized(b"", [], []), positions, dep_ids, None)
+            py_args = (args, kwargs)
+        else:
+            packed = self._pack_args(f"{handle._meta.class_name}.{method}", args, kwargs)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
         self._lock.acquire()
         try:
             self._check_alive()
-            self._actors.call(handle._actor_id, method, packed, opts, return_ids)
+            self._actors.call(handle._actor_id, method, packed, opts, return_ids, py_args=py_args)
             return [ObjectRef(oid, self) for oid in return_ids]
         finally:
             self._unlock()
@@ -537,6 +599,7 @@ class LocalRuntime:
             self._fail_everything("raylite was shut down before the task finished.")
         os.write(self._wake_w, b"x")
         self._io.join(timeout=5)
+        self._threads.shutdown()
         for w in list(self._workers.values()) + self._new_workers:
             w.chan.close()
             w.cancel_slot.close()
@@ -571,7 +634,7 @@ class LocalRuntime:
         if cached is not None and cached[0] is opts:
             return cached[1]
         check_local(opts)
-        request = Request.of(opts.num_cpus, opts.num_gpus, opts.resources)
+        request = Request.of(opts.cpus, opts.num_gpus, opts.resources)
         why = self.sched.infeasible(request)
         if why is not None:
             raise TaskUnschedulableError(
@@ -587,7 +650,11 @@ class LocalRuntime:
         if task.dep_ids:
             objects = self._objs
             missing = list(dict.fromkeys(o for o in task.dep_ids if objects[o].payload is None))
-        self._apply(self.sched.submit(task.task_id, task.request, task.fn_id, missing))
+        self._apply(
+            self.sched.submit(
+                task.task_id, task.request, task.fn_id, missing, threaded=task.call is not None
+            )
+        )
 
     def _gpu_ids(self, wid: int) -> list[str] | None:
         """The GPU ids worker ``wid``'s lease holds, as CUDA names them (through the
@@ -603,7 +670,9 @@ class LocalRuntime:
         w = self._workers.get(wid)
         if w is not None:
             w.chan.queue(Forget([oid]))
-            self._dirty.add(w)
+            # Now, not with the next batch: an idle worker would keep the memory mapped.
+            if not w.chan.flush(blocking=False):
+                self._dirty.add(w)
 
     def _apply(self, actions: Actions) -> None:
         """Carries out the scheduler's instructions (and those that dispatching implies)."""
@@ -616,7 +685,6 @@ class LocalRuntime:
 
     def _dispatch(self, task_id: int, wid: int) -> Actions | None:
         task = self._tasks.get(task_id)
-        w = self._workers[wid]
         if task_id in self._actors.creations:  # a dedicated actor's lease
             self._actors.dispatch_creation(task_id, wid)
             return None
@@ -627,6 +695,11 @@ class LocalRuntime:
             if entry.is_error:  # an argument failed: so does this task, without running
                 self._finish(task, [entry.payload], is_error=True)  # type: ignore[list-item]
                 return self.sched.task_done(wid, task_id)
+        if wid < 0:  # a thread task: its pseudo-worker is the driver's thread pool
+            task.worker = wid
+            self._threads.submit(task)
+            return None
+        w = self._workers[wid]
         fds: list[int] = []
         values = [self._objs.wire(w.wid, w.mapped, oid, fds) for oid in task.dep_ids]
         args = (
@@ -695,6 +768,9 @@ class LocalRuntime:
                 self._cancel_task(child, force, recursive)
         error = TaskCancelledError(f"{task_id:056x}")
         if self.sched.cancel(task_id):
+            self._fail(task, error)
+            return
+        if task.call is not None:  # a running thread task cannot be interrupted: drop it
             self._fail(task, error)
             return
         w = self._workers.get(task.worker) if task.worker is not None else None

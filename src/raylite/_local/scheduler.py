@@ -30,12 +30,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["UNIT", "Request", "Actions", "Scheduler", "to_units"]
+__all__ = ["UNIT", "Request", "Actions", "Scheduler", "thread_worker", "to_units"]
 
 UNIT = 10_000
 PIPELINE_SECONDS = 0.002
 MAX_PIPELINE = 256
 _EWMA = 0.2
+
+
+def thread_worker(task_id: int) -> int:
+    """The pseudo-worker id a thread task is dispatched to (negative: no process)."""
+    return -task_id
 
 
 def to_units(amount: float) -> int:
@@ -94,6 +99,7 @@ class _Task(NamedTuple):
     request: Request
     key: int  # pipelining statistics key (the function id)
     dedicated: bool  # holds its lease alone (an actor's life), never shares it
+    threaded: bool  # runs on a driver thread: needs resources, not a worker
 
 
 class Scheduler:
@@ -207,15 +213,23 @@ class Scheduler:
         return NOTHING
 
     def submit(
-        self, task_id: int, request: Request, key: int, deps: list[int], dedicated: bool = False
+        self,
+        task_id: int,
+        request: Request,
+        key: int,
+        deps: list[int],
+        dedicated: bool = False,
+        threaded: bool = False,
     ) -> Actions:
         """A new task; ``deps`` are the object ids it still waits for (not yet ready).
 
         A ``dedicated`` task (an actor) gets a lease of its own, which it holds until it is
-        done: its worker runs nothing else meanwhile.
+        done: its worker runs nothing else meanwhile. A ``threaded`` task runs on a driver
+        thread: it is dispatched to the pseudo-worker ``thread_worker(task_id)`` (negative)
+        once its resources are free, and holds them until done.
         """
         self._seq += 1
-        self._tasks[task_id] = _Task(self._seq, request, key, dedicated)
+        self._tasks[task_id] = _Task(self._seq, request, key, dedicated, threaded)
         if deps:
             self._waiting[task_id] = len(deps)
             for oid in deps:
@@ -224,7 +238,7 @@ class Scheduler:
         queue = self._ready.get(request)
         if not queue:
             # Fast path: nothing of this shape waits, so place it now or queue it.
-            lease = self._place(request, key, dedicated)
+            lease = self._place(task_id, self._tasks[task_id])
             if lease is not None:
                 lease.queue.append(task_id)
                 return Actions([(task_id, lease.worker)])
@@ -360,8 +374,7 @@ class Scheduler:
         for _, request, queue in shapes:
             while queue:
                 tid = queue[0]
-                task = self._tasks[tid]
-                lease = self._place(request, task.key, task.dedicated)
+                lease = self._place(tid, self._tasks[tid])
                 if lease is None:
                     break
                 queue.popleft()
@@ -376,14 +389,21 @@ class Scheduler:
         actions.start_workers = start
         return actions
 
-    def _place(self, request: Request, key: int, dedicated: bool = False) -> _Lease | None:
+    def _place(self, task_id: int, task: _Task) -> _Lease | None:
         """A lease for one more task: a new one if resources and a worker are free (more
         parallelism), else room in a busy one (pipelining), else ``None``."""
+        request = task.request
+        if task.threaded:
+            if not self._fits(request):
+                return None
+            lease = self._open_lease(request, thread_worker(task_id))
+            lease.dedicated = True  # nothing is pipelined onto a thread task's lease
+            return lease
         if self._idle and self._fits(request):
             lease = self._open_lease(request)
-            lease.dedicated = dedicated
+            lease.dedicated = task.dedicated
             return lease
-        return None if dedicated else self._lease_with_room(request, key)
+        return None if task.dedicated else self._lease_with_room(request, task.key)
 
     def _lease_with_room(self, request: Request, key: int) -> _Lease | None:
         depth = self._depth.get(key, 1)
@@ -427,8 +447,9 @@ class Scheduler:
         n = units // UNIT
         return [(i, UNIT) for i in whole[:n]] if len(whole) >= n else None
 
-    def _open_lease(self, r: Request) -> _Lease:
-        worker = self._idle.pop()
+    def _open_lease(self, r: Request, worker: int | None = None) -> _Lease:
+        if worker is None:
+            worker = self._idle.pop()
         gpus = (self._pick_gpus(r.gpu) or []) if r.gpu else []
         self.free_cpu -= r.cpu
         for i, units in gpus:
@@ -450,4 +471,5 @@ class Scheduler:
     def _close_lease(self, lease: _Lease) -> None:
         del self._leases[lease.worker]
         self._free(lease)
-        self._idle.append(lease.worker)
+        if lease.worker > 0:  # not a thread task's pseudo-worker
+            self._idle.append(lease.worker)

@@ -199,6 +199,21 @@ def dumps_args(
     Returns:
         ``(serialized, dep_positions, dep_ids)``; the payload is ``b""`` for no arguments.
     """
+    args, kwargs, positions, dep_ids = split_refs(args, kwargs)
+    if not args and not kwargs:
+        return _NO_ARGS, positions, dep_ids
+    return serialize((args, kwargs)), positions, dep_ids
+
+
+def split_refs(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], list[int | str], list[int]]:
+    """Takes the top-level ObjectRefs out of a call's arguments (without pickling).
+
+    Returns:
+        ``(args, kwargs, dep_positions, dep_ids)``: copies with ``None`` where a ref was
+        (the originals are untouched), and where each ref's value goes.
+    """
     positions: list[int | str] = []
     dep_ids: list[int] = []
     if any(type(a) is ObjectRef for a in args):
@@ -216,9 +231,7 @@ def dumps_args(
                 positions.append(k)
                 dep_ids.append(v._id)
                 kwargs[k] = None
-    if not args and not kwargs:
-        return _NO_ARGS, positions, dep_ids
-    return serialize((args, kwargs)), positions, dep_ids
+    return args, kwargs, positions, dep_ids
 
 
 _NO_ARGS = Serialized(b"", [], [])
@@ -233,9 +246,18 @@ def loads_args(
     """Rebuilds ``(args, kwargs)`` from :func:`dumps_args`' payload and resolved values."""
     if payload:
         args_t, kwargs = pickle.loads(payload, buffers=buffers)
-        args = list(args_t)
-    else:
-        args, kwargs = [], {}
+        return place_values(args_t, kwargs, positions, values)
+    return place_values((), {}, positions, values)
+
+
+def place_values(
+    args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], positions: list[Any],
+    values: list[Any],
+) -> tuple[list[Any], dict[str, Any]]:  # fmt: skip
+    """Puts resolved ref values back where :func:`split_refs` took the refs out."""
+    args = list(args)
+    if positions:
+        kwargs = dict(kwargs)
     for pos, value in zip(positions, values, strict=True):
         if type(pos) is int:
             args[pos] = value

@@ -282,7 +282,7 @@ class WorkerRuntime:
         fds: list[int] = []
         try:
             for oid, value in zip(
-                return_ids, _split_returns(name, len(return_ids), result), strict=True
+                return_ids, split_returns(name, len(return_ids), result), strict=True
             ):
                 try:
                     s = ser.serialize(value)
@@ -642,7 +642,8 @@ def _cancelled(task_id: int) -> bytes:
     return ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0]
 
 
-def _split_returns(name: str, n: int, result: Any) -> list[Any]:
+def split_returns(name: str, n: int, result: Any) -> list[Any]:
+    """``result`` as ``n`` values (``num_returns``), or a ValueError that says why not."""
     if n == 1:
         return [result]
     if n == 0:

@@ -1,0 +1,212 @@
+"""The thread executor: I/O-bound tasks and actors on threads of the driver itself.
+
+::
+
+    f.options(executor="thread").remote(x)         @remote(executor="thread") class C
+      scheduler: resources free -> dispatch           calls -> LocalActor lanes (threads)
+      to pseudo-worker -task_id                       same ordering as process actors
+      -> pool thread: resolve refs, run fn(x),        -> run method, store results
+         store results (big ones in shared memory)
+
+No pickling of arguments and no process hop: the function gets the very objects passed to
+``.remote()`` (top-level ObjectRefs resolved, as always), which suits work that waits on
+sockets, files or databases (the GIL is released while it waits). Results are still
+pickled into the object store, since process tasks may read them. Thread tasks reserve no
+CPU unless asked (``num_cpus``); custom resources cap how many run at once. Nested calls
+(``get``, ``.remote()``) work as in the driver. A running thread task cannot be
+interrupted: ``cancel`` fails its result at once and drops the late one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import os
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from . import serialization as ser
+from .actor_host import _Lane
+from .scheduler import thread_worker
+from .worker import split_returns
+
+if TYPE_CHECKING:
+    from .actors import _Actor, _Call
+    from .runtime import LocalRuntime, _Task
+    from .store import Shm
+
+__all__ = ["ThreadRunner"]
+
+
+class Outcome(NamedTuple):
+    """What a local call produced: pickled results (with segments), or an error."""
+
+    payloads: list[bytes]
+    contained: list[list[int]]
+    shms: list[Shm | None]
+    mappings: list[Any]  # the writer's mapping of each segment, kept by the driver
+    error: bytes | None
+
+
+class ThreadRunner:
+    """Runs thread tasks on a pool, and thread actors on lanes of their own.
+
+    Args:
+        rt: the runtime (its lock, object table, scheduler and actor manager).
+        max_threads: pool threads for tasks (actors have their own threads).
+    """
+
+    def __init__(self, rt: LocalRuntime, max_threads: int) -> None:
+        self.rt = rt
+        self.max_threads = max_threads
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def submit(self, task: _Task) -> None:
+        """Runs a dispatched thread task (lock held: only queues it)."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                self.max_threads, thread_name_prefix="raylite-thread"
+            )
+        self._pool.submit(self._run_task, task)
+
+    def _run_task(self, task: _Task) -> None:
+        assert task.call is not None
+        fn, args, kwargs = task.call
+        outcome = self.call(task.name, fn, args, kwargs, task.dep_positions, task.dep_ids,
+                            len(task.return_ids))  # fmt: skip
+        rt = self.rt
+        rt._lock.acquire()
+        try:
+            rt._thread_task_done(task, outcome)
+            rt._apply(rt.sched.task_done(thread_worker(task.task_id), task.task_id))
+            rt._flush_dirty()
+        finally:
+            rt._unlock()
+
+    def call(
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        positions: list[Any], dep_ids: list[int], num_returns: int,
+    ) -> Outcome:  # fmt: skip
+        """Runs ``fn`` here on the caller's objects, refs resolved; never raises."""
+        rt = self.rt
+        done: list[tuple[ser.Serialized, Shm | None, Any]] = []
+        try:
+            call_args, call_kwargs = self.resolve(args, kwargs, positions, dep_ids)
+            result = fn(*call_args, **call_kwargs)
+            if inspect.isawaitable(result):
+                result = asyncio.run(_awaited(result))
+            for value in split_returns(name, num_returns, result):
+                try:
+                    s = ser.serialize(value)
+                except ser.SerializationError as exc:
+                    raise TypeError(
+                        f"Could not serialize the return value of {name}(): {exc}"
+                    ) from None
+                shm, mapping = (
+                    rt._write_shm(s, f"the result of {name}()", True) if s.buffers else (None, None)
+                )
+                done.append((s, shm, mapping))
+        except BaseException as exc:
+            with rt._lock:
+                for _, shm, _ in done:
+                    if shm is not None:
+                        rt._objs.drop(shm)
+            return Outcome([], [], [], [], ser.dumps_error(name, exc, os.getpid()))
+        return Outcome(
+            [s.payload for s, _, _ in done], [s.contained for s, _, _ in done],
+            [shm for _, shm, _ in done], [m for _, _, m in done], None,
+        )  # fmt: skip
+
+    def resolve(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], positions: list[Any],
+        dep_ids: list[int],
+    ) -> tuple[list[Any], dict[str, Any]]:  # fmt: skip
+        """The call's arguments with the values of its top-level refs put in place."""
+        rt = self.rt
+        with rt._lock:
+            readable = [rt._objs.readable(oid) for oid in dep_ids]
+        values = [ser.load_value(*r) for r in readable]
+        return ser.place_values(args, kwargs, positions, values)
+
+    def start_actor(
+        self, actor: _Actor, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> LocalActor:
+        return LocalActor(self, actor, cls, args, kwargs)
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
+class LocalActor:
+    """A thread actor: its instance lives in the driver; lanes of threads run its calls."""
+
+    def __init__(self, runner: ThreadRunner, actor: _Actor, cls: type,
+                 args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:  # fmt: skip
+        self.runner = runner
+        self.actor_id = actor.actor_id
+        self.class_name = actor.class_name
+        self.instance: Any = None
+        self.dead = False
+        self._ready = threading.Event()
+        limit = actor.opts.max_concurrency or 1
+        groups = [(None, limit), *actor.opts.concurrency_groups.items()]
+        self._lanes = {
+            group: _Lane(
+                f"{self.class_name}.{group or 'default'}",
+                n,
+                self._call,
+                self._ready,
+                lambda: None,
+            )  # fmt: skip
+            for group, n in groups
+        }
+        positions, dep_ids = actor.positions, list(actor.dep_ids)
+        self._lanes[None].put(lambda: self._create(cls, args, kwargs, positions, dep_ids))
+
+    def _create(self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any],
+                positions: list[Any], dep_ids: list[int]) -> None:  # fmt: skip
+        error = None
+        try:
+            call_args, call_kwargs = self.runner.resolve(args, kwargs, positions, dep_ids)
+            self.instance = cls(*call_args, **call_kwargs)
+        except BaseException as exc:
+            error = ser.dumps_error(f"{self.class_name}.__init__", exc, os.getpid())
+        rt = self.runner.rt
+        rt._lock.acquire()
+        try:
+            rt._actors.ready(self.actor_id, error)
+        finally:
+            rt._unlock()
+        self._ready.set()
+
+    def call(self, call: _Call) -> None:
+        (self._lanes.get(call.group) or self._lanes[None]).put(call)
+
+    def _call(self, call: _Call) -> None:
+        if self.dead:
+            return
+        assert call.py_args is not None
+        args, kwargs = call.py_args
+        method = getattr(self.instance, call.method)
+        outcome = self.runner.call(
+            call.name, method, args, kwargs, call.positions, call.dep_ids, len(call.return_ids)
+        )
+        rt = self.runner.rt
+        rt._lock.acquire()
+        try:
+            if not self.dead:
+                rt._actors.done_local(call, outcome)
+        finally:
+            rt._unlock()
+
+    def stop(self) -> None:
+        self.dead = True
+        for lane in self._lanes.values():
+            lane.stop()
