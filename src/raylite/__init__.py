@@ -5,6 +5,7 @@ as tasks in worker processes on this machine, with no server to start.
 """
 
 from . import exceptions as exceptions
+from . import util as util
 from ._actor import ActorClass as ActorClass
 from ._actor import ActorHandle as ActorHandle
 from ._actor import method as method
@@ -53,4 +54,5 @@ __all__ = [
     "get_gpu_ids",
     # submodules
     "exceptions",
+    "util",
 ]
