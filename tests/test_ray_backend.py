@@ -4,6 +4,7 @@ it too (``test_api.py``, ``test_failures.py`` through the ``rl`` fixture)."""
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 import time
 
@@ -12,9 +13,21 @@ from _helpers import RayHead, wait_until
 
 import raylite
 from raylite import _runtime
-from raylite.exceptions import GetTimeoutError, RaySystemError, RayTaskError, TaskCancelledError
+from raylite.exceptions import (
+    ActorDiedError,
+    GetTimeoutError,
+    ObjectLostError,
+    OwnerDiedError,
+    RayActorError,
+    RayError,
+    RaySystemError,
+    RayTaskError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
 
 ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'raylite[ray]'")
+translate = pytest.importorskip("raylite._ray.errors").translate
 
 
 @raylite.remote
@@ -30,6 +43,41 @@ def env_var(name):
 @raylite.remote
 def runtime_inside():
     return type(_runtime.current()).__name__, raylite.get(double.remote(5))
+
+
+@pytest.mark.parametrize(
+    "ray_error, raylite_classes",
+    [
+        (lambda: ray.exceptions.GetTimeoutError("late"), [GetTimeoutError, TimeoutError]),
+        (lambda: ray.exceptions.TaskCancelledError(), [TaskCancelledError]),
+        (lambda: ray.exceptions.WorkerCrashedError(), [WorkerCrashedError]),
+        (lambda: ray.exceptions.ActorDiedError(), [ActorDiedError, RayActorError]),
+        (lambda: ray.exceptions.OwnerDiedError("ab", None, ""), [OwnerDiedError, ObjectLostError]),
+        # Ray's names that raylite lacks: the nearest raylite class up Ray's hierarchy
+        (lambda: ray.exceptions.ObjectFetchTimedOutError("ab", None, ""), [ObjectLostError]),
+        (lambda: ray.exceptions.NodeDiedError("node gone"), [RayError]),
+        (lambda: ray.exceptions.UnserializableException("Boom: text"), [RayTaskError]),
+    ],
+    ids=[
+        "GetTimeoutError",
+        "TaskCancelledError",
+        "WorkerCrashedError",
+        "ActorDiedError",
+        "OwnerDiedError",
+        "ObjectFetchTimedOutError",
+        "NodeDiedError",
+        "UnserializableException",
+    ],  # fmt: skip
+)
+def test_rays_errors_are_raylites_too_keeping_rays_class_and_message(ray_error, raylite_classes):
+    original = ray_error()
+    err = translate(original)
+    assert isinstance(err, type(original))
+    for cls in raylite_classes:
+        assert isinstance(err, cls)
+    assert str(err) == str(original)
+    again = pickle.loads(pickle.dumps(err))  # the combined class is made at run time
+    assert type(again) is type(err) and str(again) == str(err)
 
 
 def test_init_connects_and_shutdown_disconnects(ray_disconnected: RayHead):
