@@ -460,11 +460,6 @@ def test_actor_options_reach_the_queue_actor(rl):
         Queue(actor_options={"num_cpu": 1})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="raylite bug: local_mode runs each async actor call on a new event loop, so the "
-    "queue's asyncio.Queue, bound to the loop of its first wait, fails on the next wait",
-)
 def test_queue_in_local_mode():
     raylite.init(local_mode=True)
     try:

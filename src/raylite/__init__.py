@@ -4,7 +4,10 @@
 as tasks in worker processes on this machine, with no server to start.
 """
 
+from . import actor as actor
 from . import exceptions as exceptions
+from . import remote_function as remote_function
+from . import runtime_context as runtime_context
 from . import util as util
 from ._actor import ActorClass as ActorClass
 from ._actor import ActorHandle as ActorHandle

@@ -46,6 +46,7 @@ class InlineRuntime:
         # {actor id: (instance, death error, meta)}
         self._actors: dict[int, tuple[Any, BaseException | None, ActorMeta]] = {}
         self._names: dict[tuple[str, str], int] = {}
+        self._loop = asyncio.new_event_loop()  # async actor methods, state kept across calls
 
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
@@ -76,8 +77,8 @@ class InlineRuntime:
                 values = [ser.loads(self._objects[d][0]) for d in dep_ids]
                 call_args, call_kwargs = ser.loads_args(s.payload, positions, values, buffers)
                 result = fn(*call_args, **call_kwargs)
-                if inspect.isawaitable(result):  # an async actor's method
-                    result = asyncio.new_event_loop().run_until_complete(result)
+                if inspect.isawaitable(result):  # an async actor's method: one loop for all
+                    result = self._loop.run_until_complete(_awaited(result))
                 n = num_returns
                 results = [result] if n == 1 else [] if n == 0 else list(result)
                 if len(results) != n:
@@ -187,6 +188,7 @@ class InlineRuntime:
         }
 
     def shutdown(self) -> None:
+        self._loop.close()
         with self._lock:
             self._objects.clear()
             self._refs.clear()
@@ -211,3 +213,7 @@ class InlineRuntime:
         except Exception as exc:
             fut.set_exception(exc)
         return fut
+
+
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable

@@ -1,0 +1,6 @@
+"""Public home of ``RuntimeContext`` (as Ray's ``ray.runtime_context``)."""
+
+from ._api import RuntimeContext as RuntimeContext
+from ._api import get_runtime_context as get_runtime_context
+
+__all__ = ["RuntimeContext", "get_runtime_context"]
