@@ -73,6 +73,7 @@ def test_fractional_node_total_caps_gpu_use():
 def test_whole_gpus_get_distinct_ids_and_fractions_share_one():
     raylite.init(num_cpus=4, num_gpus=2)
     try:
+
         @raylite.remote(num_gpus=1)
         def hold_gpu(seconds):
             time.sleep(seconds)
