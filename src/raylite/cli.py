@@ -59,10 +59,12 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     cpus = os.cpu_count() or 1
     parser = subparsers.add_parser(
         "demo",
-        help="show why CPU-bound Python needs processes: sequential vs threads vs raylite",
+        help="show threads vs processes for CPU- and I/O-bound Python, then actors",
         description=(
-            "Run one CPU-bound pure-Python workload three ways (sequentially, on threads, "
-            "on raylite tasks) and print the wall times side by side."
+            "Run a CPU-bound pure-Python workload three ways (sequentially, on threads, on "
+            "raylite tasks) and an I/O-bound one (requests to a slow local HTTP server) four "
+            "ways, printing the wall times side by side; then run the seed's counter actor and "
+            "1,000 cheap actors."
         ),
     )
     parser.add_argument(
