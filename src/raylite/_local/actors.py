@@ -42,7 +42,8 @@ from .protocol import ActorCall, CreateActor, FunctionDef, KillActor, TaskDone
 from .scheduler import Request
 
 if TYPE_CHECKING:
-    from .runtime import LocalRuntime, PackedArgs, _Worker
+    from .runtime import LocalRuntime, _Worker
+    from .tasks import PackedArgs
 
 __all__ = ["ActorManager"]
 
@@ -376,7 +377,7 @@ class ActorManager:
             )  # fmt: skip
             actor.inflight[call.task_id] = call
         if idle and actor.inflight:
-            w.chan.flush(blocking=False)  # latency: a call to an idle actor goes out now
+            rt._flush_now(w)  # latency: a call to an idle actor goes out now
         rt._dirty.add(w)
 
     def _pump_local(self, actor: _Actor) -> None:

@@ -34,8 +34,9 @@ from .worker import split_returns
 
 if TYPE_CHECKING:
     from .actors import _Actor, _Call
-    from .runtime import LocalRuntime, _Task
+    from .runtime import LocalRuntime
     from .store import Shm
+    from .tasks import Task
 
 __all__ = ["ThreadRunner"]
 
@@ -63,7 +64,7 @@ class ThreadRunner:
         self.max_threads = max_threads
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
-    def submit(self, task: _Task) -> None:
+    def submit(self, task: Task) -> None:
         """Runs a dispatched thread task (lock held: only queues it)."""
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -71,7 +72,7 @@ class ThreadRunner:
             )
         self._pool.submit(self._run_task, task)
 
-    def _run_task(self, task: _Task) -> None:
+    def _run_task(self, task: Task) -> None:
         assert task.call is not None
         fn, args, kwargs = task.call
         outcome = self.call(task.name, fn, args, kwargs, task.dep_positions, task.dep_ids,

@@ -1,0 +1,310 @@
+# mypy: disable-error-code="misc"
+# (the handlers annotate self as LocalRuntime, the class they are mixed into)
+"""Messages from workers, as the driver handles them (part of ``LocalRuntime``).
+
+::
+
+    worker ── TaskDone ─────────────> results stored (big ones adopted), task finished
+           ── SubmitTask / PutObject ─> nested task / object, borrowed by the worker
+           ── GetRequest / WaitRequest > answered now, or when ready (worker lends its CPU)
+           ── RefOps ─────────────────> borrows, releases, unmapped segments
+           ── actor requests ─────────> ActorManager
+
+``WorkerMessages`` is a mixin of ``LocalRuntime`` (runtime.py) so the runtime stays a size
+one can read: every method runs with the runtime's lock held, in the I/O thread, and uses
+the runtime's state.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..exceptions import RayTaskError
+from . import serialization as ser
+from .objects import Waiter, lost
+from .protocol import (
+    ActorInfo,
+    ActorReady,
+    CancelRequest,
+    CreateActorRequest,
+    FunctionDef,
+    GetActorRequest,
+    GetReply,
+    GetRequest,
+    KillActorRequest,
+    Message,
+    PutObject,
+    RefOps,
+    SubmitActorCall,
+    SubmitTask,
+    TaskDone,
+    TasksReturned,
+    Unblocked,
+    Value,
+    WaitReply,
+    WaitRequest,
+)
+from .tasks import PackedArgs, Task
+
+if TYPE_CHECKING:
+    from .._options import TaskOptions
+    from .runtime import LocalRuntime, _Worker
+    from .scheduler import Request
+    from .store import Shm
+
+__all__ = ["WorkerMessages"]
+
+
+class WorkerMessages:
+    """The driver's handlers of worker messages (mixed into ``LocalRuntime``)."""
+
+    def _handle(self: LocalRuntime, w: _Worker, msgs: list[Message]) -> None:
+        done: list[tuple[int, int, float]] = []  # scheduled in one pass at the end
+        for msg in msgs:
+            kind = type(msg)
+            if kind is TaskDone:
+                self._on_task_done(w, msg, done)  # type: ignore[arg-type]
+            elif kind is RefOps:
+                for oid in msg.borrow:  # type: ignore[attr-defined]
+                    if oid not in w.borrows and oid in self._objs:
+                        w.borrows.add(oid)
+                        self._objs[oid].refcount += 1
+                for oid in msg.release:  # type: ignore[attr-defined]
+                    if oid in w.borrows:
+                        w.borrows.discard(oid)
+                        self._objs.decref(oid)
+                for oid in msg.unmapped:  # type: ignore[attr-defined]
+                    w.mapped.discard(oid)
+                    self._objs.books.unmapped(oid, w.wid)
+            elif kind is SubmitTask:
+                self._on_nested_submit(w, msg)  # type: ignore[arg-type]
+            elif kind is FunctionDef:
+                self._functions.setdefault(msg.fn_id, msg.payload)  # type: ignore[attr-defined]
+                w.known_fns.add(msg.fn_id)  # type: ignore[attr-defined]
+            elif kind is PutObject:
+                self._on_nested_put(w, msg)  # type: ignore[arg-type]
+            elif kind is GetRequest or kind is WaitRequest:
+                self._on_nested_wait(w, msg)  # type: ignore[arg-type]
+            elif kind is Unblocked:
+                self._apply(self.sched.worker_unblocked(w.wid))
+            elif kind is TasksReturned:
+                self._apply(self.sched.tasks_returned(w.wid, msg.task_ids))  # type: ignore[attr-defined]
+            elif kind is CreateActorRequest or kind is GetActorRequest:
+                self._on_actor_request(w, msg)  # type: ignore[arg-type]
+            elif kind is SubmitActorCall:
+                self._on_nested_actor_call(w, msg)  # type: ignore[arg-type]
+            elif kind is KillActorRequest:
+                self._actors.kill(msg.actor_id, msg.no_restart)  # type: ignore[attr-defined]
+            elif kind is ActorReady:
+                self._actors.ready(msg.actor_id, msg.error)  # type: ignore[attr-defined]
+            elif kind is CancelRequest:
+                entry = self._objs.get(msg.oid)  # type: ignore[attr-defined]
+                if entry is not None and entry.task_id:
+                    self._cancel_task(entry.task_id, msg.force, msg.recursive)  # type: ignore[attr-defined]
+        if done:
+            self._apply(self.sched.tasks_done(done))
+
+    def _on_task_done(
+        self: LocalRuntime, w: _Worker, msg: TaskDone, done: list[tuple[int, int, float]]
+    ) -> None:
+        task = self._tasks.get(msg.task_id)
+        results = msg.results
+        shms: list[Shm | None] | None = None
+        if any(type(v) is tuple for v in results):  # big results: adopt their fds, in order
+            what = f"the result of {task.name}()" if task is not None else "a task result"
+            keeper = (w.wid, w.mapped)
+            taken = [self._objs.take(w.chan.in_fds, v, what, keeper) for v in results]
+            results = [t[0] for t in taken]
+            shms = [t[1] for t in taken]
+            if any(t[2] for t in taken):  # one did not fit: the task fails with that error
+                for shm in shms:
+                    if shm is not None:
+                        self._objs.drop(shm)
+                msg = msg._replace(error=next(t[0] for t in taken if t[2]))
+                shms = None
+        if self._actors.done(msg, results, shms):  # type: ignore[arg-type]
+            return
+        if task is not None and task.worker == w.wid:
+            if msg.error is None:
+                self._finish(task, results, False, msg.contained, shms)  # type: ignore[arg-type]
+            elif not task.cancelled and self._should_retry(task, msg.error):
+                task.retries_left -= 1
+                task.worker = None
+                actions = self.sched.task_done(w.wid, msg.task_id, msg.duration)
+                self._submit(task)
+                self._apply(actions)
+                return
+            else:
+                self._finish(task, [msg.error], is_error=True)
+        elif shms:  # nobody wants these results (cancelled meanwhile)
+            for shm in shms:
+                if shm is not None:
+                    self._objs.drop(shm)
+        done.append((w.wid, msg.task_id, msg.duration))
+
+    def _should_retry(self: LocalRuntime, task: Task, error: bytes) -> bool:
+        retry = task.opts.retry_exceptions
+        if not retry or task.retries_left == 0:
+            return False
+        if isinstance(retry, bool):
+            return retry
+        exc = ser.loads(error)
+        cause = exc.cause if isinstance(exc, RayTaskError) else exc
+        return isinstance(cause, retry)
+
+    def _on_nested_submit(self: LocalRuntime, w: _Worker, msg: SubmitTask) -> None:
+        parent = self.sched.queued_on(w.wid)
+        payload, shm, failed = self._objs.take(
+            w.chan.in_fds, msg.args, f"the arguments of {msg.name}()"
+        )
+        try:
+            if failed:
+                raise ser.loads(payload)
+            opts, request = self._options.get(msg.options) or self._nested_options(msg)
+            args: bytes | int = payload
+            contained = msg.contained
+            if shm is not None:
+                args = self._new_object(0, payload, shm, contained)
+                contained = [args]
+                shm = None
+            task = Task(
+                msg.task_id, msg.fn_id, msg.name, args, msg.dep_positions, msg.dep_ids,
+                contained, msg.return_ids, opts, request, opts.max_retries, owner=w.wid,
+            )  # fmt: skip
+            for oid in msg.return_ids:
+                self._objs.new(oid, 1, msg.task_id)
+                w.borrows.add(oid)
+            self._objs.hold(msg.dep_ids + contained)
+        except Exception as exc:
+            if shm is not None:
+                self._objs.drop(shm)
+            for oid in msg.return_ids:
+                entry = self._objs.get(oid) or self._objs.new(oid, 1, msg.task_id)
+                w.borrows.add(oid)
+                if entry.payload is None:
+                    self._store(oid, ser.dumps(exc)[0], True, [])
+            return
+        parent_task = self._tasks.get(parent[0]) if parent else None
+        if parent_task is not None:
+            if parent_task.children is None:
+                parent_task.children = []
+            parent_task.children.append(msg.task_id)
+        self._submit(task)
+
+    def _nested_args(self: LocalRuntime, w: _Worker, msg: Any, name: str) -> PackedArgs:
+        """A nested call's arguments as ``PackedArgs`` (their segment's fd adopted).
+
+        Raises:
+            ObjectStoreFullError: the arguments do not fit the store.
+        """
+        payload, shm, failed = self._objs.take(
+            w.chan.in_fds, msg.args, f"the arguments of {name}()"
+        )
+        if failed:
+            raise ser.loads(payload)
+        s = ser.Serialized(payload, [], msg.contained)
+        return PackedArgs(s, msg.dep_positions, msg.dep_ids, shm)
+
+    def _on_actor_request(
+        self: LocalRuntime, w: _Worker, msg: CreateActorRequest | GetActorRequest
+    ) -> None:
+        actor_id, meta, error = 0, b"", None
+        try:
+            if isinstance(msg, GetActorRequest):
+                namespace = msg.namespace or self.config.namespace
+                actor_id = self._actors.get_named(msg.name, namespace, w)
+            else:
+                packed = self._nested_args(w, msg, "an actor's __init__")
+                actor_id = self._actors.create(
+                    msg.fn_id, ser.loads(msg.meta), ser.loads(msg.options), packed,
+                    self.config.namespace, w,
+                )  # fmt: skip
+            meta = ser.dumps(self._actors.meta(actor_id))[0]
+        except Exception as exc:
+            error = ser.dumps(exc)[0]
+        w.chan.queue(ActorInfo(msg.req_id, actor_id, meta, error))
+        self._dirty.add(w)
+
+    def _on_nested_actor_call(self: LocalRuntime, w: _Worker, msg: SubmitActorCall) -> None:
+        try:
+            packed = self._nested_args(w, msg, msg.method)
+            self._actors.call(
+                msg.actor_id, msg.method, packed, ser.loads(msg.options), msg.return_ids, w
+            )
+        except Exception as exc:  # the caller learns at get()
+            for oid in msg.return_ids:
+                entry = self._objs.get(oid) or self._objs.new(oid, 1)
+                w.borrows.add(oid)
+                if entry.payload is None:
+                    self._store(oid, ser.dumps(exc)[0], True, [])
+
+    def _nested_options(self: LocalRuntime, msg: SubmitTask) -> tuple[TaskOptions, Request]:
+        opts = ser.loads(msg.options)
+        pair = (opts, self._request_for(opts, msg.name))
+        self._options[msg.options] = pair
+        return pair
+
+    def _on_nested_put(self: LocalRuntime, w: _Worker, msg: PutObject) -> None:
+        payload, shm, failed = self._objs.take(
+            w.chan.in_fds, msg.value, "an object put by a task", (w.wid, w.mapped)
+        )
+        self._objs.new(msg.oid, 1)
+        w.borrows.add(msg.oid)
+        if failed:
+            self._store(msg.oid, payload, True, [])
+            return
+        self._objs.hold(msg.contained)
+        self._store(msg.oid, payload, False, msg.contained, shm)
+
+    def _on_nested_wait(self: LocalRuntime, w: _Worker, msg: GetRequest | WaitRequest) -> None:
+        oids = list(dict.fromkeys(msg.oids))
+        missing = [oid for oid in oids if oid not in self._objs]
+        pending = [
+            self._objs[o] for o in oids if o not in missing and self._objs[o].payload is None
+        ]
+        if isinstance(msg, WaitRequest):
+            need = msg.num_returns - (len(oids) - len(pending))
+        else:
+            need = len(pending)
+
+        def reply(timed_out: bool = False) -> None:
+            if w.gone:
+                return
+            if type(msg) is WaitRequest:
+                ready = [o for o in oids if o in self._objs and self._objs[o].payload is not None]
+                w.chan.queue(WaitReply(msg.req_id, ready))
+            elif timed_out:
+                w.chan.queue(GetReply(msg.req_id, None))
+            else:
+                fds: list[int] = []
+                values = [self._value_for(w, o, fds) for o in msg.oids]
+                w.chan.queue(GetReply(msg.req_id, values), fds)
+            self._dirty.add(w)
+
+        if missing or need <= 0:
+            reply()
+            return
+        waiter = Waiter(need, reply)
+        for entry in pending:
+            if entry.waiters is None:
+                entry.waiters = []
+            entry.waiters.append(waiter)
+        self._apply(self.sched.worker_blocked(w.wid))
+        if msg.timeout is not None:
+
+            def expire() -> None:
+                if not waiter.fired:
+                    waiter.fired = True
+                    reply(timed_out=True)
+
+            heapq.heappush(
+                self._deadlines, (time.monotonic() + msg.timeout, next(self._ids), expire)
+            )
+
+    def _value_for(self: LocalRuntime, w: _Worker, oid: int, fds: list[int]) -> tuple[bool, Value]:
+        entry = self._objs.get(oid)
+        if entry is None or entry.payload is None:
+            return True, ser.dumps(lost(oid))[0]
+        return entry.is_error, self._objs.wire(w.wid, w.mapped, oid, fds)

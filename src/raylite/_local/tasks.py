@@ -1,0 +1,46 @@
+"""The driver's record of a task, and of a call's packed arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from .._options import TaskOptions
+from . import serialization as ser
+from .scheduler import Request
+from .store import Shm
+
+__all__ = ["DRIVER", "PackedArgs", "Task"]
+
+DRIVER = 0  # the owner id of tasks and borrows that belong to the driver itself
+
+
+class PackedArgs(NamedTuple):
+    """A call's pickled arguments, ready to be held and sent."""
+
+    s: ser.Serialized
+    positions: list[int | str]
+    dep_ids: list[int]
+    shm: Shm | None
+
+
+@dataclass(slots=True)
+class Task:
+    """A task the driver knows of, from submission until its results are stored."""
+
+    task_id: int
+    fn_id: int
+    name: str
+    args: bytes | int  # the pickled arguments, or the id of a hidden object holding big ones
+    dep_positions: list[Any]
+    dep_ids: list[int]
+    contained: list[int]
+    return_ids: list[int]
+    opts: TaskOptions
+    request: Request
+    retries_left: int
+    owner: int = DRIVER
+    worker: int | None = None
+    cancelled: bool = False
+    children: list[int] | None = None  # nested tasks it submitted, for recursive cancel
+    call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None  # a thread task's
