@@ -225,6 +225,34 @@ def test_cluster_only_options_are_honoured(rl_ray):
         ray.util.remove_placement_group(pg)
 
 
+@raylite.remote
+class Counter:
+    def __init__(self, start=0):
+        self.n = start
+
+    def add(self, k=1):
+        self.n += k
+        return self.n
+
+    @raylite.method(num_returns=2)
+    def pair(self):
+        return self.n, -self.n
+
+
+def test_actors_are_rays_own(rl_ray):
+    counter = Counter.remote(10)
+    assert isinstance(counter, raylite.ActorHandle)
+    assert isinstance(counter, ray.actor.ActorHandle)
+    assert raylite.get([counter.add.remote() for _ in range(3)]) == [11, 12, 13]
+    assert raylite.get(counter.pair.remote()) == [13, -13]  # @raylite.method, given to Ray
+
+    named = Counter.options(name="raylite-test-counter").remote()
+    assert raylite.get(raylite.get_actor("raylite-test-counter").add.remote(2)) == 2
+    raylite.kill(named)
+    with pytest.raises(ActorDiedError):
+        raylite.get(named.add.remote(), timeout=30)
+
+
 def test_thread_executor_is_refused_on_ray(rl_ray):
     with pytest.raises(ValueError, match="executor='thread' of double.* only raylite's local"):
         double.options(executor="thread").remote(1)

@@ -9,6 +9,7 @@ the actor ends once every handle is gone (unless ``lifetime="detached"``).
 
 from __future__ import annotations
 
+import abc
 import inspect
 import os
 from collections.abc import Callable
@@ -19,7 +20,14 @@ from . import _runtime
 from ._object_ref import ObjectRef
 from ._options import ActorOptions, MethodOptions, actor_options, method_options
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "ActorMeta", "method"]
+__all__ = [
+    "ActorClass",
+    "ActorHandle",
+    "ActorMethod",
+    "ActorMeta",
+    "method",
+    "register_foreign_handles",
+]
 
 _METHOD_OPTIONS = "__raylite_method_options__"
 
@@ -134,14 +142,34 @@ class ActorClass:
         raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")
 
 
-class ActorHandle:
-    """A reference to an actor; ``handle.method.remote(...)`` calls it."""
+# Other runtimes' actor handle classes: each function tells one of them (Ray's, without
+# importing ray), so that isinstance(handle, ActorHandle) holds for those too.
+_foreign_handles: list[Callable[[type], bool]] = []
+
+
+def register_foreign_handles(is_handle_class: Callable[[type], bool]) -> None:
+    """Makes another runtime's actor handles instances of :class:`ActorHandle`."""
+    _foreign_handles.append(is_handle_class)
+
+
+class ActorHandle(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for its virtual subclasses)
+    """A reference to an actor; ``handle.method.remote(...)`` calls it.
+
+    On a Ray cluster the handles are Ray's own, which are instances of this class too.
+    """
 
     __module__ = "raylite.actor"
 
     def __init__(self, actor_ref: ObjectRef, meta: ActorMeta) -> None:
         self._actor_ref = actor_ref
         self._meta = meta
+
+    @classmethod
+    def __subclasshook__(cls, subclass: type) -> Any:
+        # ABCMeta caches the answer per class, so this runs once per class, not per check.
+        if cls is ActorHandle and any(is_handle(subclass) for is_handle in _foreign_handles):
+            return True
+        return NotImplemented
 
     @property
     def _actor_id(self) -> int:
@@ -163,7 +191,7 @@ class ActorHandle:
         return (ActorHandle, (self._actor_ref, self._meta))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ActorHandle) and other._actor_ref == self._actor_ref
+        return type(other) is ActorHandle and other._actor_ref == self._actor_ref
 
     def __hash__(self) -> int:
         return hash(self._actor_ref)

@@ -6,7 +6,8 @@
 
 Importing this package tells ``raylite.ObjectRef`` about Ray's ref class, so that
 ``isinstance(ray_ref, raylite.ObjectRef)`` holds and a Ray ref belongs to the current
-``RayRuntime`` (to no runtime when the current one is local).
+``RayRuntime`` (to no runtime when the current one is local); and ``raylite.ActorHandle``
+about Ray's actor handles, likewise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .. import _runtime
+from .._actor import register_foreign_handles
 from .._object_ref import register_foreign_refs
 
 if TYPE_CHECKING:
@@ -77,6 +79,11 @@ def _is_ray_ref_class(cls: type) -> bool:
     return ray is not None and issubclass(cls, ray.ObjectRef)
 
 
+def _is_ray_handle_class(cls: type) -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and issubclass(cls, ray.actor.ActorHandle)
+
+
 def _ray_refs_owner() -> object | None:
     from .runtime import RayRuntime  # ray is imported: a Ray ref exists
 
@@ -85,3 +92,4 @@ def _ray_refs_owner() -> object | None:
 
 
 register_foreign_refs(_is_ray_ref_class, _ray_refs_owner)
+register_foreign_handles(_is_ray_handle_class)

@@ -2,10 +2,13 @@
 
 ::
 
-    raylite API (_api, RemoteFunction)           ray, in this process
-    ----------------------------------           --------------------
+    raylite API (_api, RemoteFunction,           ray, in this process
+                 ActorClass)                     --------------------
+    ----------------------------------
     f.remote(*args) -> submit_task  ---------->  Ray's remote function of f .remote(*args)
-    get / wait / put / cancel       ---------->  ray.get / ray.wait / ray.put / ray.cancel
+    C.remote(*args) -> create_actor ---------->  Ray's actor class of C .remote(*args)
+    get / wait / put / cancel / kill --------->  ray.get / ray.wait / ray.put / ray.cancel /
+    get_actor                                    ray.kill / ray.get_actor
     raylite.exceptions.X            <----------  ray.exceptions.X (translated: errors.py)
 
 Refs are Ray's own: ``submit_task`` and ``put`` return ``ray.ObjectRef`` s, not wrappers.
@@ -15,18 +18,24 @@ counted twice. ``isinstance(ref, raylite.ObjectRef)`` holds for them (``_object_
 foreign refs, registered by this package), and their owner is the current RayRuntime, so a
 ref from an earlier local session is refused by name rather than misread.
 
+Actor handles are Ray's own too (``isinstance(h, raylite.ActorHandle)`` holds for them):
+Ray calls their methods itself, with the ``@raylite.method`` options given to Ray as
+``@ray.method`` ones when the class is first made a Ray actor class.
+
 Inside a Ray worker raylite has no runtime until user code calls it: ``_runtime.current()``
 then finds Ray connected (``attached``) and serves nested tasks through Ray. Such a runtime
 does not own the connection, and its ``shutdown()`` leaves Ray alone.
 
 Functions: Ray exports a function to the cluster once per remote function object, so
 ``_bases`` keeps one per raylite function (``.options()`` variants share it, as in Ray),
-and ``_calls`` the variant with each RemoteFunction's options, dropped with it. Ray is
+and ``_calls`` the variant with each RemoteFunction's options, dropped with it; likewise
+``_actor_classes`` one Ray actor class per raylite one. Ray is
 thread-safe; this class keeps no lock of its own (a race builds a variant twice, harmlessly).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import weakref
 from typing import TYPE_CHECKING, Any, cast
@@ -40,10 +49,11 @@ from .errors import raylite_errors
 if TYPE_CHECKING:
     import concurrent.futures
 
-    from .._options import TaskOptions
+    from .._actor import ActorClass, ActorHandle
+    from .._options import ActorOptions, MethodOptions, TaskOptions
     from .._remote_function import RemoteFunction
 
-__all__ = ["RayRuntime", "ray_task_options"]
+__all__ = ["RayRuntime", "ray_actor_options", "ray_task_options"]
 
 
 class RayRuntime:
@@ -62,6 +72,8 @@ class RayRuntime:
         )
         # {(fn id, max_calls): Ray's remote function}
         self._bases: dict[tuple[int, int | None], Any] = {}
+        # {(class id, concurrency groups): Ray's actor class}
+        self._actor_classes: dict[tuple[int, tuple[tuple[str, int], ...]], Any] = {}
 
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
@@ -88,25 +100,45 @@ class RayRuntime:
         self._calls[fn] = (opts, call)
         return call
 
-    # Actors through raylite's API are not wired to Ray yet (raylite's actor API is new).
-    # Loosely typed until then; Ray's own @ray.remote classes work in the same program.
-    def create_actor(self, cls: Any, args: Any, kwargs: Any, opts: Any) -> Any:
-        raise NotImplementedError(
-            f"Actors (@raylite.remote on a class, here {cls.__name__}) do not run on a Ray "
-            "cluster through raylite yet. Decorate the class with @ray.remote for now (its "
-            "handles and refs work with raylite.get/wait), or run on the local runtime."
+    def create_actor(
+        self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
+    ) -> ActorHandle:
+        options = ray_actor_options(opts, cls.__name__)
+        # Ray takes concurrency groups only where it makes the class, not in .options().
+        groups = options.pop("concurrency_groups")
+        key = (cls._cls_id, tuple(sorted(groups.items())))
+        ray_class = self._actor_classes.get(key)
+        if ray_class is None:
+            _give_ray_the_method_options(cls)
+            remote: Any = ray.remote  # its type hints lack concurrency_groups
+            make = remote(concurrency_groups=groups) if groups else remote
+            ray_class = self._actor_classes[key] = make(cls._cls)
+        with raylite_errors():
+            handle = ray_class.options(**options).remote(*args, **kwargs)
+        return cast("ActorHandle", handle)
+
+    def submit_actor_call(
+        self,
+        handle: ActorHandle,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        opts: MethodOptions,
+    ) -> list[ObjectRef]:
+        # Ray's handles call Ray themselves; only a raylite handle comes here, and such a
+        # handle was made by a local session: its actor is not on the cluster.
+        raise RaySystemError(
+            f"{handle!r} belongs to an earlier raylite session (the local runtime), so its "
+            "actor is gone: create the actor again after raylite.init(address=...)."
         )
 
-    def submit_actor_call(self, handle: Any, method: str, args: Any, kwargs: Any, opts: Any) -> Any:
-        raise NotImplementedError("raylite actors do not run on a Ray cluster yet.")
-
-    def kill_actor(self, handle: Any, no_restart: bool) -> None:
+    def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None:
         with raylite_errors():
-            ray.kill(handle, no_restart=no_restart)
+            ray.kill(cast(Any, handle), no_restart=no_restart)
 
-    def get_actor(self, name: str, namespace: str | None) -> Any:
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
         with raylite_errors():
-            return ray.get_actor(name, namespace=namespace)
+            return cast("ActorHandle", ray.get_actor(name, namespace=namespace))
 
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
@@ -172,6 +204,58 @@ class RayRuntime:
             "This ObjectRef was made by raylite's local runtime, but Ray serves this process: "
             "its value is not on the cluster. Recompute it after raylite.init(address=...)."
         )
+
+
+def ray_actor_options(opts: ActorOptions, class_name: str) -> dict[str, Any]:
+    """The keywords of ``ray.remote``/``.options`` for an actor with ``opts``.
+
+    Unset options (``None``) are left out, so that Ray's defaults apply: an actor that names
+    no ``num_cpus`` needs a CPU to be placed and none while it runs, in both runtimes.
+
+    Raises:
+        ValueError: a raylite-only option with no Ray equivalent (the thread executor).
+    """
+    if opts.executor != "process":
+        raise ValueError(
+            f"The option executor={opts.executor!r} of actor {class_name} runs it on a thread "
+            "of the driver process, which only raylite's local runtime does: on a Ray "
+            "cluster every actor runs in a worker process. Remove the option."
+        )
+    options: dict[str, Any] = {
+        "num_gpus": opts.num_gpus,
+        "resources": dict(opts.resources),
+        "max_restarts": opts.max_restarts,
+        "max_task_retries": opts.max_task_retries,
+        "max_pending_calls": opts.max_pending_calls,
+        "get_if_exists": opts.get_if_exists,
+        "concurrency_groups": dict(opts.concurrency_groups),
+    }
+    optional = {
+        "num_cpus": opts.num_cpus,
+        "max_concurrency": opts.max_concurrency,
+        "name": opts.name,
+        "namespace": opts.namespace,
+        "lifetime": opts.lifetime,
+    }
+    options.update((key, value) for key, value in optional.items() if value is not None)
+    return options
+
+
+def _give_ray_the_method_options(cls: ActorClass) -> None:
+    """Sets ``@raylite.method`` options on the methods as ``@ray.method`` would.
+
+    Ray reads them from the functions when it makes its actor class; ``@raylite.method``
+    marked these functions already, and the local runtime ignores Ray's marks.
+    """
+    for name, opts in cls._meta.methods.items():
+        given: dict[str, Any] = {}
+        if opts.num_returns != 1:
+            given["num_returns"] = opts.num_returns
+        if opts.concurrency_group is not None:
+            given["concurrency_group"] = opts.concurrency_group
+        fn = inspect.getattr_static(cls._cls, name, None)
+        if given and inspect.isfunction(fn):
+            ray.method(**given)(fn)
 
 
 def ray_task_options(opts: TaskOptions, function_name: str) -> dict[str, Any]:
