@@ -76,10 +76,11 @@ def ray_auth_env(root: Path) -> dict[str, str]:
 
 
 # Runs in a session of its own: starts the Ray head (the command in argv), reports how that
-# went, then waits for stdin to close (the test process closed it, or died) and kills every
-# process of its session: the head's GCS, raylet, agents and workers.
+# went, then waits for stdin to close (the test process closed it, or died), kills every
+# process of its session (the head's GCS, raylet, agents and workers) and removes the
+# head's folder.
 _HEAD_KEEPER = """
-import ctypes, os, subprocess, sys
+import ctypes, os, shutil, subprocess, sys
 import psutil
 
 ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: reap the head's daemons
@@ -100,6 +101,9 @@ for p in procs:
     except psutil.NoSuchProcess:
         pass
 psutil.wait_procs(procs, timeout=10)
+for arg in sys.argv:
+    if arg.startswith("--temp-dir="):
+        shutil.rmtree(arg.split("=", 1)[1], ignore_errors=True)
 """
 
 
