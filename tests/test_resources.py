@@ -137,3 +137,28 @@ def test_resources_are_released_after_crashes_and_cancels(rl):
     wait_until(lambda: raylite.available_resources().get("CPU", 0) < 2, 10, "it to start")
     raylite.cancel(ref, force=True)
     wait_until(lambda: raylite.available_resources().get("CPU") == 2, 10, "the CPU back")
+
+
+@pytest.mark.local_only("the pending-resources warning is raylite's own")
+def test_a_task_waiting_for_resources_gets_one_warning_naming_the_holders(monkeypatch):
+    monkeypatch.setenv("RAYLITE_PENDING_WARNING_S", "0.2")
+    raylite.init(num_cpus=2)
+    try:
+
+        @raylite.remote(num_cpus=1)
+        class Holder:
+            def ping(self):
+                return "pong"
+
+        holders = [Holder.remote() for _ in range(2)]
+        assert raylite.get([h.ping.remote() for h in holders]) == ["pong", "pong"]
+        with pytest.warns(raylite.exceptions.PendingTaskWarning) as caught:
+            stuck = gpu_env.remote()  # needs 1 CPU; both are held by the actors
+            wait_until(lambda: len(caught) > 0, 10, "the warning")
+        text = str(caught[0].message)
+        assert "task gpu_env()" in text and "num_cpus=1" in text
+        assert "2 x actor Holder (num_cpus=1)" in text
+        raylite.kill(holders[0])
+        assert raylite.get(stuck, timeout=10)[1] == []  # it runs once a CPU is free
+    finally:
+        raylite.shutdown()

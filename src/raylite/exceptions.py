@@ -31,6 +31,7 @@ __all__ = [
     "TaskUnschedulableError",
     "ActorUnschedulableError",
     "PendingCallsLimitExceeded",
+    "PendingTaskWarning",
 ]
 
 
@@ -230,6 +231,12 @@ class TaskUnschedulableError(RayError):
 
 class ActorUnschedulableError(RayError):
     """The actor asks for resources this runtime can never provide."""
+
+    __module__ = "raylite.exceptions"
+
+
+class PendingTaskWarning(UserWarning):
+    """raylite's own: tasks have waited long for resources (says who holds them)."""
 
     __module__ = "raylite.exceptions"
 

@@ -242,6 +242,11 @@ class ActorManager:
         wid = min(self.hosts, key=lambda h: len(self.hosts[h]))
         return self.rt._workers[wid]
 
+    def creating(self, task_id: int) -> str | None:
+        """The class name of the dedicated actor whose lease ``task_id`` is, if any."""
+        actor = self.actors.get(self.creations.get(task_id, 0))
+        return actor.class_name if actor is not None else None
+
     def dispatch_creation(self, task_id: int, wid: int) -> None:
         """The scheduler placed a dedicated actor's lease on worker ``wid``."""
         actor = self.actors.get(self.creations.get(task_id, 0))

@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 import traceback
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from ..exceptions import (
     GetTimeoutError,
     ObjectLostError,
     ObjectStoreFullError,
+    PendingTaskWarning,
     RaySystemError,
     TaskCancelledError,
     TaskUnschedulableError,
@@ -149,6 +151,9 @@ class LocalRuntime(WorkerMessages):
         self._threads = ThreadRunner(self, max_threads=64)
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         self._visible_gpus = [d.strip() for d in visible.split(",")] if visible else []
+        self._warned_shapes: set[Request] = set()
+        self._watching_pending = False
+        self._pending_warning_s = float(os.environ.get("RAYLITE_PENDING_WARNING_S", "5"))
         self._closed = False
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
 
@@ -595,15 +600,21 @@ class LocalRuntime(WorkerMessages):
 
     def _submit(self, task: Task) -> None:
         self._tasks[task.task_id] = task
+        if not task.submitted:
+            task.submitted = time.monotonic()
         missing = []
         if task.dep_ids:
             objects = self._objs
             missing = list(dict.fromkeys(o for o in task.dep_ids if objects[o].payload is None))
-        self._apply(
-            self.sched.submit(
-                task.task_id, task.request, task.fn_id, missing, threaded=task.call is not None
-            )
+        actions = self.sched.submit(
+            task.task_id, task.request, task.fn_id, missing, threaded=task.call is not None
         )
+        self._apply(actions)
+        if not actions.dispatch and not self._watching_pending:
+            # It waits: have the I/O thread look at waiting tasks each second.
+            self._watching_pending = True
+            if threading.current_thread() is not self._io:
+                os.write(self._wake_w, b"x")
 
     def _gpu_ids(self, wid: int) -> list[str] | None:
         """The GPU ids worker ``wid``'s lease holds, as CUDA names them (through the
@@ -915,7 +926,49 @@ class LocalRuntime(WorkerMessages):
                 write = selectors.EVENT_WRITE if w in self._dirty else 0
                 self._sel.modify(w.chan.sock, selectors.EVENT_READ | write, w)
         self._want_write = {w for w in self._dirty if not w.gone}
-        return self._run_deadlines()
+        timeout = self._run_deadlines()
+        self._watching_pending = self.sched.pending_count() > 0
+        if self._watching_pending:  # look again within a second: see _warn_pending
+            self._warn_pending()
+            timeout = 1.0 if timeout is None else min(timeout, 1.0)
+        return timeout
+
+    def _warn_pending(self) -> None:
+        """Warns once per resource shape about tasks that have waited longer than
+        ``RAYLITE_PENDING_WARNING_S`` (5 s) for resources, naming who holds them."""
+        now = time.monotonic()
+        waiting = self.sched.waiting_for_resources()
+        self._warned_shapes &= set(waiting)  # a shape that drained may warn again later
+        for request, task_ids in waiting.items():
+            first = self._tasks.get(task_ids[0])
+            started = first.submitted if first is not None else now
+            if request in self._warned_shapes or now - started < self._pending_warning_s:
+                continue
+            self._warned_shapes.add(request)
+            warnings.warn(self._pending_message(request, task_ids, now - started),
+                          PendingTaskWarning, stacklevel=1)  # fmt: skip
+
+    def _pending_message(self, request: Request, task_ids: list[int], waited: float) -> str:
+        holders: dict[str, int] = {}
+        for held, task_id in self.sched.holders():
+            name = self._describe(task_id)
+            key = f"{name} ({held.describe()})"
+            holders[key] = holders.get(key, 0) + 1
+        held_by = ", ".join(f"{n} x {k}" for k, n in holders.items()) or "nothing running"
+        free = self.sched.available() or {"CPU": 0.0}
+        return (
+            f"{len(task_ids)} task(s) such as {self._describe(task_ids[0])} have waited "
+            f"{waited:.0f} s for resources: each needs {request.describe()}, and free now "
+            f"is {free}. Held by: {held_by}. They start when those finish; kill or free "
+            "what you no longer need, or give raylite.init() more resources."
+        )
+
+    def _describe(self, task_id: int) -> str:
+        task = self._tasks.get(task_id)
+        if task is not None:
+            return f"task {task.name}()"
+        actor = self._actors.creating(task_id)
+        return f"actor {actor}" if actor else f"task {task_id:x}"
 
     def _fail_everything(self, why: str) -> None:
         for task in list(self._tasks.values()):

@@ -191,6 +191,14 @@ class Scheduler:
         lease = self._leases.get(worker)
         return len(lease.queue) if lease else 0
 
+    def waiting_for_resources(self) -> dict[Request, list[int]]:
+        """Ready tasks that no lease could take yet, by shape, oldest first."""
+        return {request: list(queue) for request, queue in self._ready.items() if queue}
+
+    def holders(self) -> list[tuple[Request, int]]:
+        """What holds resources: each lease's request and the task it runs (first)."""
+        return [(lease.request, lease.queue[0]) for lease in self._leases.values() if lease.queue]
+
     def pending_count(self) -> int:
         return len(self._waiting) + self._n_ready
 

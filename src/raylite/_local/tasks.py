@@ -43,4 +43,5 @@ class Task:
     worker: int | None = None
     cancelled: bool = False
     children: list[int] | None = None  # nested tasks it submitted, for recursive cancel
+    submitted: float = 0.0  # time.monotonic() when first submitted
     call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None  # a thread task's
