@@ -23,6 +23,7 @@ runs with the runtime's lock held and uses its object table, workers and schedul
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ from ..exceptions import (
 )
 from . import serialization as ser
 from .objects import Waiter
-from .protocol import ActorCall, CreateActor, FunctionDef, KillActor, TaskDone
+from .protocol import ActorCall, CreateActor, KillActor, TaskDone
 from .scheduler import Request
 
 if TYPE_CHECKING:
@@ -261,16 +262,8 @@ class ActorManager:
         actor.state = _ALIVE  # calls may follow CreateActor at once: the host queues them
         if not actor.opts.dedicated:
             self.hosts[w.wid].add(actor.actor_id)
-        if actor.fn_id not in w.known_fns:
-            w.known_fns.add(actor.fn_id)
-            w.chan.queue(FunctionDef(actor.fn_id, rt._functions[actor.fn_id]))
-        fds: list[int] = []
-        values = [rt._objs.wire(w.wid, w.mapped, o, fds) for o in actor.dep_ids]
-        args = (
-            actor.args
-            if isinstance(actor.args, bytes)
-            else rt._objs.wire(w.wid, w.mapped, actor.args, fds)
-        )
+        rt._ship_function(w, actor.fn_id)
+        args, values, fds = rt._objs.wire_call(w.wid, w.mapped, actor.args, actor.dep_ids)
         config = actor.config
         gpu_ids = rt._gpu_ids(w.wid) if actor.opts.dedicated else None
         if gpu_ids is not None:
@@ -354,25 +347,8 @@ class ActorManager:
         if w is None:
             return
         idle = not actor.inflight
-        while actor.queue:
-            call = actor.queue[0]
-            pending = [objs[o] for o in dict.fromkeys(call.dep_ids) if objs[o].payload is None]
-            if pending:
-                actor.waiting = True
-                objs.add_waiter(pending, Waiter(len(pending), lambda: self._resume(actor)))
-                break
-            actor.queue.popleft()
-            failed = next((objs[o] for o in call.dep_ids if objs[o].is_error), None)
-            if failed is not None:
-                self._fail_call(call, failed.payload)  # type: ignore[arg-type]
-                continue
-            fds: list[int] = []
-            values = [objs.wire(w.wid, w.mapped, o, fds) for o in call.dep_ids]
-            args = (
-                call.args
-                if isinstance(call.args, bytes)
-                else objs.wire(w.wid, w.mapped, call.args, fds)
-            )
+        for call in self._ready_calls(actor):
+            args, values, fds = objs.wire_call(w.wid, w.mapped, call.args, call.dep_ids)
             w.chan.queue(
                 ActorCall(
                     call.task_id, actor.actor_id, call.method, args, call.positions, values,
@@ -380,13 +356,19 @@ class ActorManager:
                 ),
                 fds,
             )  # fmt: skip
-            actor.inflight[call.task_id] = call
         if idle and actor.inflight:
             rt._flush_now(w)  # latency: a call to an idle actor goes out now
         rt._dirty.add(w)
 
     def _pump_local(self, actor: _Actor) -> None:
         """``_pump`` for a thread actor: calls go to its lanes, arguments unpickled."""
+        for call in self._ready_calls(actor):
+            actor.local.call(call)
+
+    def _ready_calls(self, actor: _Actor) -> Iterator[_Call]:
+        """Takes queued calls in order while the head's arguments are ready (failing a
+        call whose arguments failed), marking each in flight; stops at the first that
+        waits, with a waiter that resumes the pump."""
         objs = self.rt._objs
         while actor.queue:
             call = actor.queue[0]
@@ -401,7 +383,7 @@ class ActorManager:
                 self._fail_call(call, failed.payload)  # type: ignore[arg-type]
                 continue
             actor.inflight[call.task_id] = call
-            actor.local.call(call)
+            yield call
 
     def done_local(self, call: _Call, outcome: Any) -> None:
         """A thread actor's call finished (lock held)."""

@@ -224,6 +224,16 @@ class ObjectTable:
             fds.append(shm.segment.fd)
         return (entry.payload, oid, shm.layout.size, shm.layout.spans, follows)
 
+    def wire_call(
+        self, wid: int, mapped: set[int], args: bytes | int, dep_ids: list[int]
+    ) -> tuple[Value, list[Value], list[int]]:
+        """A call's arguments (the pickle, or a hidden object's id) and its resolved refs
+        as wire values for worker ``wid``, and the fds that must ride along."""
+        fds: list[int] = []
+        values = [self.wire(wid, mapped, oid, fds) for oid in dep_ids]
+        args_value = args if isinstance(args, bytes) else self.wire(wid, mapped, args, fds)
+        return args_value, values, fds
+
     def take(
         self,
         in_fds: deque[int],

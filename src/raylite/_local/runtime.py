@@ -626,6 +626,12 @@ class LocalRuntime(WorkerMessages):
             for i in self.sched.gpu_ids(wid)
         ]
 
+    def _ship_function(self, w: _Worker, fn_id: int) -> None:
+        """Queues the body of ``fn_id`` for ``w`` unless it has it already."""
+        if fn_id not in w.known_fns:
+            w.known_fns.add(fn_id)
+            w.chan.queue(FunctionDef(fn_id, self._functions[fn_id]))
+
     def _forget(self, wid: int, oid: int) -> None:
         w = self._workers.get(wid)
         if w is not None:
@@ -659,18 +665,10 @@ class LocalRuntime(WorkerMessages):
             self._threads.submit(task)
             return None
         w = self._workers[wid]
-        fds: list[int] = []
-        values = [self._objs.wire(w.wid, w.mapped, oid, fds) for oid in task.dep_ids]
-        args = (
-            task.args
-            if isinstance(task.args, bytes)
-            else self._objs.wire(w.wid, w.mapped, task.args, fds)
-        )
+        args, values, fds = self._objs.wire_call(w.wid, w.mapped, task.args, task.dep_ids)
         task.worker = wid
         chan = w.chan
-        if task.fn_id not in w.known_fns:
-            w.known_fns.add(task.fn_id)
-            chan.queue(FunctionDef(task.fn_id, self._functions[task.fn_id]))
+        self._ship_function(w, task.fn_id)
         chan.queue(
             TaskRequest(
                 task_id, task.fn_id, task.name, args, task.dep_positions, values,
