@@ -153,6 +153,7 @@ class LocalRuntime(WorkerMessages):
         self._visible_gpus = [d.strip() for d in visible.split(",")] if visible else []
         self._warned_shapes: set[Request] = set()
         self._watching_pending = False
+        self._pending_checked = 0.0
         self._pending_warning_s = float(os.environ.get("RAYLITE_PENDING_WARNING_S", "5"))
         self._closed = False
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
@@ -927,7 +928,10 @@ class LocalRuntime(WorkerMessages):
         timeout = self._run_deadlines()
         self._watching_pending = self.sched.pending_count() > 0
         if self._watching_pending:  # look again within a second: see _warn_pending
-            self._warn_pending()
+            now = time.monotonic()
+            if now - self._pending_checked >= 1.0:  # not on every step of a busy burst
+                self._pending_checked = now
+                self._warn_pending()
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         return timeout
 
@@ -937,16 +941,16 @@ class LocalRuntime(WorkerMessages):
         now = time.monotonic()
         waiting = self.sched.waiting_for_resources()
         self._warned_shapes &= set(waiting)  # a shape that drained may warn again later
-        for request, task_ids in waiting.items():
-            first = self._tasks.get(task_ids[0])
+        for request, (oldest, count) in waiting.items():
+            first = self._tasks.get(oldest)
             started = first.submitted if first is not None else now
             if request in self._warned_shapes or now - started < self._pending_warning_s:
                 continue
             self._warned_shapes.add(request)
-            warnings.warn(self._pending_message(request, task_ids, now - started),
-                          PendingTaskWarning, stacklevel=1)  # fmt: skip
+            message = self._pending_message(request, oldest, count, now - started)
+            warnings.warn(message, PendingTaskWarning, stacklevel=1)
 
-    def _pending_message(self, request: Request, task_ids: list[int], waited: float) -> str:
+    def _pending_message(self, request: Request, oldest: int, count: int, waited: float) -> str:
         holders: dict[str, int] = {}
         for held, task_id in self.sched.holders():
             name = self._describe(task_id)
@@ -955,7 +959,7 @@ class LocalRuntime(WorkerMessages):
         held_by = ", ".join(f"{n} x {k}" for k, n in holders.items()) or "nothing running"
         free = self.sched.available() or {"CPU": 0.0}
         return (
-            f"{len(task_ids)} task(s) such as {self._describe(task_ids[0])} have waited "
+            f"{count} task(s) such as {self._describe(oldest)} have waited "
             f"{waited:.0f} s for resources: each needs {request.describe()}, and free now "
             f"is {free}. Held by: {held_by}. They start when those finish; kill or free "
             "what you no longer need, or give raylite.init() more resources."

@@ -191,9 +191,9 @@ class Scheduler:
         lease = self._leases.get(worker)
         return len(lease.queue) if lease else 0
 
-    def waiting_for_resources(self) -> dict[Request, list[int]]:
-        """Ready tasks that no lease could take yet, by shape, oldest first."""
-        return {request: list(queue) for request, queue in self._ready.items() if queue}
+    def waiting_for_resources(self) -> dict[Request, tuple[int, int]]:
+        """Ready tasks no lease could take yet: per shape, the oldest's id and how many."""
+        return {request: (queue[0], len(queue)) for request, queue in self._ready.items() if queue}
 
     def holders(self) -> list[tuple[Request, int]]:
         """What holds resources: each lease's request and the task it runs (first)."""
