@@ -339,3 +339,13 @@ def test_local_mode_actors():
         assert raylite.get(c.pid.remote()) == os.getpid()
     finally:
         raylite.shutdown()
+
+
+def test_ray_only_actor_options_are_kept_for_ray_and_refused_here_at_remote(rl):
+    @raylite.remote(placement_group="pg", memory=1000)  # accepted: a Ray cluster honours them
+    class OnCluster:
+        def f(self):
+            return 1
+
+    with pytest.raises(ValueError, match="placement_group='pg' is not supported by raylite"):
+        OnCluster.remote()

@@ -172,7 +172,7 @@ def check_not_local(kind: str, key: str, value: Any) -> None:
         )
 
 
-def check_local(opts: TaskOptions) -> None:
+def check_local(opts: TaskOptions | ActorOptions) -> None:
     """Rejects the Ray-only options in ``opts`` that the local runtime cannot honour.
 
     The local runtimes call this when they first meet an options object (at ``.remote()``);
@@ -181,8 +181,9 @@ def check_local(opts: TaskOptions) -> None:
     Raises:
         ValueError: names the option, why it needs a cluster, and what to do.
     """
+    kind = "actor" if isinstance(opts, ActorOptions) else "remote function"
     for key, value in opts.cluster_options.items():
-        check_not_local("remote function", key, value)
+        check_not_local(kind, key, value)
 
 
 def task_options(base: TaskOptions | None = None, **kwargs: Any) -> TaskOptions:
@@ -276,6 +277,8 @@ class ActorOptions:
     lifetime: str | None = None
     concurrency_groups: Mapping[str, int] = field(default_factory=dict)
     executor: str = "process"
+    # Ray options only a cluster honours, as given (see TaskOptions.cluster_options).
+    cluster_options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def dedicated(self) -> bool:
@@ -309,11 +312,14 @@ def actor_options(base: ActorOptions | None = None, **kwargs: Any) -> ActorOptio
     """
     valid = sorted(_ACTOR_CHECKS)
     changes: dict[str, Any] = {}
+    cluster: dict[str, Any] | None = None
     for key, value in kwargs.items():
         check = _ACTOR_CHECKS.get(key)
         if check is None:
-            if key in NOT_LOCAL_KEYS:
-                check_not_local("actor", key, value)
+            if key in NOT_LOCAL_KEYS:  # kept for Ray; the local runtime rejects it at .remote()
+                if cluster is None:
+                    cluster = dict(base.cluster_options) if base else {}
+                cluster[key] = value
                 continue
             if key in _ACTOR_NOOPS:
                 continue
@@ -321,6 +327,8 @@ def actor_options(base: ActorOptions | None = None, **kwargs: Any) -> ActorOptio
                 f"Invalid option keyword {key!r} for actors. Valid ones are {', '.join(valid)}."
             )
         changes[key] = check(value)
+    if cluster is not None:
+        changes["cluster_options"] = {k: v for k, v in cluster.items() if v is not None}
     return replace(base or ActorOptions(), **changes)
 
 

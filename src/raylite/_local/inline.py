@@ -96,6 +96,7 @@ class InlineRuntime:
     def create_actor(
         self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
     ) -> ActorHandle:
+        check_local(opts)
         key = (opts.namespace or self.config.namespace, opts.name) if opts.name else None
         if key is not None and key in self._names:
             if opts.get_if_exists:

@@ -294,6 +294,7 @@ class LocalRuntime(WorkerMessages):
     def create_actor(
         self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
     ) -> ActorHandle:
+        check_local(opts)
         local = None
         if opts.executor == "thread":  # runs in the driver: arguments stay as they are
             args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)

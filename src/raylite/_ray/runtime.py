@@ -238,6 +238,7 @@ def ray_actor_options(opts: ActorOptions, class_name: str) -> dict[str, Any]:
         "lifetime": opts.lifetime,
     }
     options.update((key, value) for key, value in optional.items() if value is not None)
+    options.update(opts.cluster_options)  # Ray options only a cluster honours
     return options
 
 
