@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -119,3 +121,32 @@ def test_thread_actor(rl):
     raylite.kill(s)
     with pytest.raises(raylite.exceptions.ActorDiedError):
         raylite.get(s.call.remote(1), timeout=10)
+
+
+def test_thread_tasks_waiting_on_each_other_do_not_deadlock(rl):
+    @raylite.remote(executor="thread")
+    def leaf(x):
+        return x + 1
+
+    @raylite.remote(executor="thread")
+    def parent(x):
+        return raylite.get(leaf.remote(x)) * 2
+
+    assert raylite.get([parent.remote(i) for i in range(8)], timeout=30) == [
+        2 * (i + 1) for i in range(8)
+    ]
+
+
+def test_a_stuck_thread_task_does_not_keep_the_program_alive(tmp_path):
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import threading, raylite\n"
+        "raylite.init(num_cpus=1)\n"
+        "@raylite.remote(executor='thread')\n"
+        "def forever():\n"
+        "    threading.Event().wait()\n"
+        "ref = forever.remote()\n"
+        "print('exiting', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "exiting" in done.stdout

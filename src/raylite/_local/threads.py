@@ -20,9 +20,9 @@ interrupted: ``cancel`` fails its result at once and drops the late one.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import os
+import queue
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -62,15 +62,37 @@ class ThreadRunner:
     def __init__(self, rt: LocalRuntime, max_threads: int) -> None:
         self.rt = rt
         self.max_threads = max_threads
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # A pool of daemon threads, started as needed: unlike ThreadPoolExecutor's, a
+        # thread task stuck forever cannot keep the interpreter from exiting.
+        self._queue: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+        self._threads = 0
+        self._idle = 0  # threads waiting for a task
+        self._queued = 0  # tasks no thread has taken yet
+        self._count_lock = threading.Lock()
 
     def submit(self, task: Task) -> None:
         """Runs a dispatched thread task (lock held: only queues it)."""
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                self.max_threads, thread_name_prefix="raylite-thread"
-            )
-        self._pool.submit(self._run_task, task)
+        with self._count_lock:
+            self._queued += 1
+            start = self._queued > self._idle and self._threads < self.max_threads
+            if start:
+                self._threads += 1
+        self._queue.put(task)
+        if start:
+            threading.Thread(target=self._serve, name="raylite-thread", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            with self._count_lock:
+                self._idle += 1
+            task = self._queue.get()
+            with self._count_lock:
+                self._idle -= 1
+                if task is not None:
+                    self._queued -= 1
+            if task is None:  # shutdown
+                return
+            self._run_task(task)
 
     def _run_task(self, task: Task) -> None:
         assert task.call is not None
@@ -137,8 +159,10 @@ class ThreadRunner:
         return LocalActor(self, actor, cls, args, kwargs)
 
     def shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._count_lock:
+            threads = self._threads
+        for _ in range(threads):  # each thread ends after the task it runs, if any
+            self._queue.put(None)
 
 
 async def _awaited(awaitable: Any) -> Any:
