@@ -104,7 +104,12 @@ def test_address_auto_finds_the_cluster(ray_disconnected: RayHead, monkeypatch):
 def test_ray_client_address(ray_disconnected: RayHead):
     if ray_disconnected.client_address is None:
         pytest.skip("Ray Client needs ray[client]: pip install 'ray[client]'")
-    raylite.init(address=ray_disconnected.client_address)
+    try:
+        raylite.init(address=ray_disconnected.client_address)
+    except ConnectionAbortedError:
+        # Ray's client proxy sometimes fails to start its per-client server on a loaded
+        # machine ("Starting Ray client server failed"); that is Ray's, so try once more.
+        raylite.init(address=ray_disconnected.client_address)
     try:
         ref = double.remote(4)
         assert isinstance(ref, raylite.ObjectRef)
