@@ -44,6 +44,25 @@ def live_children(pid: int | None = None) -> list[psutil.Process]:
     return out
 
 
+def kill_driver_and_wait_for_workers(script: str) -> list[int]:
+    """Runs ``script`` as a driver that prints its workers' pids on one line, SIGKILLs it,
+    and waits (10 s at most) until those workers are gone; returns their pids."""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids, "the driver printed no worker pids"
+        assert all(pid_alive(p) for p in pids)
+        proc.kill()
+        proc.wait(timeout=10)
+        wait_until(lambda: not any(pid_alive(p) for p in pids), 10, "orphaned workers to die")
+        return pids
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def pid_alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

@@ -8,14 +8,12 @@ import ctypes
 import os
 import re
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
 
 import pytest
-from _helpers import live_children, pid_alive, wait_until
+from _helpers import kill_driver_and_wait_for_workers, live_children, wait_until
 
 import raylite
 from raylite.exceptions import (
@@ -266,16 +264,4 @@ def test_workers_die_with_a_sigkilled_driver(tmp_path):
         time.sleep(60)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        worker_pids = [int(p) for p in line.split()]
-        assert worker_pids, "the driver printed no worker pids"
-        assert all(pid_alive(p) for p in worker_pids)
-        proc.kill()
-        proc.wait(timeout=10)
-        wait_until(lambda: not any(pid_alive(p) for p in worker_pids), 10, "orphaned workers")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_driver_and_wait_for_workers(script)

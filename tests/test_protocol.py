@@ -277,10 +277,11 @@ def test_queue_then_flush_sends_one_frame(pair):
     assert_same(receiver.receive(), SAMPLES[:2])
 
 
-def test_send_is_queue_and_blocking_flush(pair):
+def test_queue_and_blocking_flush(pair):
     a, b = pair
     sender, receiver = Channel(a), Channel(b)
-    sender.send(CancelTask(task_id=1))
+    sender.queue(CancelTask(task_id=1))
+    sender.flush()
     assert not sender.has_output
     assert_same(receiver.receive(), [CancelTask(task_id=1)])
 

@@ -582,13 +582,3 @@ def test_oversubscribed_shape_does_not_cancel_other_demand():
     submit(s, 3)  # 1 CPU: cannot fit
     asked = submit(s, 4, req(0))  # 0 CPUs: fits, only a worker is missing
     assert asked.start_workers == 1
-
-
-def test_retire_worker_only_takes_idle_ones():
-    s = sched(cpus=2, workers=2)
-    [(_, busy)] = pairs(submit(s, 1))
-    [idle] = {W1, W2} - {busy}
-    assert s.retire_worker(busy) is False
-    assert s.retire_worker(idle) is True
-    assert s.retire_worker(idle) is False
-    assert submit(s, 2).start_workers == 1

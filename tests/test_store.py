@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import psutil
 import pytest
-from _helpers import pid_alive, wait_until
+from _helpers import kill_driver_and_wait_for_workers
 
 import raylite
 from raylite.exceptions import ObjectStoreFullError
@@ -225,15 +223,5 @@ def test_nothing_is_left_in_dev_shm_after_a_sigkilled_driver():
         time.sleep(60)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        pids = [int(p) for p in proc.stdout.readline().split()]  # type: ignore[union-attr]
-        assert pids
-        proc.kill()
-        proc.wait(timeout=10)
-        wait_until(lambda: not any(pid_alive(p) for p in pids), 10, "workers to die")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_driver_and_wait_for_workers(script)
     assert shm_files() == before

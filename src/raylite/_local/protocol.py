@@ -391,11 +391,6 @@ class Channel:
                 chunks.popleft()
         return True
 
-    def send(self, msg: Message) -> None:
-        """Queues ``msg`` and flushes (blocking)."""
-        self._out.append(msg)
-        self.flush()
-
     def read(self, flags: int = 0) -> bytes:
         """One ``recvmsg``: the bytes (``b""`` at end of stream); fds go to ``in_fds``."""
         # Not socket.recv_fds: Python 3.11's ignores its flags (MSG_DONTWAIT would block).

@@ -345,14 +345,6 @@ class Scheduler:
             self._tasks.pop(tid, None)
         return self._schedule(), lost
 
-    def retire_worker(self, worker: int) -> bool:
-        """Takes an idle worker out of service (to stop it); False if it is busy."""
-        if worker not in self._idle:
-            return False
-        self._idle.remove(worker)
-        self._workers.discard(worker)
-        return True
-
     def cancel(self, task_id: int) -> bool:
         """Removes a task that has not been dispatched; False if it already was (or is gone)."""
         task = self._tasks.get(task_id)
