@@ -28,19 +28,23 @@ import raylite
 # The Ray head's folder (short: Ray's socket paths live under it) and token.
 _RAY_ROOT = Path(tempfile.mkdtemp(prefix="rl-ray-"))
 _RAY_ENV = ray_auth_env(_RAY_ROOT)
+# raylite's session folders (logs, control sockets) go here, not in /tmp/raylite-<uid>.
+_SESSIONS = Path(tempfile.mkdtemp(prefix="rl-sessions-"))
+_ENV = {**_RAY_ENV, "RAYLITE_TEMP_DIR": str(_SESSIONS)}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "local_only(reason): run on the local runtime only, for the reason given"
     )
-    os.environ.update(_RAY_ENV)  # before any test module imports ray, which reads it then
+    os.environ.update(_ENV)  # before any test module imports ray, which reads it then
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for name in _RAY_ENV:
+    for name in _ENV:
         os.environ.pop(name, None)
     shutil.rmtree(_RAY_ROOT, ignore_errors=True)
+    shutil.rmtree(_SESSIONS, ignore_errors=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -25,6 +25,7 @@ from ._api import kill as kill
 from ._api import put as put
 from ._api import remote as remote
 from ._api import shutdown as shutdown
+from ._api import timeline as timeline
 from ._api import wait as wait
 from ._object_ref import ObjectRef as ObjectRef
 from ._remote_function import RemoteFunction as RemoteFunction
@@ -55,6 +56,8 @@ __all__ = [
     "cluster_resources",
     "get_runtime_context",
     "get_gpu_ids",
+    # observability
+    "timeline",
     # submodules
     "exceptions",
     "util",

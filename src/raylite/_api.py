@@ -8,6 +8,7 @@ Ray's (https://docs.ray.io/en/latest/ray-core/api/core.html).
 from __future__ import annotations
 
 import atexit
+import json
 import math
 import os
 import uuid
@@ -138,6 +139,7 @@ def init(
         max_workers=max(64, 4 * int(math.ceil(cpus))),
         session=session,
         namespace=kwargs.get("namespace") or "default",
+        temp_dir=kwargs.get("_temp_dir"),
     )
     if local_mode:
         _runtime.set_current(InlineRuntime(config))
@@ -187,6 +189,28 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+
+
+def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """Every finished task and actor call (name, process, thread or actor, start, duration)
+    as Chrome trace events: open the file in https://ui.perfetto.dev or chrome://tracing.
+
+    Args:
+        filename: write the events there as JSON (and return None).
+
+    Returns:
+        The events, if no ``filename`` was given.
+
+    Example::
+
+        raylite.timeline("trace.json")   # then load trace.json in Perfetto
+    """
+    events = _runtime.current().timeline()
+    if filename is None:
+        return events
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None
 
 
 def is_initialized() -> bool:

@@ -70,6 +70,16 @@ class Runtime(Protocol):
 
     def context(self) -> dict[str, Any]: ...
 
+    # observability: raylite.timeline() and raylite.util.state
+    def timeline(self) -> list[dict[str, Any]]: ...
+
+    def list_state(
+        self, kind: str, filters: list[tuple[str, str, Any]] | None, limit: int | None,
+        detail: bool,
+    ) -> list[dict[str, Any]]: ...  # fmt: skip
+
+    def summarize_tasks(self) -> dict[str, Any]: ...
+
     def shutdown(self) -> None: ...
 
     # ObjectRef's needs (see _object_ref._RefOwner)

@@ -1,4 +1,5 @@
-"""The ``raylite`` command line: ``raylite demo`` (and, later, ``bench``, ``status``, ...).
+"""The ``raylite`` command line: ``raylite demo``, and ``status``, ``list``, ``summary``,
+``timeline``, ``logs`` to look into a running driver (``_cli_state.py``).
 
 Each subcommand is one function in :data:`_COMMANDS` that adds its parser to the
 subparsers and sets ``handler``, a function ``(args) -> exit code``. To add a subcommand,
@@ -15,6 +16,8 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+
+from ._cli_state import add_commands
 
 _AddCommand = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -84,7 +87,7 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=_run_demo)
 
 
-_COMMANDS: list[_AddCommand] = [_add_demo]
+_COMMANDS: list[_AddCommand] = [_add_demo, add_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,4 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    return handler(args)
+    try:
+        return handler(args)
+    except BrokenPipeError:  # `raylite list tasks | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0

@@ -24,6 +24,7 @@ import asyncio
 import inspect
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -172,6 +173,7 @@ class HostedActor:
             return
         self.rt.set_context(label=self.class_name, actor_id=self.actor_id, current=msg)
         name = f"{self.class_name}.{msg.method}"
+        start = time.time()
         try:
             method = getattr(self.instance, msg.method)
             args, kwargs = self.rt.load_args(msg.args, msg.dep_positions, msg.dep_values)
@@ -181,7 +183,8 @@ class HostedActor:
         finally:
             self.rt.set_context(label=self.class_name, actor_id=self.actor_id, current=None)
         if not self.dead:
-            self.rt.send_from_thread(done[0], done[1], flush=False)
+            timed = done[0]._replace(start=start, duration=time.time() - start)
+            self.rt.send_from_thread(timed, done[1], flush=False)
 
     def _spawn_async(self, msg: ActorCall) -> None:
         assert self._loop is not None
@@ -193,6 +196,7 @@ class HostedActor:
         async with sem:
             if self.dead:
                 return
+            start = time.time()
             try:
                 method = getattr(self.instance, msg.method)
                 args, kwargs = self.rt.load_args(msg.args, msg.dep_positions, msg.dep_values)
@@ -203,6 +207,7 @@ class HostedActor:
             except BaseException as exc:
                 error = ser.dumps_error(name, exc, os.getpid())
                 done = TaskDone(msg.task_id, [], [], error, 0.0), []
+            done = done[0]._replace(start=start, duration=time.time() - start), done[1]
         if not self.dead:
             self.rt.send_from_thread(done[0], done[1], flush=False)
             if not self._flush_scheduled:  # one flush per burst of finished calls

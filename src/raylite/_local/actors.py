@@ -22,6 +22,7 @@ runs with the runtime's lock held and uses its object table, workers and schedul
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from ..exceptions import (
     TaskCancelledError,
 )
 from . import serialization as ser
+from .history import ACTOR_TASK, Done
 from .objects import Waiter
 from .protocol import ActorCall, CreateActor, KillActor, TaskDone
 from .scheduler import Request
@@ -395,6 +397,7 @@ class ActorManager:
         actor = self.actors.get(call.actor_id)
         if actor is not None:
             actor.inflight.pop(call.task_id, None)
+        self._record(call, actor, outcome.start, outcome.end, outcome.error)
         holds = call.dep_ids + call.contained
         if outcome.error is not None:
             self.rt._finish_call(call.return_ids, [outcome.error], True, holds)
@@ -417,6 +420,7 @@ class ActorManager:
         actor = self.actors.get(call.actor_id)
         if actor is not None:
             actor.inflight.pop(call.task_id, None)
+        self._record(call, actor, msg.start, msg.start + msg.duration, msg.error)
         if msg.error is not None:
             self.rt._finish_call(call.return_ids, [msg.error], True, call.dep_ids + call.contained)
         else:
@@ -427,8 +431,28 @@ class ActorManager:
             self._maybe_end(actor)
         return True
 
+    def _record(
+        self, call: _Call, actor: _Actor | None, start: float, end: float, error: bytes | None
+    ) -> None:
+        """Adds a finished call to the runtime's history (its lane: the actor's row)."""
+        history = self.rt._history
+        if history.enabled:
+            pid = self.pid_of(actor) if start and actor is not None else 0
+            history.add(
+                Done(call.task_id, call.name, ACTOR_TASK, pid, call.actor_id, start, end, error,
+                     call.actor_id)
+            )  # fmt: skip
+
+    def pid_of(self, actor: _Actor) -> int:
+        """The process ``actor`` lives in (the driver's for a thread actor), 0 if none yet."""
+        if actor.local is not None:
+            return os.getpid()
+        w = self.rt._workers.get(actor.wid) if actor.wid is not None else None
+        return w.pid if w is not None else 0
+
     def _fail_call(self, call: _Call, error: bytes) -> None:
         self.calls.pop(call.task_id, None)
+        self._record(call, None, 0.0, 0.0, error)
         self.rt._finish_call(call.return_ids, [error], True, call.dep_ids + call.contained)
 
     def cancel(self, task_id: int, force: bool) -> bool:

@@ -127,6 +127,7 @@ class WorkerMessages:
         if self._actors.done(msg, results, shms):  # type: ignore[arg-type]
             return
         if task is not None and task.worker == w.wid:
+            task.start, task.end = msg.start, msg.start + msg.duration
             if msg.error is None:
                 self._finish(task, results, False, msg.contained, shms)  # type: ignore[arg-type]
             elif not task.cancelled and self._should_retry(task, msg.error):

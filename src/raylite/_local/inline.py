@@ -13,6 +13,7 @@ import inspect
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,9 @@ from .._object_ref import ObjectRef
 from .._options import check_local
 from ..exceptions import ActorDiedError, TaskUnschedulableError
 from . import serialization as ser
+from .history import ACTOR_TASK, NORMAL_TASK, Done, History, trace_events
 from .scheduler import Request, Scheduler
+from .state import filter_records, finished_records, summarize
 
 if TYPE_CHECKING:
     from .._actor import ActorClass
@@ -47,6 +50,7 @@ class InlineRuntime:
         self._actors: dict[int, tuple[Any, BaseException | None, ActorMeta]] = {}
         self._names: dict[tuple[str, str], int] = {}
         self._loop = asyncio.new_event_loop()  # async actor methods, state kept across calls
+        self._history = History()  # what ran, for timeline() and list_tasks()
 
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
@@ -73,6 +77,7 @@ class InlineRuntime:
             outcome = [failed] * num_returns
         else:
             self._current.append((task_id, name))
+            start = time.time()
             try:
                 values = [ser.loads(self._objects[d][0]) for d in dep_ids]
                 call_args, call_kwargs = ser.loads_args(s.payload, positions, values, buffers)
@@ -91,7 +96,29 @@ class InlineRuntime:
                 outcome = [(error, True)] * num_returns
             finally:
                 self._current.pop()
+            failed_with = outcome[0][0] if outcome and outcome[0][1] else None
+            kind = ACTOR_TASK if "." in name else NORMAL_TASK
+            self._history.add(
+                Done(task_id, name, kind, os.getpid(), 0, start, time.time(), failed_with)
+            )
         return [self._new(value) for value in outcome]
+
+    def timeline(self) -> list[dict[str, Any]]:
+        return trace_events(list(self._history.done), {os.getpid(): "driver (local_mode)"})
+
+    def list_state(
+        self, kind: str, filters: list[tuple[str, str, Any]] | None, limit: int | None,
+        detail: bool,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        if kind != "tasks":
+            raise ValueError(
+                f"local_mode=True keeps no {kind} state (everything runs inline in the "
+                "driver): list_tasks() and timeline() work; init without local_mode for more."
+            )
+        return filter_records(finished_records(list(self._history.done)), filters, limit)
+
+    def summarize_tasks(self) -> dict[str, Any]:
+        return summarize(finished_records(list(self._history.done)))
 
     def create_actor(
         self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions

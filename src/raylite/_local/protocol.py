@@ -170,13 +170,15 @@ class KillActor(NamedTuple):
 
 @_message
 class TaskDone(NamedTuple):
-    """A task finished: ``results`` per return id, or one pickled error in ``error``."""
+    """A task finished: ``results`` per return id, or one pickled error in ``error``.
+    It ran ``duration`` seconds from ``start`` (epoch seconds; 0 if it never started)."""
 
     task_id: int
     results: list[Value]
     contained: list[list[int]]
     error: bytes | None
     duration: float
+    start: float = 0.0
 
 
 @_message

@@ -44,6 +44,7 @@ import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -63,6 +64,7 @@ from ..exceptions import (
 )
 from . import serialization as ser
 from .actors import ActorManager
+from .history import NORMAL_TASK, Done, History
 from .inbox import WorkerMessages
 from .objects import ObjectTable, Waiter, lost
 from .pool import Zygote, describe_exit
@@ -74,6 +76,8 @@ from .protocol import (
     TaskRequest,
 )
 from .scheduler import Actions, Request, Scheduler
+from .session import ControlServer, SessionDir
+from .state import KINDS, StateView, filter_records, summarize
 from .store import Segment, Shm, layout_of, write_segment
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
@@ -96,6 +100,7 @@ class RuntimeConfig:
     max_workers: int
     session: str
     namespace: str = "default"
+    temp_dir: str | None = None  # the root of session folders (init's _temp_dir)
 
 
 class _Worker:
@@ -129,6 +134,8 @@ class LocalRuntime(WorkerMessages):
         self.sched = Scheduler(
             config.num_cpus, config.gpus, config.resources, max_workers=config.max_workers
         )
+        self._session = SessionDir(Path(config.temp_dir) if config.temp_dir else None)
+        self.session_dir = str(self._session.path)
         # Fork the zygote first: no thread of ours runs yet (see pool.py).
         self._zygote = Zygote(worker_main)
         self._lock = threading.Lock()
@@ -149,6 +156,9 @@ class LocalRuntime(WorkerMessages):
         )
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
         self._threads = ThreadRunner(self, max_threads=64)
+        self._history = History()  # finished tasks, for timeline() and the state API
+        self._state = StateView(self)
+        self._control: ControlServer | None = None  # started last, once the rest runs
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         self._visible_gpus = [d.strip() for d in visible.split(",")] if visible else []
         self._warned_shapes: set[Request] = set()
@@ -174,6 +184,11 @@ class LocalRuntime(WorkerMessages):
             target=_io_main, args=(weakref.ref(self),), name="raylite-io", daemon=True
         )
         self._io.start()
+        try:
+            self._control = ControlServer(self._session.control, self._answer_control)
+        except BaseException:
+            self.shutdown()
+            raise
 
     # ---- locking ------------------------------------------------------------------------
 
@@ -487,6 +502,38 @@ class LocalRuntime(WorkerMessages):
         with self._lock:
             return self.sched.total()
 
+    def list_state(
+        self, kind: str, filters: list[tuple[str, str, Any]] | None, limit: int | None,
+        detail: bool,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        if kind not in KINDS:
+            raise ValueError(f"Unknown kind of state {kind!r}: pick one of {', '.join(KINDS)}.")
+        return filter_records(getattr(self._state, kind)(), filters, limit)
+
+    def summarize_tasks(self) -> dict[str, Any]:
+        return summarize(self._state.tasks())
+
+    def timeline(self) -> list[dict[str, Any]]:
+        return self._state.timeline()
+
+    def status(self) -> dict[str, Any]:
+        """What ``raylite status`` shows (see ``StateView.status``)."""
+        return self._state.status()
+
+    def _answer_control(self, req: dict[str, Any]) -> Any:
+        """A request from the ``raylite`` command, on the control socket's thread."""
+        op = req.get("op")
+        if op == "status":
+            return self.status()
+        if op == "list":
+            filters = [tuple(f) for f in req.get("filters") or []]
+            return self.list_state(req["kind"], filters, req.get("limit"), True)  # type: ignore[arg-type]
+        if op == "summary":
+            return self.summarize_tasks()
+        if op == "timeline":
+            return self.timeline()
+        raise ValueError(f"unknown request {op!r}: status, list, summary or timeline")
+
     def context(self) -> dict[str, Any]:
         return {
             "worker_id": DRIVER,
@@ -555,6 +602,8 @@ class LocalRuntime(WorkerMessages):
             self._fail_everything("raylite was shut down before the task finished.")
         os.write(self._wake_w, b"x")
         self._io.join(timeout=5)
+        if self._control is not None:
+            self._control.close()
         self._threads.shutdown()
         for w in list(self._workers.values()) + self._new_workers:
             w.chan.close()
@@ -689,6 +738,12 @@ class LocalRuntime(WorkerMessages):
                 shms: list[Shm | None] | None = None) -> None:  # fmt: skip
         """Stores a task's outcome and drops what it held."""
         self._tasks.pop(task.task_id, None)
+        if self._history.enabled:
+            self._history.add(Done(
+                task.task_id, task.name, NORMAL_TASK, self._pid_of(task), task.lane, task.start,
+                task.end, payloads[0] if is_error else None, 0,
+                task.opts.max_retries - task.retries_left,
+            ))  # fmt: skip
         self._finish_call(
             task.return_ids, payloads, is_error, task.dep_ids + task.contained, contained, shms
         )
@@ -705,6 +760,15 @@ class LocalRuntime(WorkerMessages):
             self._store(oid, payloads[i] if not is_error else payloads[0], is_error, inner, shm)
         for oid in holds:
             self._objs.decref(oid)
+
+    def _pid_of(self, task: Task) -> int:
+        """The process ``task`` ran in: a worker's, the driver's for thread tasks, 0 if none."""
+        if not task.start or task.worker is None:
+            return 0
+        if task.worker < 0:
+            return os.getpid()
+        w = self._workers.get(task.worker)
+        return w.pid if w is not None else 0
 
     def _fail(self, task: Task, error: BaseException) -> None:
         payload = ser.dumps(error)[0]
@@ -766,7 +830,8 @@ class LocalRuntime(WorkerMessages):
         try:
             os.ftruncate(slot_fd, CANCEL_SLOT.size)
             slot = mmap.mmap(slot_fd, CANCEL_SLOT.size)
-            self._zygote.spawn(wid, theirs.fileno(), slot_fd, {"session": self.config.session})
+            config = {"session": self.config.session, "log_dir": str(self._session.logs)}
+            self._zygote.spawn(wid, theirs.fileno(), slot_fd, config)
         except OSError:
             ours.close()
             raise

@@ -45,3 +45,6 @@ class Task:
     children: list[int] | None = None  # nested tasks it submitted, for recursive cancel
     submitted: float = 0.0  # time.monotonic() when first submitted
     call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None  # a thread task's
+    start: float = 0.0  # when its last attempt ran (epoch seconds), for the history
+    end: float = 0.0
+    lane: int = 0  # the thread it ran on, for thread tasks

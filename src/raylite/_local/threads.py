@@ -24,6 +24,7 @@ import inspect
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -49,6 +50,8 @@ class Outcome(NamedTuple):
     shms: list[Shm | None]
     mappings: list[Any]  # the writer's mapping of each segment, kept by the driver
     error: bytes | None
+    start: float = 0.0  # when it ran (epoch seconds)
+    end: float = 0.0
 
 
 class ThreadRunner:
@@ -99,6 +102,7 @@ class ThreadRunner:
         fn, args, kwargs = task.call
         outcome = self.call(task.name, fn, args, kwargs, task.dep_positions, task.dep_ids,
                             len(task.return_ids))  # fmt: skip
+        task.start, task.end, task.lane = outcome.start, outcome.end, threading.get_native_id()
         rt = self.rt
         rt._lock.acquire()
         try:
@@ -115,6 +119,7 @@ class ThreadRunner:
         """Runs ``fn`` here on the caller's objects, refs resolved; never raises."""
         rt = self.rt
         done: list[tuple[ser.Serialized, Shm | None, Any]] = []
+        start = time.time()
         try:
             call_args, call_kwargs = self.resolve(args, kwargs, positions, dep_ids)
             result = fn(*call_args, **call_kwargs)
@@ -136,10 +141,11 @@ class ThreadRunner:
                 for _, shm, _ in done:
                     if shm is not None:
                         rt._objs.drop(shm)
-            return Outcome([], [], [], [], ser.dumps_error(name, exc, os.getpid()))
+            error = ser.dumps_error(name, exc, os.getpid())
+            return Outcome([], [], [], [], error, start, time.time())
         return Outcome(
             [s.payload for s, _, _ in done], [s.contained for s, _, _ in done],
-            [shm for _, shm, _ in done], [m for _, _, m in done], None,
+            [shm for _, shm, _ in done], [m for _, _, m in done], None, start, time.time(),
         )  # fmt: skip
 
     def resolve(

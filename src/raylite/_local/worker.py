@@ -83,6 +83,10 @@ CANCEL_SIGNAL = signal.SIGUSR1
 CANCEL_SLOT = struct.Struct("<q")  # the task id the driver wants interrupted
 ID_BITS = 44  # ids made in worker w are (w + 1) << ID_BITS | n; the driver's are below 2**44
 _POLL_SECONDS = 0.001
+_DRIVER_ONLY = (
+    "{} can be called from the driver only (the process that called raylite.init()), not "
+    "inside a task or actor: call it there, or use `raylite list tasks` from a shell."
+)
 
 
 def worker_main(wid: int, sock: socket.socket, config: dict[str, Any], slot_fd: int) -> None:
@@ -92,13 +96,26 @@ def worker_main(wid: int, sock: socket.socket, config: dict[str, Any], slot_fd: 
     rt = WorkerRuntime(wid, sock, config, slot)
     signal.signal(CANCEL_SIGNAL, rt.on_cancel_signal)
     _runtime.set_current(rt)
-    sys.stdout = _PrefixedStream(1, rt)
-    sys.stderr = _PrefixedStream(2, rt)
+    sys.stdout = _PrefixedStream(1, rt, _open_log(config, "out"))
+    sys.stderr = _PrefixedStream(2, rt, _open_log(config, "err"))
     try:
         rt.serve()
     finally:
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
+
+
+def _open_log(config: dict[str, Any], which: str) -> int | None:
+    """This worker's log file in the session folder (``worker-<pid>.out|.err``), or None if
+    it cannot be opened (output then goes to the console only)."""
+    log_dir = config.get("log_dir")
+    if not log_dir:
+        return None
+    path = os.path.join(log_dir, f"worker-{os.getpid()}.{which}")
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return None
 
 
 class WorkerRuntime:
@@ -362,6 +379,7 @@ class WorkerRuntime:
 
     def _run(self, req: TaskRequest) -> None:
         self.current = req
+        started = time.time()
         start = time.perf_counter()
         done: TaskDone | None = None
         fds: list[int] = []  # segments of big results, sent with TaskDone
@@ -387,7 +405,7 @@ class WorkerRuntime:
             self.interruptible = False
             self.interrupt_pending = False
             self.current = None
-        self._out(done._replace(duration=time.perf_counter() - start), fds)
+        self._out(done._replace(duration=time.perf_counter() - start, start=started), fds)
 
     # ---- sending ------------------------------------------------------------------------
 
@@ -582,6 +600,18 @@ class WorkerRuntime:
     def cluster_resources(self) -> dict[str, float]:
         raise NotImplementedError("cluster_resources() can be called from the driver only.")
 
+    def timeline(self) -> list[dict[str, Any]]:
+        raise NotImplementedError(_DRIVER_ONLY.format("timeline()"))
+
+    def list_state(
+        self, kind: str, filters: list[tuple[str, str, Any]] | None, limit: int | None,
+        detail: bool,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        raise NotImplementedError(_DRIVER_ONLY.format(f"list_{kind}()"))
+
+    def summarize_tasks(self) -> dict[str, Any]:
+        raise NotImplementedError(_DRIVER_ONLY.format("summarize_tasks()"))
+
     def context(self) -> dict[str, Any]:
         task = self.current
         return {
@@ -669,10 +699,13 @@ def _argument_error(name: str, exc: Exception) -> TypeError:
 
 
 class _PrefixedStream(io.TextIOBase):
-    """stdout/stderr of a worker: whole lines, each prefixed ``(task_name pid=123)``."""
+    """stdout/stderr of a worker: whole lines, each prefixed ``(task_name pid=123)``, to the
+    console and, when there is one, to the worker's log file (``log_fd``, owned here: the
+    process exits with it open)."""
 
-    def __init__(self, fd: int, rt: WorkerRuntime) -> None:
+    def __init__(self, fd: int, rt: WorkerRuntime, log_fd: int | None = None) -> None:
         self._fd = fd
+        self._log_fd = log_fd
         self._rt = rt
         self._partial = ""
         self._pid = os.getpid()
@@ -686,8 +719,10 @@ class _PrefixedStream(io.TextIOBase):
         self._partial = lines.pop()
         if lines:
             prefix = f"({self._rt.label} pid={self._pid}) "
-            out = "".join(prefix + line + "\n" for line in lines)
-            _write_all(self._fd, out.encode(errors="replace"))
+            out = "".join(prefix + line + "\n" for line in lines).encode(errors="replace")
+            _write_all(self._fd, out)
+            if self._log_fd is not None:
+                _write_all(self._log_fd, out)
         return len(s)
 
     def flush(self) -> None:

@@ -35,6 +35,7 @@ thread-safe; this class keeps no lock of its own (a race builds a variant twice,
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import weakref
@@ -186,6 +187,27 @@ class RayRuntime:
             "pid": os.getpid(),
             "gpu_ids": ray.get_gpu_ids(),
         }
+
+    def timeline(self) -> list[dict[str, Any]]:
+        return ray.timeline()  # type: ignore[no-any-return]
+
+    def list_state(
+        self, kind: str, filters: list[tuple[str, str, Any]] | None, limit: int | None,
+        detail: bool,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        from ray.util import state  # needs ray[default]; imported only when asked for
+
+        lister = getattr(state, f"list_{kind}")
+        rows = lister(filters=filters, limit=limit or 10**9, detail=detail)
+        return [
+            dataclasses.asdict(r) if dataclasses.is_dataclass(r) else dict(r)  # type: ignore[arg-type]
+            for r in rows
+        ]
+
+    def summarize_tasks(self) -> dict[str, Any]:
+        from ray.util import state
+
+        return state.summarize_tasks()  # type: ignore[no-any-return]
 
     def shutdown(self) -> None:
         if self._owns_connection:

@@ -1,0 +1,88 @@
+"""What ran where and when: finished tasks and actor calls, kept for the timeline and the
+state API.
+
+::
+
+    worker: t0 = time.time(); run; TaskDone(start=t0, duration)  ──> driver I/O thread
+    driver: _finish / ActorManager.done ── History.add(Done(...)) ──> deque (newest last)
+    readers: timeline(), list_tasks(), summarize_tasks(), the dashboard ── copy under the lock
+
+Recording is one tuple appended to a bounded deque per task, on the I/O thread that already
+handles the result, so it stays on by default (its cost is measured in benchmarks/). The
+deque keeps the newest ``RAYLITE_TASK_HISTORY`` entries (default 100,000, as Ray's GCS keeps
+100,000 task events); ``0`` turns recording off.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any, NamedTuple
+
+__all__ = ["ACTOR_TASK", "NORMAL_TASK", "Done", "History", "trace_events"]
+
+NORMAL_TASK, ACTOR_TASK = "NORMAL_TASK", "ACTOR_TASK"  # Ray's TaskType names
+
+
+class Done(NamedTuple):
+    """A finished task or actor call. ``start``/``end`` are epoch seconds, 0 if it never ran
+    (failed arguments, cancelled while queued, its worker died)."""
+
+    task_id: int
+    name: str
+    kind: str  # NORMAL_TASK or ACTOR_TASK
+    pid: int  # the process it ran in (the driver's for thread tasks), 0 if it never ran
+    lane: int  # the thread or actor it ran on: a row of its own in the timeline
+    start: float
+    end: float
+    error: bytes | None  # the pickled error it failed with, None if it succeeded
+    actor_id: int = 0
+    attempt: int = 0
+
+
+class History:
+    """The newest finished tasks, at most ``maxlen`` (0: record nothing)."""
+
+    def __init__(self, maxlen: int | None = None) -> None:
+        if maxlen is None:
+            maxlen = int(os.environ.get("RAYLITE_TASK_HISTORY", "100000"))
+        self.enabled = maxlen > 0
+        self.done: deque[Done] = deque(maxlen=max(maxlen, 0))
+        self.recorded = 0  # ever, including those the deque has dropped since
+
+    def add(self, done: Done) -> None:
+        if self.enabled:
+            self.done.append(done)
+            self.recorded += 1
+
+
+def trace_events(done: list[Done], names: dict[int, str]) -> list[dict[str, Any]]:
+    """Chrome trace events (``chrome://tracing``, Perfetto) of what ran, one complete event
+    ("ph": "X") each, a process row per worker and a thread row per lane.
+
+    Args:
+        done: finished tasks, as ``History.done`` holds them.
+        names: ``{pid: "worker" | "actor host" | "driver"}``, to label the processes.
+    """
+    events: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for d in done:
+        if not d.start:
+            continue  # it never ran: nothing to draw
+        if d.pid not in seen:
+            seen.add(d.pid)
+            label = f"{names.get(d.pid, 'worker')} pid={d.pid}"
+            events.append({"name": "process_name", "ph": "M", "pid": d.pid, "tid": 0,
+                           "args": {"name": label}})  # fmt: skip
+        events.append({
+            "cat": "task" if d.kind == NORMAL_TASK else "actor_task",
+            "name": d.name,
+            "pid": d.pid,
+            "tid": d.lane,
+            "ts": d.start * 1e6,
+            "dur": max(d.end - d.start, 0.0) * 1e6,
+            "ph": "X",
+            "cname": "bad" if d.error is not None else "good",
+            "args": {"task_id": f"{d.task_id:056x}", "failed": d.error is not None},
+        })  # fmt: skip
+    return events

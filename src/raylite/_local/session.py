@@ -1,0 +1,211 @@
+"""The folder of one ``init`` (worker logs, the control socket), private to this user.
+
+::
+
+    <root>/                            _temp_dir=, else $RAYLITE_TEMP_DIR, else /tmp/raylite-<uid>
+      session_<date>_<time>_<pid>/     mode 0700: only this user can enter it
+        control.sock                   ControlServer: `raylite status/list/...` ask the driver
+        logs/worker-<pid>.out|.err     each worker's stdout/stderr (the worker writes them)
+      session_latest -> session_...    the newest session, where the CLI looks by default
+
+    CLI ──connect──> control.sock ──accept (thread "raylite-control")── SO_PEERCRED uid check
+        ── one JSON request line ──> answer(request) on the driver ── one JSON reply line ──>
+
+Nothing listens on a network address. The socket file is removed at shutdown; the logs stay
+for ``raylite logs`` (as Ray keeps ``/tmp/ray/session_*``), and each ``init`` removes the
+folders of sessions whose driver is gone, keeping the newest ``KEEP``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import struct
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["KEEP", "ControlServer", "SessionDir", "default_root", "request"]
+
+KEEP = 10  # finished sessions' folders kept for `raylite logs`
+_MAX_REQUEST = 1 << 16
+_UNIX_PATH_MAX = 107  # sun_path is 108 bytes with its NUL
+
+
+def default_root() -> Path:
+    """Where sessions live unless ``init(_temp_dir=...)`` says otherwise."""
+    env = os.environ.get("RAYLITE_TEMP_DIR")
+    return Path(env) if env else Path(tempfile.gettempdir()) / f"raylite-{os.getuid()}"
+
+
+class SessionDir:
+    """Creates this session's folder under ``root`` (see the module docstring).
+
+    Raises:
+        PermissionError: ``root`` is not a folder owned by this user (in a shared /tmp,
+            another user could have made it to read our logs or catch our socket).
+    """
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_root()
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(self.root)
+        if not os.path.isdir(self.root) or os.path.islink(self.root) or st.st_uid != os.getuid():
+            raise PermissionError(
+                f"raylite's session folder {self.root} is not a folder owned by you (uid "
+                f"{os.getuid()}): remove it, or pass another one with init(_temp_dir=...)."
+            )
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        self.path = self.root / f"session_{stamp}_{time.time_ns() % 10**6:06d}_{os.getpid()}"
+        self.logs = self.path / "logs"
+        self.control = self.path / "control.sock"
+        if len(os.fsencode(self.control)) > _UNIX_PATH_MAX:
+            raise ValueError(
+                f"The session folder path {self.path} is too long for a Unix socket "
+                f"({_UNIX_PATH_MAX} bytes at most): pass a shorter init(_temp_dir=...)."
+            )
+        self.path.mkdir(mode=0o700)
+        os.chmod(self.path, 0o700)  # whatever the umask
+        self.logs.mkdir(mode=0o700)
+        self._point_latest()
+        self._prune()
+
+    def _point_latest(self) -> None:
+        latest = self.root / "session_latest"
+        tmp = self.root / f".session_latest.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(self.path.name)
+        os.replace(tmp, latest)  # atomic: a concurrent reader sees the old or the new one
+
+    def _prune(self) -> None:
+        """Removes the folders of finished sessions but the newest ``KEEP``, and the control
+        socket a killed driver could not remove from those it keeps."""
+        finished = []
+        for p in sorted(self.root.glob("session_2*")):
+            pid = p.name.rsplit("_", 1)[-1]
+            if p != self.path and not _alive(int(pid) if pid.isdigit() else 0):
+                finished.append(p)
+        for i, p in enumerate(finished):
+            if i < len(finished) - KEEP:
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                (p / "control.sock").unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class ControlServer:
+    """Answers one JSON request per connection on ``path``, for processes of this user only.
+
+    Args:
+        path: the socket file (in the 0700 session folder).
+        answer: ``answer(request) -> result``, called on this server's thread; held weakly
+            (a bound method of the runtime), so the server never keeps its runtime alive.
+    """
+
+    def __init__(self, path: Path, answer: Callable[[dict[str, Any]], Any]) -> None:
+        self.path = path
+        self._answer = weakref.WeakMethod(answer)  # type: ignore[arg-type]
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.bind(os.fspath(path))
+            os.chmod(path, 0o600)
+            self._sock.listen(8)
+        except OSError:
+            self._sock.close()
+            raise
+        self._thread = threading.Thread(target=self._serve, name="raylite-control", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:  # closed: shutdown
+                return
+            with conn:
+                try:
+                    self._answer_one(conn)
+                except OSError:
+                    pass  # the client went away
+
+    def _answer_one(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", creds)
+        if uid != os.getuid():
+            reply: dict[str, Any] = {"ok": False, "error": "permission denied: not the driver's user"}
+        else:
+            try:
+                req = json.loads(_read_line(conn))
+                answer = self._answer()
+                if answer is None:
+                    raise RuntimeError("the driver is shutting down")
+                reply = {"ok": True, "result": answer(req)}
+            except Exception as exc:  # the client is told; the driver goes on
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
+
+    def close(self) -> None:
+        """Stops the thread and removes the socket file."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self._sock.close()
+        self._thread.join(timeout=5)
+        self.path.unlink(missing_ok=True)
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > _MAX_REQUEST:
+            raise ValueError(f"request longer than {_MAX_REQUEST} bytes")
+    return data
+
+
+def request(path: Path, req: dict[str, Any], timeout: float = 30.0) -> Any:
+    """Sends ``req`` to the driver listening on ``path``; returns its result.
+
+    Raises:
+        ConnectionError: no driver answers there.
+        RuntimeError: the driver answered with an error.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(os.fspath(path))
+        except OSError as exc:
+            raise ConnectionError(
+                f"No raylite driver answers at {path} ({exc.strerror}): is the program that "
+                "called raylite.init() still running?"
+            ) from None
+        s.sendall(json.dumps(req).encode() + b"\n")
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    reply = json.loads(data)
+    if not reply["ok"]:
+        raise RuntimeError(f"The raylite driver could not answer: {reply['error']}")
+    return reply["result"]

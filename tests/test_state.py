@@ -1,0 +1,348 @@
+"""Seeing the work: timeline(), the state API, the `raylite` commands that reach a running
+driver through its control socket, the session folder and the worker logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _helpers import wait_until
+
+import raylite
+from raylite.util.state import (
+    list_actors,
+    list_objects,
+    list_tasks,
+    list_workers,
+    summarize_tasks,
+)
+
+pytestmark = pytest.mark.local_only("the local runtime's own books; Ray's need its dashboard")
+
+
+@pytest.fixture
+def rt() -> Iterator[object]:
+    raylite.init(num_cpus=2)
+    try:
+        yield raylite._runtime.current()
+    finally:
+        raylite.shutdown()
+
+
+@raylite.remote
+def pid_after(seconds: float) -> int:
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@raylite.remote
+def fails() -> None:
+    raise KeyError("nope")
+
+
+@raylite.remote
+def wait_for_file(path: str) -> int:
+    import time
+
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.getpid()
+
+
+@raylite.remote
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def inc(self) -> int:
+        self.n += 1
+        return self.n
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _cli(*args: str, session: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "raylite", *args, "--session", session],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+# ---- timeline ---------------------------------------------------------------------------
+
+
+def test_timeline_file_holds_every_task_and_call_with_its_process(rt: object, tmp_path: Path):
+    pids = raylite.get([pid_after.remote(0.05) for _ in range(4)])
+    counter = Counter.remote()
+    assert raylite.get([counter.inc.remote() for _ in range(3)]) == [1, 2, 3]
+    actor_pid = raylite.get(counter.pid.remote())
+    with pytest.raises(KeyError):
+        raylite.get(fails.remote())
+
+    path = tmp_path / "trace.json"
+    assert raylite.timeline(str(path)) is None
+    events = json.loads(path.read_text())
+    runs = [e for e in events if e["ph"] == "X"]
+    by_name: dict[str, list[dict]] = {}
+    for e in runs:
+        by_name.setdefault(e["name"], []).append(e)
+    assert len(by_name["pid_after"]) == 4
+    assert len(by_name["Counter.inc"]) == 3 and len(by_name["Counter.pid"]) == 1
+    assert sorted(e["pid"] for e in by_name["pid_after"]) == sorted(pids)
+    assert all(e["dur"] >= 0.05e6 for e in by_name["pid_after"])  # microseconds
+    assert {e["pid"] for e in by_name["Counter.inc"]} == {actor_pid}
+    assert by_name["fails"][0]["args"]["failed"] is True
+    assert by_name["pid_after"][0]["args"]["failed"] is False
+    labels = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M"}
+    assert set(labels) == {e["pid"] for e in runs}  # every process row is named
+    assert raylite.timeline() == events  # without a file: the same events, returned
+
+
+def test_timeline_in_local_mode_records_inline_tasks() -> None:
+    raylite.init(local_mode=True)
+    try:
+        raylite.get([pid_after.remote(0) for _ in range(3)])
+        events = [e for e in raylite.timeline() if e["ph"] == "X"]
+        assert [e["name"] for e in events] == ["pid_after"] * 3
+        assert {e["pid"] for e in events} == {os.getpid()}
+        assert [t.state for t in list_tasks()] == ["FINISHED"] * 3
+        with pytest.raises(ValueError, match="local_mode=True keeps no actors state"):
+            list_actors()
+    finally:
+        raylite.shutdown()
+
+
+def test_history_keeps_the_newest_entries_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAYLITE_TASK_HISTORY", "5")
+    raylite.init(num_cpus=2)
+    try:
+        refs = [pid_after.remote(0) for _ in range(20)]
+        raylite.get(refs)
+        finished = list_tasks(filters=[("state", "=", "FINISHED")], limit=1000)
+        assert len(finished) == 5
+        assert raylite._runtime.current().status()["tasks_recorded"] == 20
+    finally:
+        raylite.shutdown()
+
+
+# ---- the state API ----------------------------------------------------------------------
+
+
+def test_list_tasks_shows_running_waiting_and_finished(rt: object, tmp_path: Path) -> None:
+    done_pid = raylite.get(pid_after.remote(0))
+    flag = tmp_path / "go"
+    held = [wait_for_file.remote(str(flag)) for _ in range(3)]  # 2 CPUs: one must wait
+    wait_until(lambda: len(list_tasks(filters=[("state", "=", "RUNNING")])) == 2, 10,
+               "two tasks to run")  # fmt: skip
+    tasks = list_tasks()
+    states = sorted(t.state for t in tasks if t.name == "wait_for_file")
+    assert states == ["PENDING_NODE_ASSIGNMENT", "RUNNING", "RUNNING"]
+    running = list_tasks(filters=[("state", "=", "RUNNING")])
+    assert all(t.worker_pid and t.type == "NORMAL_TASK" for t in running)
+    finished = [t for t in tasks if t.name == "pid_after"]
+    assert [(t.state, t.worker_pid) for t in finished] == [("FINISHED", done_pid)]
+    assert finished[0].end_time_ms >= finished[0].start_time_ms > 0
+    assert len(list_tasks(limit=1)) == 1
+    assert summarize_tasks()["cluster"]["summary"]["wait_for_file"]["state_counts"] == {
+        "RUNNING": 2, "PENDING_NODE_ASSIGNMENT": 1,
+    }  # fmt: skip
+    flag.touch()
+    raylite.get(held)
+    counts = summarize_tasks()["cluster"]["summary"]["wait_for_file"]["state_counts"]
+    assert counts == {"FINISHED": 3}
+
+
+def test_failed_tasks_show_their_error(rt: object) -> None:
+    with pytest.raises(KeyError):
+        raylite.get(fails.remote())
+    (failed,) = list_tasks(filters=[("state", "=", "FAILED")])
+    assert failed.name == "fails" and failed.error_type == "KeyError"
+    assert "nope" in failed.error_message
+
+
+def test_bad_filters_say_what_is_allowed(rt: object) -> None:
+    raylite.get(pid_after.remote(0))
+    with pytest.raises(ValueError, match="Cannot filter on 'colour': the keys are .*state"):
+        list_tasks(filters=[("colour", "=", "red")])
+    with pytest.raises(ValueError, match="predicate '=' or '!='"):
+        list_tasks(filters=[("state", "~", "RUNNING")])
+    with pytest.raises(ValueError, match="limit must be a positive int"):
+        list_tasks(limit=0)
+
+
+def test_list_actors_and_their_calls(rt: object) -> None:
+    counter = Counter.options(name="c1").remote()
+    pid = raylite.get(counter.pid.remote())
+    (actor,) = list_actors()
+    assert (actor.class_name, actor.state, actor.name, actor.pid) == ("Counter", "ALIVE", "c1", pid)
+    assert actor.placement == "packed"
+    calls = list_tasks(filters=[("type", "=", "ACTOR_TASK")])
+    assert [(c.name, c.state, c.actor_id) for c in calls] == [
+        ("Counter.pid", "FINISHED", actor.actor_id)
+    ]
+    raylite.kill(counter)
+    wait_until(lambda: [a.state for a in list_actors()] in ([], ["DEAD"]), 10, "actor death")
+
+
+def test_list_objects_shows_sizes_and_shared_memory(rt: object) -> None:
+    np = pytest.importorskip("numpy")
+    big = raylite.put(np.zeros(1 << 20, dtype=np.uint8))
+    small = raylite.put("hello")
+    objects = {o.object_id: o for o in list_objects()}
+    assert objects[big.hex()].object_size >= 1 << 20 and objects[big.hex()].in_shared_memory
+    assert objects[small.hex()].object_size < 1000 and not objects[small.hex()].in_shared_memory
+    assert objects[big.hex()].status == "READY"
+    del big
+    wait_until(lambda: len(list_objects()) == 1, 10, "the freed object to leave the list")
+
+
+def test_list_workers_shows_processes_with_memory(rt: object) -> None:
+    pids = set(raylite.get([pid_after.remote(0.05) for _ in range(4)]))
+    workers = {w.pid: w for w in list_workers()}
+    assert workers[os.getpid()].worker_type == "DRIVER"
+    assert pids <= set(workers)
+    assert all(w.memory_rss > 0 and w.cpu_percent is not None for w in workers.values())
+
+
+@raylite.remote
+def lists_inside() -> None:
+    list_tasks()
+
+
+def test_state_api_inside_a_task_says_where_to_call_it(rt: object) -> None:
+    with pytest.raises(NotImplementedError, match="from the driver only"):
+        raylite.get(lists_inside.remote())
+
+
+# ---- the command line, through the control socket ---------------------------------------
+
+
+def test_cli_reaches_the_running_driver(rt: object, tmp_path: Path) -> None:
+    session = rt.session_dir  # type: ignore[attr-defined]
+    counter = Counter.remote()
+    raylite.get([counter.inc.remote(), pid_after.remote(0)])
+
+    status = _cli("status", session=session)
+    assert status.returncode == 0, status.stderr
+    assert f"driver pid {os.getpid()}" in status.stdout and "/ 2 CPU" in status.stdout
+    listed = _cli("list", "tasks", "--format", "json", "--filter", "type=NORMAL_TASK",
+                  session=session)  # fmt: skip
+    assert [t["name"] for t in json.loads(listed.stdout)] == ["pid_after"]
+    table = _cli("list", "actors", session=session)
+    assert "Counter" in table.stdout and "ALIVE" in table.stdout
+    summary = _cli("summary", "tasks", session=session)
+    assert "Counter.inc" in summary.stdout and "1 FINISHED" in summary.stdout
+    trace = tmp_path / "t.json"
+    assert _cli("timeline", str(trace), session=session).returncode == 0
+    assert {e["name"] for e in json.loads(trace.read_text()) if e["ph"] == "X"} == {
+        "Counter.inc", "pid_after",
+    }  # fmt: skip
+
+
+def test_too_long_a_temp_dir_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 60)
+    with pytest.raises(ValueError, match="too long for a Unix socket.*shorter init._temp_dir"):
+        raylite.init(num_cpus=1, _temp_dir=str(deep))
+    assert not raylite.is_initialized()
+    assert list(deep.glob("session_*")) == []
+
+
+def test_cli_without_a_driver_says_what_to_do(tmp_path: Path) -> None:
+    out = _cli("status", session=str(tmp_path))
+    assert out.returncode != 0 and "no running driver" in out.stderr
+    assert "raylite.init()" in out.stderr
+
+
+def test_cli_bad_filter_is_a_usage_error(rt: object) -> None:
+    out = _cli("list", "tasks", "--filter", "state", session=rt.session_dir)  # type: ignore[attr-defined]
+    assert out.returncode == 2 and "write key=value or key!=value" in out.stderr
+
+
+# ---- the session folder: private, logs, cleanup -----------------------------------------
+
+
+def test_session_folder_is_private_and_its_socket_goes_at_shutdown() -> None:
+    raylite.init(num_cpus=1)
+    session = Path(raylite._runtime.current().session_dir)  # type: ignore[attr-defined]
+    try:
+        assert stat.S_IMODE(session.stat().st_mode) == 0o700
+        sock = session / "control.sock"
+        assert stat.S_ISSOCK(sock.stat().st_mode)
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+        assert (session.parent / "session_latest").resolve() == session.resolve()
+    finally:
+        raylite.shutdown()
+    assert not sock.exists()
+    assert (session / "logs").is_dir()  # the logs stay, for `raylite logs`
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="acting as another user needs root")
+def test_another_user_cannot_reach_the_control_socket(rt: object) -> None:
+    sock = os.path.join(rt.session_dir, "control.sock")  # type: ignore[attr-defined]
+    code = (
+        "import os, socket, sys\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "try:\n"
+        f"    s.connect({sock!r})\n"
+        "except PermissionError:\n"
+        "    sys.exit(0)\n"
+        "sys.exit(1)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
+
+
+@raylite.remote
+def shout(word: str) -> int:
+    print(word)
+    print(f"err:{word}", file=sys.stderr)
+    return os.getpid()
+
+
+def test_worker_output_lands_in_the_session_logs(rt: object) -> None:
+    pid = raylite.get(shout.remote("marker-7f3a"))
+    logs = Path(rt.session_dir) / "logs"  # type: ignore[attr-defined]
+    out, err = logs / f"worker-{pid}.out", logs / f"worker-{pid}.err"
+    wait_until(lambda: out.exists() and "marker-7f3a" in out.read_text(), 10, "the log line")
+    assert f"(shout pid={pid}) marker-7f3a" in out.read_text()
+    assert "err:marker-7f3a" in err.read_text()
+    shown = _cli("logs", f"worker-{pid}.out", session=rt.session_dir)  # type: ignore[attr-defined]
+    assert "marker-7f3a" in shown.stdout
+    listing = _cli("logs", session=rt.session_dir)  # type: ignore[attr-defined]
+    assert f"worker-{pid}.err" in listing.stdout
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A folder with a short path (a Unix socket's path has 107 bytes at most)."""
+    path = Path(tempfile.mkdtemp(prefix="rl-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_init_prunes_old_finished_sessions(short_tmp: Path) -> None:
+    from raylite._local.session import KEEP
+
+    tmp_path = short_tmp
+    dead_pid = 2**22 + 12345  # above pid_max's default: no such process
+    old = [tmp_path / f"session_2020-01-01_00-00-{i:02d}_000000_{dead_pid}" for i in range(15)]
+    for p in old:
+        (p / "logs").mkdir(parents=True)
+        (p / "control.sock").touch()  # as a SIGKILLed driver leaves it
+    raylite.init(num_cpus=1, _temp_dir=str(tmp_path))
+    raylite.shutdown()
+    left = sorted(p.name for p in tmp_path.glob("session_2020*"))
+    assert left == [p.name for p in old[-KEEP:]]
+    assert not any((tmp_path / name / "control.sock").exists() for name in left)
