@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -174,3 +175,37 @@ def ray_head(root: Path, num_cpus: int) -> Iterator[RayHead]:
     finally:
         keeper.stdin.close()
         keeper.wait(timeout=30)
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package: `apt-get install -y chromium`
+# Headless, offline: no GPU, no sandbox (root in CI), no update or sync traffic.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def missing_browser() -> str | None:
+    """Why the headless-browser checks cannot run here (with the fix), or None if they can.
+    Playwright drives the system's chromium: `playwright install` cannot download here."""
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed: pip install -e '.[dev]'"
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing: apt-get install -y chromium"
+    return None
+
+
+@contextmanager
+def chromium_page(width: int = 1280, height: int = 900) -> Iterator[Any]:
+    """A page of a headless chromium (a Playwright ``Page``), closed at the end.
+
+    Start it after ``raylite.init``: Playwright starts threads and a node process, and
+    raylite's zygote must be forked before any thread exists."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()

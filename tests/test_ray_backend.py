@@ -130,6 +130,29 @@ def test_init_keywords_go_to_ray(ray_disconnected: RayHead):
         raylite.shutdown()
 
 
+def test_dashboard_options_go_to_ray_unchanged(ray_disconnected: RayHead, monkeypatch):
+    seen: dict[str, object] = {}
+    real_init = ray.init
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real_init(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "init", spy)
+    # Not loopback: raylite's own dashboard refuses it, Ray's decides for itself.
+    info = raylite.init(
+        address=ray_disconnected.address, include_dashboard=False, dashboard_host="0.0.0.0",
+        dashboard_port=8300,
+    )  # fmt: skip
+    try:
+        assert {k: seen[k] for k in ("include_dashboard", "dashboard_host", "dashboard_port")} == {
+            "include_dashboard": False, "dashboard_host": "0.0.0.0", "dashboard_port": 8300,
+        }  # fmt: skip
+        assert info["dashboard_url"] is None  # the test head runs no dashboard
+    finally:
+        raylite.shutdown()
+
+
 def test_local_mode_cannot_run_on_a_cluster():
     with pytest.raises(ValueError, match="local_mode=True .* cannot be combined"):
         raylite.init(address="auto", local_mode=True)

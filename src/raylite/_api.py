@@ -17,6 +17,7 @@ from typing import Any, overload
 
 from . import _ray, _runtime
 from ._actor import ActorClass, ActorHandle
+from ._local.dashboard import check_host as check_dashboard_host
 from ._local.inline import InlineRuntime
 from ._local.runtime import LocalRuntime, RuntimeConfig
 from ._object_ref import ObjectRef, owner_of
@@ -44,8 +45,7 @@ __all__ = [
 
 # Ray's init() keywords that mean nothing on one machine but are harmless to accept.
 _IGNORED_INIT = {
-    "include_dashboard", "dashboard_host", "dashboard_port", "configure_logging",
-    "logging_level", "logging_format", "logging_config", "log_to_driver", "namespace",
+    "configure_logging", "logging_level", "logging_format", "logging_config", "log_to_driver", "namespace",
     "job_config", "_temp_dir", "_system_config", "_node_ip_address", "labels",
     "enable_resource_isolation", "_metrics_export_port",
 }  # fmt: skip
@@ -73,6 +73,9 @@ def init(
     object_store_memory: int | None = None,
     local_mode: bool = False,
     ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
+    dashboard_host: str | None = None,
+    dashboard_port: int | None = None,
     **kwargs: Any,
 ) -> InitInfo:
     """Starts raylite in this process: worker processes on this machine, no server; or,
@@ -90,9 +93,18 @@ def init(
         object_store_memory: bytes the object store may hold.
         local_mode: run every task inline in this process (for debuggers).
         ignore_reinit_error: return quietly if raylite is already running.
+        include_dashboard: serve the live dashboard (workers, resources, actors, the object
+            store, a task stream and the timeline) on this machine. Off by default on the
+            embedded runtime: no port is opened unless asked.
+        dashboard_host: where the dashboard listens: ``"127.0.0.1"`` (the default) or
+            another loopback address; it has no authentication, so nothing else is allowed.
+        dashboard_port: its port; default 8265 (Ray's) or, if busy, the next free one;
+            ``0`` for any free port. A port given and busy is an error.
 
     Returns:
-        A dict-like context; usable as ``with raylite.init(): ...``.
+        A dict-like context; usable as ``with raylite.init(): ...``. Its
+        ``"dashboard_url"`` is ``"127.0.0.1:8265"`` (host:port, as Ray's) with the
+        dashboard on, else ``None``.
 
     Raises:
         RuntimeError: already initialized (and ``ignore_reinit_error`` is false), or an
@@ -117,8 +129,10 @@ def init(
     if address is not None and address != "local":
         return _init_ray(
             address, local_mode, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-            object_store_memory=object_store_memory, **kwargs,
+            object_store_memory=object_store_memory, include_dashboard=include_dashboard,
+            dashboard_host=dashboard_host, dashboard_port=dashboard_port, **kwargs,
         )  # fmt: skip
+    dashboard = _dashboard_options(include_dashboard, dashboard_host, dashboard_port, local_mode)
     cpus = float(os.cpu_count() or 1) if num_cpus is None else check_amount("num_cpus", num_cpus)
     gpus = _gpu_list(num_gpus)
     custom = validate_resources("resources", resources)
@@ -140,12 +154,44 @@ def init(
         session=session,
         namespace=kwargs.get("namespace") or "default",
         temp_dir=kwargs.get("_temp_dir"),
+        dashboard_host=dashboard[0] if dashboard else None,
+        dashboard_port=dashboard[1] if dashboard else None,
     )
     if local_mode:
         _runtime.set_current(InlineRuntime(config))
-    else:
-        _runtime.set_current(LocalRuntime(config))
-    return InitInfo(session=session, address="local", num_cpus=cpus)
+        return InitInfo(session=session, address="local", num_cpus=cpus, dashboard_url=None)
+    rt = LocalRuntime(config)
+    _runtime.set_current(rt)
+    return InitInfo(
+        session=session, address="local", num_cpus=cpus, dashboard_url=rt.dashboard_url
+    )
+
+
+def _dashboard_options(
+    include: bool | None, host: str | None, port: int | None, local_mode: bool
+) -> tuple[str, int | None] | None:
+    """``(host, port)`` of the dashboard to serve, or None; checks the values."""
+    if include is not None and not isinstance(include, bool):
+        raise TypeError(f"include_dashboard must be True, False or None, got {include!r}.")
+    if host is not None:
+        if not isinstance(host, str):
+            raise TypeError(f"dashboard_host must be a str such as '127.0.0.1', got {host!r}.")
+        check_dashboard_host(host)
+    if port is not None and (
+        isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
+    ):
+        raise ValueError(
+            f"dashboard_port must be a port number from 0 to 65535 (0: any free port), "
+            f"got {port!r}."
+        )
+    if not include:
+        return None
+    if local_mode:
+        raise ValueError(
+            "include_dashboard=True shows worker processes, and local_mode=True runs every "
+            "task inline in this process (there are none): pass one or the other."
+        )
+    return host or "127.0.0.1", port
 
 
 def _init_ray(address: str, local_mode: bool, **options: Any) -> InitInfo:
@@ -157,7 +203,9 @@ def _init_ray(address: str, local_mode: bool, **options: Any) -> InitInfo:
         )
     rt = _ray.connect(address, **{k: v for k, v in options.items() if v is not None})
     _runtime.set_current(rt)
-    return InitInfo(session=rt.context()["session"], address=address)
+    return InitInfo(
+        session=rt.context()["session"], address=address, dashboard_url=rt.dashboard_url
+    )
 
 
 def _gpu_list(num_gpus: float | None) -> list[float]:

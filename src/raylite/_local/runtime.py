@@ -64,6 +64,7 @@ from ..exceptions import (
 )
 from . import serialization as ser
 from .actors import ActorManager
+from .dashboard import DashboardServer
 from .history import NORMAL_TASK, Done, History
 from .inbox import WorkerMessages
 from .objects import ObjectTable, Waiter, lost
@@ -101,6 +102,8 @@ class RuntimeConfig:
     session: str
     namespace: str = "default"
     temp_dir: str | None = None  # the root of session folders (init's _temp_dir)
+    dashboard_host: str | None = None  # serve the dashboard there; None: no dashboard
+    dashboard_port: int | None = None  # None: 8265 or the next free port
 
 
 class _Worker:
@@ -159,6 +162,8 @@ class LocalRuntime(WorkerMessages):
         self._history = History()  # finished tasks, for timeline() and the state API
         self._state = StateView(self)
         self._control: ControlServer | None = None  # started last, once the rest runs
+        self._dashboard: DashboardServer | None = None  # likewise, if init asked for it
+        self.dashboard_url: str | None = None
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         self._visible_gpus = [d.strip() for d in visible.split(",")] if visible else []
         self._warned_shapes: set[Request] = set()
@@ -186,6 +191,11 @@ class LocalRuntime(WorkerMessages):
         self._io.start()
         try:
             self._control = ControlServer(self._session.control, self._answer_control)
+            if config.dashboard_host is not None:
+                self._dashboard = DashboardServer(
+                    self, config.dashboard_host, config.dashboard_port
+                )
+                self.dashboard_url = self._dashboard.url
         except BaseException:
             self.shutdown()
             raise
@@ -604,6 +614,8 @@ class LocalRuntime(WorkerMessages):
         self._io.join(timeout=5)
         if self._control is not None:
             self._control.close()
+        if self._dashboard is not None:
+            self._dashboard.close()
         self._threads.shutdown()
         for w in list(self._workers.values()) + self._new_workers:
             w.chan.close()

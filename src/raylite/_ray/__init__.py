@@ -55,8 +55,8 @@ def connect(address: str, **options: Any) -> RayRuntime:
 
     if ray.is_initialized():
         return RayRuntime(owns_connection=False)
-    ray.init(address=address, **options)
-    return RayRuntime(owns_connection=True)
+    context = ray.init(address=address, **options)
+    return RayRuntime(owns_connection=True, dashboard_url=context.dashboard_url or None)
 
 
 def attached() -> RayRuntime | None:

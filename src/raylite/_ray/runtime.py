@@ -63,10 +63,12 @@ class RayRuntime:
     Args:
         owns_connection: whether raylite opened the connection, and so closes it at
             ``shutdown()``; false inside a Ray worker or after the user's own ``ray.init()``.
+        dashboard_url: the Ray dashboard's ``host:port``, as ``ray.init`` returned it.
     """
 
-    def __init__(self, *, owns_connection: bool) -> None:
+    def __init__(self, *, owns_connection: bool, dashboard_url: str | None = None) -> None:
         self._owns_connection = owns_connection
+        self.dashboard_url = dashboard_url
         # {RemoteFunction: (its options, Ray's function with them)}
         self._calls: weakref.WeakKeyDictionary[RemoteFunction, tuple[TaskOptions, Any]] = (
             weakref.WeakKeyDictionary()

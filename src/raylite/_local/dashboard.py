@@ -1,0 +1,248 @@
+"""The live dashboard: one page and a few JSON endpoints, served by the driver on loopback.
+
+::
+
+    browser (dashboard.html, polls every second)
+      ── GET /                    ──> the page (package data, no CDN: works offline)
+      ── GET /api/status          ──> LocalRuntime.status()            resources, store, counts
+      ── GET /api/<kind>?k=v&limit=N ──> LocalRuntime.list_state(kind)  workers, actors, tasks,
+                                                                        objects (k=v: filters)
+      ── GET /api/summary         ──> LocalRuntime.summarize_tasks()
+      ── GET /api/timeline?since=us&limit=N ──> LocalRuntime.timeline(), cut to what ended
+                                                after ``since`` (the task stream polls that)
+    DashboardServer: ThreadingHTTPServer on thread "raylite-dashboard" (serve_forever), one
+      short-lived daemon thread per request; holds only a weakref to the runtime, whose
+      methods copy their data under the runtime's lock and build the JSON without it.
+      Owner: LocalRuntime, which starts it last in ``__init__`` and closes it in ``shutdown``.
+
+Security: there is no authentication, so the server binds to a loopback address only
+(anything else is refused at ``init``), answers GET only (other methods get 501), answers
+only requests whose ``Host`` header names a loopback host (a web page cannot reach it
+through DNS rebinding), and sends JSON of the runtime's state: it never unpickles,
+evaluates or stores anything a request carries. To look from another machine, tunnel:
+``ssh -L 8265:127.0.0.1:8265 user@host``.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import socket
+import threading
+import weakref
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+if TYPE_CHECKING:
+    from .runtime import LocalRuntime
+
+__all__ = ["DEFAULT_PORT", "DashboardServer", "check_host"]
+
+DEFAULT_PORT = 8265  # Ray's
+_PORT_TRIES = 20  # with the default port busy, try this many after it (as Ray does)
+_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+_ROUTES = ("status", "summary", "timeline", "tasks", "actors", "objects", "workers")
+_TIMELINE_LIMIT = 20_000  # events per /api/timeline answer unless ?limit= says otherwise
+
+
+def check_host(host: str) -> None:
+    """Refuses a ``dashboard_host`` that is not a loopback address.
+
+    Raises:
+        ValueError: ``host`` is not loopback (the message says why and what to do).
+    """
+    if host != "localhost":
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(
+                f"dashboard_host={host!r} is not a loopback address. raylite's dashboard has no "
+                "authentication, so it only listens on this machine: use dashboard_host="
+                "'127.0.0.1' (the default), and from another machine reach it through an SSH "
+                "tunnel: ssh -L 8265:127.0.0.1:8265 user@this-host."
+            )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck browser connection never holds up shutdown
+    request_queue_size = 16
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class DashboardServer:
+    """Serves the dashboard of ``runtime`` at ``http://host:port`` until ``close()``.
+
+    Args:
+        runtime: the runtime to show; held weakly, so the server never keeps it alive.
+        host: a loopback address (see ``check_host``).
+        port: the port; ``None`` for 8265 or, if that is busy, the next free one (as Ray
+            does); ``0`` for any free port.
+
+    Raises:
+        ValueError: ``host`` is not loopback.
+        OSError: ``port`` (given explicitly) is in use; the message names the fix.
+    """
+
+    def __init__(self, runtime: LocalRuntime, host: str = "127.0.0.1", port: int | None = None):
+        check_host(host)
+        bind_host = "127.0.0.1" if host == "localhost" else host.strip("[]")
+        server_cls = _Server6 if ":" in bind_host else _Server
+        self._server = _bind(server_cls, bind_host, port, _handler(weakref.ref(runtime)))
+        self.port: int = self._server.server_address[1]
+        shown = f"[{bind_host}]" if ":" in bind_host else bind_host
+        self.url = f"{shown}:{self.port}"  # Ray's dashboard_url has no scheme either
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+            name="raylite-dashboard", daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stops serving and closes the listening socket."""
+        self._server.shutdown()  # returns once serve_forever has
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _bind(
+    server_cls: type[_Server], host: str, port: int | None,
+    handler: type[BaseHTTPRequestHandler],
+) -> _Server:  # fmt: skip
+    ports = [port] if port is not None else range(DEFAULT_PORT, DEFAULT_PORT + _PORT_TRIES)
+    for p in ports:
+        try:
+            return server_cls((host, p), handler)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    if port is None:
+        raise OSError(
+            errno.EADDRINUSE,
+            f"The dashboard found no free port in {DEFAULT_PORT}-{DEFAULT_PORT + _PORT_TRIES - 1} "
+            f"on {host}: pass init(dashboard_port=0) to take any free port.",
+        )
+    raise OSError(
+        errno.EADDRINUSE,
+        f"The dashboard cannot listen on {host}:{port}: the port is in use (another raylite "
+        f"or Ray dashboard?). Pass another init(dashboard_port=...), or 0 for any free port.",
+    )
+
+
+def _page() -> bytes:
+    return resources.files(__package__).joinpath("dashboard.html").read_bytes()
+
+
+def _handler(runtime: weakref.ref[LocalRuntime]) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to ``runtime`` (http.server makes one per request)."""
+    # StateView measures CPU between two calls per process: one reader at a time.
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "raylite-dashboard"
+        timeout = 10  # a client that sends nothing does not hold its thread for long
+
+        def do_GET(self) -> None:
+            if not _loopback_host(self.headers.get("Host", "")):
+                self._send(403, {"error": "Host header is not a loopback address"})
+                return
+            url = urlsplit(self.path)
+            if url.path in ("/", "/index.html"):
+                self._send_bytes(200, _page(), "text/html; charset=utf-8")
+                return
+            rt = runtime()
+            if rt is None:
+                self._send(503, {"error": "raylite was shut down: this dashboard is gone"})
+                return
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            try:
+                with lock:
+                    body = _answer(rt, url.path, query)
+            except _NotFound as exc:
+                self._send(404, {"error": str(exc)})
+            except ValueError as exc:
+                self._send(400, {"error": str(exc)})
+            except Exception as exc:  # the browser shows it; the driver goes on
+                self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+            else:
+                self._send(200, body)
+
+        def _send(self, code: int, body: Any) -> None:
+            data = json.dumps(body, default=str).encode()
+            self._send_bytes(code, data, "application/json")
+
+        def _send_bytes(self, code: int, data: bytes, kind: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # one line per poll would flood the user's console
+
+    return Handler
+
+
+def _loopback_host(header: str) -> bool:
+    host = header.rsplit(":", 1)[0] if not header.endswith("]") else header
+    return host in _LOOPBACK_NAMES or host.startswith("127.")
+
+
+class _NotFound(Exception):
+    pass
+
+
+def _answer(rt: LocalRuntime, path: str, query: dict[str, str]) -> Any:
+    """The JSON body of ``/api/<route>?<query>``.
+
+    Raises:
+        _NotFound: no such route.
+        ValueError: a bad query value (the message names it).
+    """
+    route = path.removeprefix("/api/")
+    limit = _int_arg(query.pop("limit", None), "limit")
+    if route == "status":
+        return rt.status()
+    if route == "summary":
+        return rt.summarize_tasks()
+    if route == "timeline":
+        return _timeline_since(rt.timeline(), _int_arg(query.get("since"), "since") or 0, limit)
+    if route in ("tasks", "actors", "objects", "workers"):
+        filters = [(key, "=", value) for key, value in query.items()]
+        return rt.list_state(route, filters, limit, True)
+    raise _NotFound(
+        f"no such page {path!r}: the page is /, the endpoints are "
+        + ", ".join(f"/api/{name}" for name in _ROUTES)
+    )
+
+
+def _int_arg(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(float(value))
+    except (ValueError, OverflowError):
+        number = -1
+    if number < 0:
+        raise ValueError(f"?{name}= takes a number >= 0, got {value!r}")
+    return number
+
+
+def _timeline_since(
+    events: list[dict[str, Any]], since_us: int, limit: int | None
+) -> list[dict[str, Any]]:
+    """The process-name events, then the newest ``limit`` task events that ended at or after
+    ``since_us`` (epoch microseconds)."""
+    names = [e for e in events if e["ph"] == "M"]
+    spans = [e for e in events if e["ph"] == "X" and e["ts"] + e["dur"] >= since_us]
+    return names + spans[-(limit or _TIMELINE_LIMIT) :]
