@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 	$(PY) -m raylite demo
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks docs
 	$(PY) -m mypy
 
 test: lint

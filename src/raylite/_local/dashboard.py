@@ -3,17 +3,22 @@
 ::
 
     browser (dashboard.html, polls every second)
-      ── GET /                    ──> the page (package data, no CDN: works offline)
-      ── GET /api/status          ──> LocalRuntime.status()            resources, store, counts
-      ── GET /api/<kind>?k=v&limit=N ──> LocalRuntime.list_state(kind)  workers, actors, tasks,
-                                                                        objects (k=v: filters)
-      ── GET /api/summary         ──> LocalRuntime.summarize_tasks()
-      ── GET /api/timeline?since=us&limit=N ──> LocalRuntime.timeline(), cut to what ended
-                                                after ``since`` (the task stream polls that)
+      ── GET /                       ──> the page (package data, no CDN: works offline)
+      ── GET /api/status             ──> StateView.status()   resources, store, task counts
+      ── GET /api/<kind>?k=v&limit=N ──> StateView.<kind>()   workers, actors, tasks, objects,
+                                                               filtered (k=v) as list_<kind>()
+      ── GET /api/summary            ──> summarize(StateView.tasks())
+      ── GET /api/timeline?since=us&limit=N ──> StateView.timeline(since): what ended after
+                                                ``since`` (the task stream asks for that)
     DashboardServer: ThreadingHTTPServer on thread "raylite-dashboard" (serve_forever), one
-      short-lived daemon thread per request; holds only a weakref to the runtime, whose
-      methods copy their data under the runtime's lock and build the JSON without it.
+      short-lived daemon thread per request, one request at a time in the StateView (its CPU
+      readings compare two calls). It holds only a weakref to the runtime's StateView, whose
+      methods copy under the runtime's lock and build the JSON without it.
       Owner: LocalRuntime, which starts it last in ``__init__`` and closes it in ``shutdown``.
+
+What one poll of the page costs the driver (2-core machine, measured): ~12 ms with 1,000
+finished tasks recorded, ~34 ms with 100,000, plus the JSON of the tasks that ended since
+the last poll: live tasks are built as records, finished ones only counted or cut by time.
 
 Security: there is no authentication, so the server binds to a loopback address only
 (anything else is refused at ``init``), answers GET only (other methods get 501), answers
@@ -36,8 +41,10 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from .state import filter_records, summarize
+
 if TYPE_CHECKING:
-    from .runtime import LocalRuntime
+    from .state import StateView
 
 __all__ = ["DEFAULT_PORT", "DashboardServer", "check_host"]
 
@@ -78,10 +85,10 @@ class _Server6(_Server):
 
 
 class DashboardServer:
-    """Serves the dashboard of ``runtime`` at ``http://host:port`` until ``close()``.
+    """Serves the dashboard of a runtime at ``http://host:port`` until ``close()``.
 
     Args:
-        runtime: the runtime to show; held weakly, so the server never keeps it alive.
+        view: the runtime's state view; held weakly, so the server never keeps it alive.
         host: a loopback address (see ``check_host``).
         port: the port; ``None`` for 8265 or, if that is busy, the next free one (as Ray
             does); ``0`` for any free port.
@@ -91,11 +98,11 @@ class DashboardServer:
         OSError: ``port`` (given explicitly) is in use; the message names the fix.
     """
 
-    def __init__(self, runtime: LocalRuntime, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, view: StateView, host: str = "127.0.0.1", port: int | None = None):
         check_host(host)
         bind_host = "127.0.0.1" if host == "localhost" else host.strip("[]")
         server_cls = _Server6 if ":" in bind_host else _Server
-        self._server = _bind(server_cls, bind_host, port, _handler(weakref.ref(runtime)))
+        self._server = _bind(server_cls, bind_host, port, _handler(weakref.ref(view)))
         self.port: int = self._server.server_address[1]
         shown = f"[{bind_host}]" if ":" in bind_host else bind_host
         self.url = f"{shown}:{self.port}"  # Ray's dashboard_url has no scheme either
@@ -140,8 +147,8 @@ def _page() -> bytes:
     return resources.files(__package__).joinpath("dashboard.html").read_bytes()
 
 
-def _handler(runtime: weakref.ref[LocalRuntime]) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to ``runtime`` (http.server makes one per request)."""
+def _handler(state: weakref.ref[StateView]) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to ``state`` (http.server makes one per request)."""
     # StateView measures CPU between two calls per process: one reader at a time.
     lock = threading.Lock()
 
@@ -157,14 +164,14 @@ def _handler(runtime: weakref.ref[LocalRuntime]) -> type[BaseHTTPRequestHandler]
             if url.path in ("/", "/index.html"):
                 self._send_bytes(200, _page(), "text/html; charset=utf-8")
                 return
-            rt = runtime()
-            if rt is None:
+            view = state()
+            if view is None:
                 self._send(503, {"error": "raylite was shut down: this dashboard is gone"})
                 return
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
                 with lock:
-                    body = _answer(rt, url.path, query)
+                    body = _answer(view, url.path, query)
             except _NotFound as exc:
                 self._send(404, {"error": str(exc)})
             except ValueError as exc:
@@ -202,7 +209,7 @@ class _NotFound(Exception):
     pass
 
 
-def _answer(rt: LocalRuntime, path: str, query: dict[str, str]) -> Any:
+def _answer(view: StateView, path: str, query: dict[str, str]) -> Any:
     """The JSON body of ``/api/<route>?<query>``.
 
     Raises:
@@ -212,18 +219,29 @@ def _answer(rt: LocalRuntime, path: str, query: dict[str, str]) -> Any:
     route = path.removeprefix("/api/")
     limit = _int_arg(query.pop("limit", None), "limit")
     if route == "status":
-        return rt.status()
+        return view.status()
     if route == "summary":
-        return rt.summarize_tasks()
+        return summarize(view.tasks())
     if route == "timeline":
-        return _timeline_since(rt.timeline(), _int_arg(query.get("since"), "since") or 0, limit)
-    if route in ("tasks", "actors", "objects", "workers"):
-        filters = [(key, "=", value) for key, value in query.items()]
-        return rt.list_state(route, filters, limit, True)
+        since_us = _int_arg(query.get("since"), "since") or 0
+        events = view.timeline(since=since_us / 1e6)
+        names = [e for e in events if e["ph"] == "M"]
+        spans = [e for e in events if e["ph"] == "X"]
+        return names + spans[-(limit or _TIMELINE_LIMIT) :]
+    if route == "tasks":
+        # Finished tasks cannot match a filter on a live state: skip building them.
+        finished = query.get("state") in (None, "FINISHED", "FAILED")
+        return filter_records(view.tasks(finished), _filters(query), limit)
+    if route in ("actors", "objects", "workers"):
+        return filter_records(getattr(view, route)(), _filters(query), limit)
     raise _NotFound(
         f"no such page {path!r}: the page is /, the endpoints are "
         + ", ".join(f"/api/{name}" for name in _ROUTES)
     )
+
+
+def _filters(query: dict[str, str]) -> list[tuple[str, str, Any]]:
+    return [(key, "=", value) for key, value in query.items()]
 
 
 def _int_arg(value: str | None, name: str) -> int | None:
@@ -236,13 +254,3 @@ def _int_arg(value: str | None, name: str) -> int | None:
     if number < 0:
         raise ValueError(f"?{name}= takes a number >= 0, got {value!r}")
     return number
-
-
-def _timeline_since(
-    events: list[dict[str, Any]], since_us: int, limit: int | None
-) -> list[dict[str, Any]]:
-    """The process-name events, then the newest ``limit`` task events that ended at or after
-    ``since_us`` (epoch microseconds)."""
-    names = [e for e in events if e["ph"] == "M"]
-    spans = [e for e in events if e["ph"] == "X" and e["ts"] + e["dur"] >= since_us]
-    return names + spans[-(limit or _TIMELINE_LIMIT) :]

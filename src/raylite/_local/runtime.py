@@ -193,7 +193,7 @@ class LocalRuntime(WorkerMessages):
             self._control = ControlServer(self._session.control, self._answer_control)
             if config.dashboard_host is not None:
                 self._dashboard = DashboardServer(
-                    self, config.dashboard_host, config.dashboard_port
+                    self._state, config.dashboard_host, config.dashboard_port
                 )
                 self.dashboard_url = self._dashboard.url
         except BaseException:
