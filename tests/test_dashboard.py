@@ -115,7 +115,8 @@ def test_timeline_since_returns_only_what_ended_after(url: str) -> None:
     raylite.get(square.remote(2))
     later = [e for e in get_json(url + f"/api/timeline?since={end_us + 1}") if e["ph"] == "X"]
     assert len(later) == 1 and later[0]["ts"] + later[0]["dur"] > end_us
-    assert [e["ph"] for e in get_json(url + "/api/timeline?since=0&limit=1")] == ["M", "X"]
+    newest = get_json(url + "/api/timeline?since=0&limit=1")  # and its process's name
+    assert [e["ph"] for e in newest] == ["M", "X"] and newest[0]["pid"] == newest[1]["pid"]
 
 
 def test_bad_requests_are_answered_with_what_is_wrong(url: str) -> None:

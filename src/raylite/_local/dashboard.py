@@ -225,9 +225,9 @@ def _answer(view: StateView, path: str, query: dict[str, str]) -> Any:
     if route == "timeline":
         since_us = _int_arg(query.get("since"), "since") or 0
         events = view.timeline(since=since_us / 1e6)
-        names = [e for e in events if e["ph"] == "M"]
-        spans = [e for e in events if e["ph"] == "X"]
-        return names + spans[-(limit or _TIMELINE_LIMIT) :]
+        spans = [e for e in events if e["ph"] == "X"][-(limit or _TIMELINE_LIMIT) :]
+        pids = {e["pid"] for e in spans}
+        return [e for e in events if e["ph"] == "M" and e["pid"] in pids] + spans
     if route == "tasks":
         # Finished tasks cannot match a filter on a live state: skip building them.
         finished = query.get("state") in (None, "FINISHED", "FAILED")
