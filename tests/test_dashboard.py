@@ -29,6 +29,7 @@ def url() -> Iterator[str]:
     """The dashboard of a fresh runtime with 2 CPUs, on any free port."""
     info = raylite.init(num_cpus=2, include_dashboard=True, dashboard_port=0)
     try:
+        assert info.dashboard_url == info["dashboard_url"]  # Ray's attribute, and dict-like
         yield "http://" + info["dashboard_url"]
     finally:
         raylite.shutdown()
@@ -164,7 +165,7 @@ def test_the_page_is_served_self_contained(url: str) -> None:
 def test_no_dashboard_and_no_port_unless_asked() -> None:
     info = raylite.init(num_cpus=1)
     try:
-        assert info["dashboard_url"] is None
+        assert info["dashboard_url"] is None and info.dashboard_url is None
         assert listening_ports() == set()
     finally:
         raylite.shutdown()

@@ -54,6 +54,11 @@ _IGNORED_INIT = {
 class InitInfo(dict):  # type: ignore[type-arg]
     """What ``init`` returns (Ray's RayContext is dict-like too)."""
 
+    @property
+    def dashboard_url(self) -> str | None:
+        """The dashboard's ``host:port`` (as Ray's ``RayContext.dashboard_url``), or None."""
+        return self.get("dashboard_url")
+
     def __enter__(self) -> InitInfo:
         return self
 
