@@ -14,6 +14,7 @@ call copies what it needs under the runtime's lock and does the rest without it.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ class StateView:
     def __init__(self, rt: LocalRuntime) -> None:
         self._rt = rt
         self._procs: dict[int, psutil.Process] = {}  # {pid: handle}, pruned as workers go
+        self._procs_lock = threading.Lock()  # the CLI's and the dashboard's threads both read
         self.started = time.time()
 
     # ---- records ------------------------------------------------------------------------
@@ -72,7 +74,7 @@ class StateView:
                 live.append((task.task_id, task.name, NORMAL_TASK, state, pid, 0, attempt,
                              task.request.describe()))  # fmt: skip
             for actor in rt._actors.actors.values():
-                limit = actor.opts.max_concurrency or (1000 if actor.meta.is_async else 1)
+                limit = _concurrency(actor)
                 pid = rt._actors.pid_of(actor)
                 for i, call in enumerate(actor.inflight.values()):
                     state = "RUNNING" if i < limit else "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY"
@@ -113,7 +115,8 @@ class StateView:
                     "is_detached": a.opts.lifetime == "detached",
                     "placement": "thread" if a.local_cls is not None
                     else "dedicated" if a.opts.dedicated else "packed",
-                    "calls_queued": len(a.queue), "calls_running": len(a.inflight),
+                    "calls_queued": len(a.queue) + max(len(a.inflight) - _concurrency(a), 0),
+                    "calls_running": min(len(a.inflight), _concurrency(a)),
                     "death_cause": ser.loads(a.death).args[0] if a.death else None,
                 })  # fmt: skip
         return rows
@@ -151,25 +154,26 @@ class StateView:
                 for w in rt._workers.values() if w.pid and not w.gone
             ]  # fmt: skip
         out = []
-        for kind, wid, pid, in_flight in rows:
-            proc = self._procs.get(pid)
-            try:
-                if proc is None:
-                    proc = self._procs[pid] = psutil.Process(pid)
-                    proc.cpu_percent()  # the first call only starts the measurement
-                with proc.oneshot():
-                    cpu = proc.cpu_percent()
-                    mem = proc.memory_full_info()
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            out.append({
-                "worker_id": _hex(wid), "pid": pid, "worker_type": kind, "is_alive": True,
-                "tasks_in_flight": in_flight, "cpu_percent": cpu, "memory_rss": mem.rss,
-                "memory_uss": mem.uss,
-            })  # fmt: skip
-        live = {row["pid"] for row in out}
-        for pid in [p for p in self._procs if p not in live]:
-            del self._procs[pid]
+        with self._procs_lock:  # one reader at a time: cpu_percent() measures since the last
+            for kind, wid, pid, in_flight in rows:
+                proc = self._procs.get(pid)
+                try:
+                    if proc is None:
+                        proc = self._procs[pid] = psutil.Process(pid)
+                        proc.cpu_percent()  # the first call only starts the measurement
+                    with proc.oneshot():
+                        cpu = proc.cpu_percent()
+                        mem = proc.memory_full_info()
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    continue
+                out.append({
+                    "worker_id": _hex(wid), "pid": pid, "worker_type": kind, "is_alive": True,
+                    "tasks_in_flight": in_flight, "cpu_percent": cpu, "memory_rss": mem.rss,
+                    "memory_uss": mem.uss,
+                })  # fmt: skip
+            live = {row["pid"] for row in out}
+            for pid in [p for p in self._procs if p not in live]:
+                del self._procs[pid]
         return out
 
     def status(self) -> dict[str, Any]:
@@ -209,6 +213,11 @@ class StateView:
         names = {pid: "actor host" for pid in hosts}
         names[os.getpid()] = "driver"
         return trace_events([d for d in done if d.end >= since] if since else done, names)
+
+
+def _concurrency(actor: Any) -> int:
+    """How many calls ``actor`` runs at once (Ray's default: 1, or 1000 if async)."""
+    return actor.opts.max_concurrency or (1000 if actor.meta.is_async else 1)
 
 
 def finished_records(done: list[Done]) -> list[dict[str, Any]]:
