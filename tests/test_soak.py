@@ -1,15 +1,20 @@
 """Load and soak, scaled down for every CI run: ``benchmarks/soak.py`` (``make soak`` runs it
-at full scale) must find memory flat and the store empty; and its judge must catch growth."""
+at full scale) must find memory flat and the store empty; its judge must catch growth; and
+polling ``wait`` on a task that runs long must not grow the driver."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import io
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
+
+import raylite
 
 pytestmark = pytest.mark.local_only("the local runtime's processes and object store")
 
@@ -77,3 +82,35 @@ def test_the_judge_flags_second_half_growth_and_a_store_left_full():
     flat = soak.Load("tiny tasks", "tasks", 100)
     flat.checkpoints = [_checkpoint(10 * k, 40 + k % 2, {7: 5}) for k in range(11)]
     assert soak.problems(soak.SoakReport([flat], _checkpoint(0, 40, {7: 5}))) == []
+
+
+@raylite.remote
+def thousand_after(path: str) -> list[int]:
+    """1,000 results (``num_returns=1000``), once ``path`` exists (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(range(1000))
+
+
+def test_polling_wait_on_pending_refs_keeps_the_driver_flat(tmp_path):
+    # Each wait(timeout=) that returned left its waiter on every pending object until the
+    # object was ready: 3,000 polls of 1,000 pending refs grew the driver by ~28 MB.
+    gate = tmp_path / "gate"
+    raylite.init(num_cpus=2)
+    try:
+        refs = thousand_after.options(num_returns=1000).remote(str(gate))
+        raylite.wait(refs, num_returns=1, timeout=0)
+        gc.collect()
+        before = psutil.Process().memory_full_info().uss
+        for _ in range(3000):
+            ready, _ = raylite.wait(refs, num_returns=1, timeout=0)
+            assert ready == []
+        gc.collect()
+        grew = psutil.Process().memory_full_info().uss - before
+        gate.touch()
+        assert raylite.get(refs, timeout=60) == list(range(1000))
+        assert grew < 8 * MB, f"3,000 polls grew the driver by {grew / MB:.1f} MB"
+    finally:
+        gate.touch()
+        raylite.shutdown()
