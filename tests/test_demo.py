@@ -78,7 +78,7 @@ def test_io_section_shuts_down_when_a_fetch_fails(no_runtime, monkeypatch):
     def unreachable(url: str) -> bytes:
         raise ConnectionRefusedError(f"{url}: connection refused")
 
-    monkeypatch.setattr(_demo, "fetch", unreachable)
+    monkeypatch.setattr(_demo.io_bound, "fetch", unreachable)  # what io_section calls
     with pytest.raises(ConnectionRefusedError):
         _demo.io_section(_demo.DemoConfig(cpus=2, scale=0.05), io.StringIO())
     # The fixture checks that raylite, its workers and the server thread are gone.
