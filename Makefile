@@ -29,7 +29,7 @@ test: lint
 bench: $(VENV)/.bench
 	$(PY) benchmarks/run.py
 
-# ~2 min on 2 cores: 1,000,000 tasks, 100,000 actor calls, 10,000 puts of 1 MB; fails if
+# 2-3 min on 2 cores: 1,000,000 tasks, 100,000 actor calls, 10,000 puts of 1 MB; fails if
 # memory grows or the store is not empty at the end (CI runs it scaled: tests/test_soak.py).
 soak: $(VENV)/.installed
 	$(PY) benchmarks/soak.py --scale 1.0
