@@ -17,7 +17,8 @@ The three loads run one after another in one runtime::
 
 Each load takes 11 checkpoints (at 0%, 10%, ..., 100% of its operations). A checkpoint
 samples the USS of the driver (after ``gc.collect()``) and of every worker process (psutil),
-and the store's books: bytes of live objects and how many objects there are.
+and the store's books (``raylite.util.state.list_objects``): how many objects are alive and
+their bytes.
 
 Flat means: from a load's midpoint (50%) to its end, the driver grows by less than
 :data:`DRIVER_SLACK` and each worker alive at both by less than :data:`WORKER_SLACK`.
@@ -46,8 +47,7 @@ from typing import TextIO
 import psutil
 
 import raylite
-from raylite import _runtime
-from raylite._local.runtime import LocalRuntime
+from raylite.util.state import list_objects
 
 MB = 1024 * 1024
 DRIVER_SLACK = 10 * MB
@@ -94,8 +94,8 @@ class Checkpoint:
     done: int
     driver_uss: int  # bytes
     workers_uss: dict[int, int]  # {pid: bytes}
-    store_bytes: int  # bytes of live objects in the store
-    store_objects: int  # objects in the driver's table (actors' own ids not counted)
+    store_bytes: int  # bytes of the objects alive (their shared memory and pickles)
+    store_objects: int  # objects alive in the driver's books (actors' own ids not counted)
 
 
 @dataclass
@@ -166,18 +166,13 @@ def worker_processes(before: set[int]) -> list[psutil.Process]:
 
 
 def store_books() -> tuple[int, int]:
-    """``(bytes of live objects, objects)`` in the local runtime's store.
+    """``(bytes, count)`` of the objects the driver holds, from the state API.
 
-    Objects that stand for actors (their handles hold them) are not counted: they are
-    the actors' ids, not stored values. Reads the runtime's private books under its lock:
-    raylite has no public state API for the store yet.
+    Objects that stand for actors (``reference_type`` ``ACTOR_HANDLE``: their handles hold
+    them) are not counted: they are the actors' ids, not stored values.
     """
-    rt = _runtime.current()
-    if not isinstance(rt, LocalRuntime):
-        raise TypeError(f"the soak needs the local runtime, not {type(rt).__name__}")
-    with rt._lock:
-        objs = rt._objs
-        return objs.books.live, sum(1 for e in objs.entries.values() if not e.actor)
+    objects = list_objects(filters=[("reference_type", "=", "LOCAL_REFERENCE")], limit=10**9)
+    return sum(o.object_size for o in objects), len(objects)
 
 
 def checkpoint(done: int, before: set[int]) -> Checkpoint:
