@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import socket
+import sys
 import threading
 
 import pytest
@@ -34,7 +35,8 @@ def no_runtime():
 
 def test_every_section_at_a_tiny_scale(no_runtime, capsys):
     assert main(["demo", "--scale", "0.05", "--cpus", "2"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "task/s" not in err  # no progress bar where stderr is not a terminal
     words = " ".join(out.split())  # the error message is wrapped over lines
 
     # The three sections, in order, each with its "same answer" check.
@@ -78,7 +80,25 @@ def test_io_section_shuts_down_when_a_fetch_fails(no_runtime, monkeypatch):
     def unreachable(url: str) -> bytes:
         raise ConnectionRefusedError(f"{url}: connection refused")
 
-    monkeypatch.setattr(_demo, "fetch", unreachable)
+    monkeypatch.setattr(_demo.io_bound, "fetch", unreachable)  # what io_section calls
     with pytest.raises(ConnectionRefusedError):
         _demo.io_section(_demo.DemoConfig(cpus=2, scale=0.05), io.StringIO())
     # The fixture checks that raylite, its workers and the server thread are gone.
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal, as stderr is when a person runs the demo."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_raylite_steps_draw_a_progress_bar_on_a_terminal_and_clear_it(no_runtime, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    out = io.StringIO()
+    _demo.cpu_section(_demo.DemoConfig(cpus=2, scale=0.01), out)
+    drawn = terminal.getvalue()
+    assert re.search(r"raylite tasks: +\d+%\|.*\| \d/8 ", drawn), drawn  # 8 chunks, 8 tasks
+    assert drawn.endswith("\r") and drawn.split("\r")[-2].strip() == ""  # cleared when done
+    assert "running: raylite tasks" in out.getvalue() and "task/s" not in out.getvalue()

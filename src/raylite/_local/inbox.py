@@ -288,10 +288,7 @@ class WorkerMessages:
             reply()
             return
         waiter = Waiter(need, reply)
-        for entry in pending:
-            if entry.waiters is None:
-                entry.waiters = []
-            entry.waiters.append(waiter)
+        self._objs.add_waiter(pending, waiter)
         self._apply(self.sched.worker_blocked(w.wid))
         if msg.timeout is not None:
 

@@ -32,6 +32,8 @@ from .store import Layout, ObjectStore, Segment, Shm
 
 __all__ = ["Entry", "ObjectTable", "Waiter", "lost"]
 
+_PRUNE_AT = 16  # waiters on one object before add_waiter drops the fired ones
+
 
 class Entry:
     """An object: its payload once ready, who waits for it, and how many hold it."""
@@ -195,10 +197,21 @@ class ObjectTable:
         shm.segment.close()
 
     def add_waiter(self, entries: list[Entry], waiter: Waiter) -> None:
+        """Registers ``waiter`` on each of ``entries`` (objects not ready yet).
+
+        Waiters that already fired (their ``wait`` timed out, or got its ``num_returns``
+        from other objects) are dropped here once a list holds a few: else polling
+        ``wait(timeout=)`` on a task that runs for hours would grow its entry's list by one
+        waiter per call. Not on every call: that cost a third of a poll's time.
+        """
         for entry in entries:
-            if entry.waiters is None:
-                entry.waiters = []
-            entry.waiters.append(waiter)
+            waiters = entry.waiters
+            if waiters is None:
+                entry.waiters = [waiter]
+                continue
+            if len(waiters) >= _PRUNE_AT:
+                waiters[:] = [w for w in waiters if not w.fired]
+            waiters.append(waiter)
 
     def readable(self, oid: int) -> tuple[bytes, bool, list[memoryview] | None]:
         """What ``load_value`` needs to rebuild ready object ``oid`` in the driver."""

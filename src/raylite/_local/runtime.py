@@ -476,10 +476,7 @@ class LocalRuntime(WorkerMessages):
             if need <= 0:
                 return None
             waiter = Waiter(need)
-            for entry in pending:
-                if entry.waiters is None:
-                    entry.waiters = []
-                entry.waiters.append(waiter)
+            self._objs.add_waiter(pending, waiter)
             self._flush_dirty()
             return waiter
         finally:

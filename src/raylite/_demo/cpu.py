@@ -1,0 +1,188 @@
+"""The CPU-bound section: count primes in pure Python sequentially, on threads (one GIL)
+and on raylite tasks (a GIL per worker process), and print the wall times side by side.
+
+The building blocks (:func:`make_chunks`, :func:`run_sequential`, :func:`run_threads`,
+:func:`run_raylite`) take a work size, so a test runs each in a fraction of a second with
+``DemoConfig(cpus=2, scale=0.01)``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TextIO
+
+from .common import (
+    DemoConfig,
+    Run,
+    check_same_answer,
+    format_table,
+    get_with_bar,
+    plural,
+    speed_up,
+    step,
+)
+
+__all__ = [
+    "count_primes", "cpu_section", "make_chunks", "run_raylite", "run_sequential", "run_threads",
+]  # fmt: skip
+
+# The CPU workload: count the primes in [_FIRST, _FIRST + _NUMBERS * scale) by trial division.
+# Starting far from zero makes equal-width chunks cost about the same (each ~0.3-0.4 s on a
+# 2-core dev machine at scale 1), so no chunk is a straggler that hides the speed-up.
+_FIRST = 10_000_000
+_NUMBERS = 200_000
+_MIN_CHUNKS = 8
+
+Chunk = tuple[int, int]  # (lo, hi): a half-open range of integers to search for primes
+
+
+def count_primes(lo: int, hi: int) -> int:
+    """Counts the primes in ``[lo, hi)`` by trial division: slow on purpose, pure Python.
+
+    Args:
+        lo: First integer to test.
+        hi: One past the last integer to test.
+
+    Returns:
+        How many primes lie in ``[lo, hi)``.
+
+    Example:
+        >>> count_primes(0, 100)
+        25
+    """
+    count = 0
+    for n in range(max(lo, 2), hi):
+        if n < 4:
+            count += 1
+            continue
+        if n % 2 == 0:
+            continue
+        divisor = 3
+        while divisor * divisor <= n:
+            if n % divisor == 0:
+                break
+            divisor += 2
+        else:
+            count += 1
+    return count
+
+
+def make_chunks(config: DemoConfig) -> list[Chunk]:
+    """Splits the workload into equal ranges: at least 8, and at least two per CPU.
+
+    Args:
+        config: The CPU count (more CPUs, more chunks) and work scale.
+
+    Returns:
+        Adjacent ``(lo, hi)`` ranges covering ``[10_000_000, 10_000_000 + 200_000 * scale)``.
+    """
+    numbers = max(1, round(_NUMBERS * config.scale))
+    n_chunks = min(numbers, max(_MIN_CHUNKS, 2 * config.cpus))
+    bounds = [_FIRST + numbers * i // n_chunks for i in range(n_chunks + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def run_sequential(chunks: Sequence[Chunk]) -> Run:
+    """Counts primes in every chunk, one after another, in this thread."""
+    start = time.perf_counter()
+    answer = sum(count_primes(lo, hi) for lo, hi in chunks)
+    return Run(answer=answer, seconds=time.perf_counter() - start)
+
+
+def run_threads(chunks: Sequence[Chunk], threads: int) -> Run:
+    """Counts primes with a pool of ``threads`` threads in this process (so under one GIL)."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        answer = sum(pool.map(count_primes, *zip(*chunks, strict=True)))
+    return Run(answer=answer, seconds=time.perf_counter() - start)
+
+
+def run_raylite(chunks: Sequence[Chunk], cpus: int) -> Run:
+    """Counts primes with one raylite task per chunk on ``cpus`` worker processes.
+
+    Starts raylite with ``raylite.init(num_cpus=cpus)`` and shuts it down afterwards; the time
+    ``init`` takes is part of ``seconds`` and is also reported as ``setup_seconds``. On a
+    terminal, a progress bar counts the tasks as they finish.
+
+    Raises:
+        RuntimeError: If raylite is already initialized in this process (``init`` refuses).
+    """
+    import raylite  # lazily: the rest of the demo runs without the runtime
+
+    start = time.perf_counter()
+    raylite.init(num_cpus=cpus)
+    try:
+        setup = time.perf_counter() - start
+        remote_count_primes = raylite.remote(count_primes)
+        refs = [remote_count_primes.remote(lo, hi) for lo, hi in chunks]
+        answer = sum(get_with_bar(refs, "raylite tasks"))
+        seconds = time.perf_counter() - start
+    finally:
+        raylite.shutdown()
+    return Run(answer=answer, seconds=seconds, setup_seconds=setup)
+
+
+def _threads_why() -> str:
+    # Free-threaded builds (PEP 703, Python 3.13t) can run with the GIL off; say so honestly.
+    gil_enabled: Callable[[], bool] | None = getattr(sys, "_is_gil_enabled", None)
+    if gil_enabled is not None and not gil_enabled():
+        return "this Python runs without a GIL, so threads run bytecode in parallel too"
+    return "the GIL lets only one thread run Python bytecode at a time"
+
+
+def cpu_section(config: DemoConfig, out: TextIO) -> None:
+    """Times CPU-bound pure Python sequentially, on threads and on raylite tasks; prints a table.
+
+    Args:
+        config: CPUs to use and work scale.
+        out: Where to print the table.
+
+    Raises:
+        DemoError: If the three ways do not find the same number of primes.
+    """
+    chunks = make_chunks(config)
+    first, last = chunks[0][0], chunks[-1][1]
+    n = config.cpus
+    print(f"CPU-bound Python on {plural(n, 'CPU')}", file=out)
+    print(
+        f"  count primes in [{first:,}, {last:,}) by trial division, "
+        f"in {len(chunks)} chunks of ~{(last - first) // len(chunks):,} numbers",
+        file=out,
+    )
+    step(out, "sequential")
+    sequential = run_sequential(chunks)
+    step(out, "threads")
+    threads = run_threads(chunks, n)
+    step(out, "raylite tasks")
+    tasks = run_raylite(chunks, n)
+    answer = check_same_answer(
+        {"sequential": sequential, "threads": threads, "raylite tasks": tasks}
+    )
+    rows = [
+        ["sequential", f"{sequential.seconds:.2f} s", "1.00x", "one thread, one core"],
+        [
+            f"threads ({plural(n, 'thread')})",
+            f"{threads.seconds:.2f} s",
+            speed_up(sequential, threads),
+            _threads_why(),
+        ],
+        [
+            f"raylite tasks ({plural(n, 'CPU')})",
+            f"{tasks.seconds:.2f} s",
+            speed_up(sequential, tasks),
+            f"{plural(n, 'worker process')}, each with its own GIL: real parallelism",
+        ],
+        [
+            "  of which init()",
+            f"{tasks.setup_seconds:.2f} s",
+            "",
+            "starting the worker processes, paid once per program",
+        ],
+    ]
+    print(file=out)
+    print(format_table(["way", "wall", "speed-up", "why"], rows, "<>><"), file=out)
+    print(file=out)
+    print(f"  answer: {answer:,} primes, the same all three ways", file=out)
