@@ -23,6 +23,7 @@ runs with the runtime's lock held and uses its object table, workers and schedul
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -324,7 +325,7 @@ class ActorManager:
             if borrower is not None:
                 borrower.borrows.add(oid)
         call = _Call(
-            task_id, actor.actor_id, f"{actor.class_name}.{method}", method, args,
+            task_id, actor.actor_id, sys.intern(f"{actor.class_name}.{method}"), method, args,
             packed.positions,
             packed.dep_ids, contained, return_ids, mopts.concurrency_group,
             actor.opts.max_task_retries, py_args,
