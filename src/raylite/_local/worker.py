@@ -518,6 +518,8 @@ class WorkerRuntime:
                     if msgs is None:
                         raise SystemExit(0)  # the driver is gone
                     self._handle(msgs)
+                    with self._lock:  # tasks handed back by _handle must reach the driver
+                        self.chan.flush()  # now: they may be what this request waits for
                 finally:
                     self._io_done()
         finally:
