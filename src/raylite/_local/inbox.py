@@ -187,7 +187,9 @@ class WorkerMessages:
                 if entry.payload is None:
                     self._store(oid, ser.dumps(exc)[0], True, [])
             return
-        parent_task = self._tasks.get(parent[0]) if parent else None
+        # The running task is the first one not done: a TaskDone in the same batch has
+        # finished its task already, but leaves the scheduler's queue at the batch's end.
+        parent_task = next((self._tasks[t] for t in parent if t in self._tasks), None)
         if parent_task is not None:
             if parent_task.children is None:
                 parent_task.children = []
