@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 import traceback
 from typing import Any, NamedTuple
 
@@ -129,10 +130,34 @@ class _Pickler(cloudpickle.Pickler):
     """cloudpickle, plus zero-copy memoryviews (plain pickle refuses them)."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is memoryview:
+        t = type(obj)
+        if t is memoryview:
             data = pickle.PickleBuffer(obj) if obj.c_contiguous else obj.tobytes()
             return _rebuild_memoryview, (data, obj.format, obj.shape)
+        if t.__name__ == "ndarray" and t.__module__ == "numpy" and not obj.dtype.hasobject:
+            return _reduce_ndarray(obj)
         return super().reducer_override(obj)
+
+
+def _reduce_ndarray(array: Any) -> Any:
+    """numpy's protocol-5 reduction where numpy uses it (contiguous arrays: zero-copy).
+
+    Elsewhere (non-contiguous arrays, datetimes) numpy falls back to a legacy path that
+    loses a non-native byte order ('>f8' comes back as float64), so the bytes (one
+    contiguous copy, out of band when big) and the exact dtype travel here instead.
+    """
+    reduced = array.__reduce_ex__(5)
+    if getattr(reduced[0], "__name__", "") == "_frombuffer":
+        return reduced
+    np = sys.modules["numpy"]
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    raw = np.asarray(array, order=order).reshape(-1, order=order).view(np.uint8)
+    return _rebuild_ndarray, (pickle.PickleBuffer(raw), array.dtype, array.shape, order)
+
+
+def _rebuild_ndarray(data: Any, dtype: Any, shape: tuple[int, ...], order: str) -> Any:
+    np = sys.modules["numpy"]  # imported already: unpickling ``dtype`` needed it
+    return np.frombuffer(data, dtype=np.uint8).view(dtype).reshape(shape, order=order)
 
 
 def _rebuild_memoryview(data: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
