@@ -310,7 +310,8 @@ class ActorManager:
         if actor is None:
             raise ActorDiedError(
                 f"Actor {actor_id:056x} is not a live actor of this session (it ended, or the "
-                "handle comes from an earlier raylite session)."
+                "handle comes from an earlier raylite session): create the actor again with "
+                "ActorClass.remote(...) and call the new handle."
             )
         limit = actor.opts.max_pending_calls
         if limit > 0 and len(actor.queue) + len(actor.inflight) >= limit:

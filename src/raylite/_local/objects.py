@@ -82,7 +82,9 @@ class Waiter:
 def lost(oid: int) -> ObjectLostError:
     return ObjectLostError(
         f"{oid:056x}",
-        "It was freed (no ObjectRef to it was left), or belongs to an earlier raylite session.",
+        "It was freed (no ObjectRef to it was left), or belongs to an earlier raylite session "
+        "(refs do not outlive raylite.shutdown()). Keep an ObjectRef while you need its value, "
+        "and recompute values of an earlier session in this one.",
     )
 
 
