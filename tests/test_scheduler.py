@@ -526,6 +526,38 @@ def test_unblocked_worker_can_take_pipelined_tasks_again():
     assert pairs(submit(s, 2)) == [(2, W1)]
 
 
+def test_deeper_nested_tasks_go_before_older_shallower_ones():
+    s = sched(cpus=1, workers=1)
+    submit(s, 1)  # runs on W1
+    submit_many(s, [2, 3])  # two more top-level tasks wait
+    s.submit(4, CPU1, 0, [], depth=1)  # task 1's children: depth 1
+    s.submit(5, CPU1, 0, [], depth=1)
+    s.submit(6, CPU1, 0, [], depth=2)  # a grandchild, submitted last
+    s.worker_blocked(W1)  # task 1 waits for its children: its CPU goes to the deepest
+    assert pairs(s.worker_started(W2)) == [(6, W2)]
+    s.task_done(W2, 6)
+    assert s.queued_on(W2) == [4]  # then depth 1 in submission order, then depth 0
+    s.task_done(W2, 4)
+    assert s.queued_on(W2) == [5]
+    s.task_done(W2, 5)
+    assert s.queued_on(W2) == [2]
+
+
+def test_stalled_when_every_worker_is_blocked_and_none_may_start():
+    s = sched(cpus=1, workers=2, max_workers=2)
+    [(_, wa)] = pairs(submit(s, 1))
+    s.submit(2, CPU1, 0, [], depth=1)
+    assert s.stalled() == []  # an idle worker takes it once the CPU is lent
+    [(_, wb)] = pairs(s.worker_blocked(wa))
+    s.submit(3, CPU1, 0, [], depth=2)
+    assert s.stalled() == []  # wb runs task 2: it may finish
+    actions = s.worker_blocked(wb)
+    assert actions.start_workers == 0  # the cap: no third process
+    assert s.stalled() == [3]
+    s.worker_unblocked(wb)  # e.g. a get() timed out: it runs again, so no stall
+    assert s.stalled() == []
+
+
 # ---- starting workers -----------------------------------------------------------------------
 
 

@@ -155,7 +155,7 @@ def init(
         gpus=gpus,
         resources=custom,
         object_store_memory=object_store_memory,
-        max_workers=max(64, 4 * int(math.ceil(cpus))),
+        max_workers=_max_workers(cpus),
         session=session,
         namespace=kwargs.get("namespace") or "default",
         temp_dir=kwargs.get("_temp_dir"),
@@ -211,6 +211,20 @@ def _init_ray(address: str, local_mode: bool, **options: Any) -> InitInfo:
     return InitInfo(
         session=rt.context()["session"], address=address, dashboard_url=rt.dashboard_url
     )
+
+
+def _max_workers(cpus: float) -> int:
+    """The cap on worker processes: ``RAYLITE_MAX_WORKERS``, else max(64, 4 x CPUs). Each
+    task blocked in ``get`` holds one, so the cap bounds runaway nested recursion."""
+    value = os.environ.get("RAYLITE_MAX_WORKERS")
+    if value is None:
+        return max(64, 4 * int(math.ceil(cpus)))
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(
+            f"The environment variable RAYLITE_MAX_WORKERS must be a whole number >= 1 (the "
+            f"most worker processes raylite may start), got {value!r}: fix or unset it."
+        )
+    return int(value)
 
 
 def _gpu_list(num_gpus: float | None) -> list[float]:

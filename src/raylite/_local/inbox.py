@@ -190,6 +190,7 @@ class WorkerMessages:
         # The running task is the first one not done: a TaskDone in the same batch has
         # finished its task already, but leaves the scheduler's queue at the batch's end.
         parent_task = next((self._tasks[t] for t in parent if t in self._tasks), None)
+        task.depth = parent_task.depth + 1 if parent_task is not None else 1
         if parent_task is not None:
             if parent_task.children is None:
                 parent_task.children = []

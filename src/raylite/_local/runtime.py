@@ -169,6 +169,7 @@ class LocalRuntime(WorkerMessages):
         self._warned_shapes: set[Request] = set()
         self._watching_pending = False
         self._pending_checked = 0.0
+        self._stalled: set[int] = set()  # ready tasks no worker can take (see _fail_stalled)
         self._pending_warning_s = float(os.environ.get("RAYLITE_PENDING_WARNING_S", "5"))
         self._closed = False
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
@@ -667,7 +668,8 @@ class LocalRuntime(WorkerMessages):
             objects = self._objs
             missing = list(dict.fromkeys(o for o in task.dep_ids if objects[o].payload is None))
         actions = self.sched.submit(
-            task.task_id, task.request, task.fn_id, missing, threaded=task.call is not None
+            task.task_id, task.request, task.fn_id, missing, threaded=task.call is not None,
+            depth=task.depth,
         )
         self._apply(actions)
         if not actions.dispatch and not self._watching_pending:
@@ -1007,6 +1009,7 @@ class LocalRuntime(WorkerMessages):
             if now - self._pending_checked >= 1.0:  # not on every step of a busy burst
                 self._pending_checked = now
                 self._warn_pending()
+                self._fail_stalled()
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         return timeout
 
@@ -1024,6 +1027,29 @@ class LocalRuntime(WorkerMessages):
             self._warned_shapes.add(request)
             message = self._pending_message(request, oldest, count, now - started)
             warnings.warn(message, PendingTaskWarning, stacklevel=1)
+
+    def _fail_stalled(self) -> None:
+        """Fails the ready tasks that can never start because every worker process is
+        blocked in ``get``/``wait`` and no more may be started (unbounded recursion, most
+        likely), once two checks a second apart agree (the first may see a worker whose
+        value is on its way)."""
+        stalled = self.sched.stalled()
+        previous, self._stalled = self._stalled, set(stalled)
+        for tid in stalled:
+            task = self._tasks.get(tid)
+            if tid in previous and task is not None and self.sched.cancel(tid):
+                self._fail(task, RecursionError(self._stalled_message(task)))
+
+    def _stalled_message(self, task: Task) -> str:
+        n = self.config.max_workers
+        return (
+            f"Task {task.name}() (nested {task.depth} deep) cannot start: all {n} worker "
+            "processes raylite may run are blocked in get() or wait(), waiting for tasks "
+            "that need a worker. Is there unbounded recursion in nested tasks? Bound it, or "
+            "pass ObjectRefs as task arguments instead of calling get() inside tasks; or "
+            f"allow more processes: set the environment variable RAYLITE_MAX_WORKERS (now {n}) "
+            "before raylite.init()."
+        )
 
     def _pending_message(self, request: Request, oldest: int, count: int, waited: float) -> str:
         holders: dict[str, int] = {}

@@ -13,7 +13,14 @@ The model (Ray's worker leases, kept small):
   from the function's recent durations, and 1 until the first one finishes. So tiny tasks
   travel in batches while long ones never queue behind each other on one worker.
 - Ready tasks wait in one FIFO per shape; on each change the oldest heads go first, and a
-  head that does not fit does not block other shapes.
+  head that does not fit does not block other shapes. Nested tasks go before shallower
+  ones (deepest first, then oldest): a parent blocked in ``get`` holds a worker process, so
+  finishing the deepest work first keeps the number of blocked parents near the nesting
+  depth instead of the tree's width (a nested fib(12) on 2 CPUs needs ~25 processes, not
+  hundreds).
+- Worker processes are capped (``max_workers``). When every one is blocked in ``get`` and a
+  ready task needs one more, nothing can progress: :meth:`Scheduler.stalled` reports it
+  and the runtime fails those tasks (unbounded recursion must not fork without bound).
 - A worker blocked in ``get``/``wait`` lends its CPUs back (nested tasks cannot deadlock the
   pool) and returns its unstarted tasks; it takes the CPUs back when it resumes, even if that
   oversubscribes for a moment, as Ray does.
@@ -100,6 +107,7 @@ class _Task(NamedTuple):
     key: int  # pipelining statistics key (the function id)
     dedicated: bool  # holds its lease alone (an actor's life), never shares it
     threaded: bool  # runs on a driver thread: needs resources, not a worker
+    depth: int  # 0 for the driver's tasks, the parent's + 1 for nested ones
 
 
 class Scheduler:
@@ -228,16 +236,18 @@ class Scheduler:
         deps: list[int],
         dedicated: bool = False,
         threaded: bool = False,
+        depth: int = 0,
     ) -> Actions:
         """A new task; ``deps`` are the object ids it still waits for (not yet ready).
 
         A ``dedicated`` task (an actor) gets a lease of its own, which it holds until it is
         done: its worker runs nothing else meanwhile. A ``threaded`` task runs on a driver
         thread: it is dispatched to the pseudo-worker ``thread_worker(task_id)`` (negative)
-        once its resources are free, and holds them until done.
+        once its resources are free, and holds them until done. ``depth`` is the nesting
+        depth (0 for the driver's tasks): deeper ready tasks are placed first.
         """
         self._seq += 1
-        self._tasks[task_id] = _Task(self._seq, request, key, dedicated, threaded)
+        self._tasks[task_id] = _Task(self._seq, request, key, dedicated, threaded, depth)
         if deps:
             self._waiting[task_id] = len(deps)
             for oid in deps:
@@ -252,7 +262,7 @@ class Scheduler:
                 return Actions([(task_id, lease.worker)])
             if queue is None:
                 queue = self._ready[request] = deque()
-        queue.append(task_id)
+        self._enqueue(queue, task_id, depth)
         self._n_ready += 1
         return self._schedule()
 
@@ -268,7 +278,8 @@ class Scheduler:
                 self._waiting[tid] = left - 1
             else:
                 del self._waiting[tid]
-                self._ready.setdefault(self._tasks[tid].request, deque()).append(tid)
+                task = self._tasks[tid]
+                self._enqueue(self._ready.setdefault(task.request, deque()), tid, task.depth)
                 self._n_ready += 1
         return self._schedule()
 
@@ -361,7 +372,32 @@ class Scheduler:
             return True
         return False
 
+    def stalled(self) -> list[int]:
+        """The ready tasks that can never start, or ``[]``: they wait for a worker, no
+        worker may be started (``max_workers`` reached) and every worker is blocked in
+        ``get``/``wait`` (so none frees up unless what it waits for runs)."""
+        if (
+            not self._n_ready
+            or self._idle
+            or self._starting
+            or len(self._workers) < self.max_workers
+            or not all(lease.blocked for lease in self._leases.values())
+        ):
+            return []
+        return [tid for queue in self._ready.values() for tid in queue]
+
     # ---- placement ----------------------------------------------------------------------
+
+    def _enqueue(self, queue: deque[int], task_id: int, depth: int) -> None:
+        """Appends ``task_id`` behind the tasks at least as deep (deepest first, then FIFO)."""
+        if not queue or self._tasks[queue[-1]].depth >= depth:
+            queue.append(task_id)  # the common case: all the driver's tasks are at depth 0
+            return
+        tasks = self._tasks
+        i = 0
+        while tasks[queue[i]].depth >= depth:
+            i += 1
+        queue.insert(i, task_id)
 
     def _schedule(self) -> Actions:
         if not self._n_ready:
@@ -370,7 +406,7 @@ class Scheduler:
         needed = 0
         shapes = [(q[0], r, q) for r, q in self._ready.items() if q]
         if len(shapes) > 1:
-            shapes.sort(key=lambda s: self._tasks[s[0]].seq)
+            shapes.sort(key=lambda s: (-self._tasks[s[0]].depth, self._tasks[s[0]].seq))
         for _, request, queue in shapes:
             while queue:
                 tid = queue[0]

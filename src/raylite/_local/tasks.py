@@ -40,6 +40,7 @@ class Task:
     request: Request
     retries_left: int
     owner: int = DRIVER
+    depth: int = 0  # nesting: 0 for the driver's tasks, the parent's + 1 for nested ones
     worker: int | None = None
     cancelled: bool = False
     children: list[int] | None = None  # nested tasks it submitted, for recursive cancel

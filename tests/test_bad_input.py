@@ -1,0 +1,271 @@
+"""Bad input: each kind gets an error of the right type whose message names the problem and
+the fix. Tests that take ``rl`` run on the local runtime and on real Ray (then they assert
+what both say); ``local_only`` ones check raylite's own behaviour and say why.
+
+Kinds tested in other files, not repeated here:
+
+| bad input                                  | test                                         |
+|--------------------------------------------|----------------------------------------------|
+| unpicklable argument / result              | test_failures.py::test_unpicklable_*         |
+| unknown option name, bad option value      | test_api.py::test_unknown_and_bad_options_*  |
+| ``get``/``wait`` of non-refs, bad timeout  | test_api.py::test_get_rejects_non_refs, ...  |
+| ``get`` of a ref from an earlier ``init``  | test_api.py::test_use_after_shutdown_*       |
+| ``init`` twice, unknown ``init`` keyword   | test_api.py::test_init_errors                |
+| ``put``/result over the store's capacity   | test_store.py::test_*store_full*, ...        |
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from _helpers import live_children
+
+import raylite
+from raylite.exceptions import (
+    ActorDiedError,
+    ObjectLostError,
+    ObjectStoreFullError,
+    RaySystemError,
+    RayTaskError,
+)
+
+MB = 1024 * 1024
+
+
+@raylite.remote
+def ident(x):
+    return x
+
+
+@raylite.remote
+class Counter:
+    def add(self, n):
+        return n + 1
+
+
+# ---- options and resources ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "init_kwargs, error, words",
+    [
+        ({"num_cpus": float("nan")}, ValueError, "num_cpus must be a finite number >= 0, got nan"),
+        ({"num_cpus": -1}, ValueError, "num_cpus must be a finite number >= 0, got -1"),
+        ({"num_gpus": float("inf")}, ValueError, "num_gpus must be a finite number >= 0, got inf"),
+        ({"num_cpus": "2"}, TypeError, "num_cpus must be a number, got str '2'"),
+        ({"resources": {"db": -1}}, ValueError, "resources['db'] must be a finite number >= 0"),
+        ({"resources": {"db": float("nan")}}, ValueError, "resources['db'] must be a finite"),
+        ({"resources": {"CPU": 2}}, ValueError, "Use the 'num_cpus' and 'num_gpus' keyword"),
+        ({"resources": ["db"]}, TypeError, "resources must be a dict of resource name to amount"),
+        ({"object_store_memory": -5}, ValueError, "object_store_memory must be a positive"),
+    ],
+)
+def test_bad_init_resources_are_named(init_kwargs, error, words):
+    with pytest.raises(error) as info:
+        raylite.init(**init_kwargs)
+    assert words in str(info.value)
+    assert not raylite.is_initialized()
+
+
+@pytest.mark.parametrize(
+    "options, error, words",
+    [
+        ({"num_cpus": float("nan")}, ValueError, "num_cpus must be a finite number >= 0"),
+        ({"num_gpus": -0.5}, ValueError, "num_gpus must be a finite number >= 0, got -0.5"),
+        ({"resources": {"db": float("-inf")}}, ValueError, "resources['db'] must be a finite"),
+        ({"resources": {"": 1}}, TypeError, "resources keys must be non-empty strings"),
+        ({"num_returns": -1}, ValueError, "num_returns must be >= 0, got -1"),
+        ({"max_retries": 1.5}, TypeError, "max_retries must be an int, got float 1.5"),
+        ({"retry_exceptions": "yes"}, TypeError, "retry_exceptions must be a bool or a list"),
+        ({"executor": "gpu"}, ValueError, "executor must be 'process' (CPU-bound work) or"),
+        ({"num_cpu": 1}, ValueError, "Invalid option keyword 'num_cpu' for remote functions. "
+         "Valid ones are"),
+    ],
+)  # fmt: skip
+def test_bad_task_options_name_the_option_and_what_is_allowed(options, error, words):
+    with pytest.raises(error) as info:
+        ident.options(**options)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "options, error, words",
+    [
+        ({"max_concurency": 2}, ValueError, "Invalid option keyword 'max_concurency' for actors. "
+         "Valid ones are concurrency_groups"),
+        ({"max_restarts": "x"}, TypeError, "max_restarts must be an int, got str 'x'"),
+        ({"max_concurrency": 0}, ValueError, "max_concurrency must be >= 1, got 0"),
+        ({"lifetime": "forever"}, ValueError, "lifetime must be None, 'detached' or"),
+        ({"concurrency_groups": {"io": 0}}, TypeError, "concurrency_groups must be a dict of"),
+        ({"num_cpus": float("nan")}, ValueError, "num_cpus must be a finite number >= 0"),
+    ],
+)  # fmt: skip
+def test_bad_actor_options_name_the_option_and_what_is_allowed(options, error, words):
+    with pytest.raises(error) as info:
+        Counter.options(**options)
+    assert words in str(info.value)
+
+
+def test_bad_method_options_and_decorator_misuse_show_the_right_form():
+    with pytest.raises(ValueError, match="'num_return' for actor methods. Valid ones are"):
+        raylite.method(num_return=2)
+    with pytest.raises(TypeError, match=r"keyword arguments only, e\.g\. '@raylite\.method\("):
+        raylite.method(2)
+    with pytest.raises(TypeError, match=r"for example '@raylite\.remote\(num_cpus=1\)'"):
+        raylite.remote(5)
+
+
+def test_bad_max_workers_environment_variable_is_named(monkeypatch):
+    monkeypatch.setenv("RAYLITE_MAX_WORKERS", "lots")
+    with pytest.raises(ValueError, match="RAYLITE_MAX_WORKERS must be a whole number >= 1.*"
+                       "'lots': fix or unset it"):  # fmt: skip
+        raylite.init(num_cpus=1)
+    assert not raylite.is_initialized()
+
+
+# ---- values -----------------------------------------------------------------------------
+
+
+@pytest.mark.local_only("Ray spills an argument over its store's capacity to disk")
+def test_argument_bigger_than_the_store_fails_at_remote_and_the_store_still_works():
+    np = pytest.importorskip("numpy")
+    raylite.init(num_cpus=1, object_store_memory=20 * MB)
+    try:
+        with pytest.raises(ObjectStoreFullError) as info:
+            ident.remote(np.zeros(30 * MB, dtype=np.uint8))
+        text = str(info.value)
+        assert "the arguments of ident()" in text and "31.5 MB" in text
+        assert "raylite.init(object_store_memory=<bytes>)" in text
+        small = np.arange(10)
+        assert (raylite.get(ident.remote(small)) == small).all()
+    finally:
+        raylite.shutdown()
+
+
+def test_get_of_other_things_than_refs_says_what_to_pass(rl):
+    for bad in (5, {"a": 1}, "ref"):
+        with pytest.raises(ValueError, match="must either be an ObjectRef or a list of"):
+            raylite.get(bad)
+    with pytest.raises(TypeError, match="expected a list of ObjectRef"):
+        raylite.wait([raylite.put(1), 2])
+
+
+# ---- sessions -----------------------------------------------------------------------------
+
+
+@pytest.mark.local_only("a Ray cluster outlives shutdown(), and so do its refs and actors")
+def test_refs_and_actors_of_an_earlier_session_say_so_and_what_to_do():
+    raylite.init(num_cpus=1)
+    old_ref = raylite.put(1)
+    old_actor = Counter.remote()
+    assert raylite.get(old_actor.add.remote(1)) == 2
+    raylite.shutdown()
+    raylite.init(num_cpus=1)
+    try:
+        for call in (lambda: raylite.wait([old_ref]), lambda: raylite.cancel(old_ref)):
+            with pytest.raises(RaySystemError, match="earlier raylite session.*raylite.init"):
+                call()
+        with pytest.raises(ObjectLostError, match="earlier raylite session.*recompute"):
+            raylite.get(ident.remote(old_ref), timeout=30)  # as an argument of a new task
+        with pytest.raises(ActorDiedError, match=r"earlier raylite session.*create the actor"):
+            raylite.get(old_actor.add.remote(1), timeout=30)
+    finally:
+        raylite.shutdown()
+
+
+def test_api_after_shutdown_starts_a_new_session_as_ray_does():
+    raylite.init(num_cpus=1)
+    raylite.shutdown()
+    try:
+        assert raylite.get(raylite.put("again")) == "again"  # Ray auto-initializes too
+        assert raylite.is_initialized()
+    finally:
+        raylite.shutdown()
+
+
+def test_init_inside_a_task_is_a_reinit(rl):
+    @raylite.remote
+    def init_again(ignore):
+        raylite.init(ignore_reinit_error=ignore)
+        return "ok"
+
+    assert raylite.get(init_again.remote(True), timeout=60) == "ok"
+    with pytest.raises(RuntimeError) as info:
+        raylite.get(init_again.remote(False), timeout=60)
+    assert isinstance(info.value, RayTaskError)
+    assert "init twice by accident" in str(info.value)
+    assert "ignore_reinit_error=True" in str(info.value)
+
+
+def test_unpicklable_value_in_put_names_the_cause_and_the_fix(rl):
+    with pytest.raises(TypeError) as info:
+        raylite.put(threading.Lock())
+    assert "lock" in str(info.value)
+
+
+# ---- unbounded recursion in nested tasks ----------------------------------------------------
+
+
+@raylite.remote
+def recurse(n):
+    return raylite.get(recurse.remote(n + 1))
+
+
+@raylite.remote
+def countdown(n):
+    return "done" if n == 0 else raylite.get(countdown.remote(n - 1))
+
+
+@raylite.remote
+def fib(n):
+    if n < 2:
+        return n
+    return sum(raylite.get([fib.remote(n - 1), fib.remote(n - 2)]))
+
+
+class _PeakChildren:
+    """Samples this process's live descendants on a thread, keeping the peak count."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, len(live_children()))
+
+    def __enter__(self) -> _PeakChildren:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+@pytest.mark.local_only("Ray starts a worker per blocked task until memory runs out")
+def test_unbounded_recursion_fails_clearly_with_the_process_count_bounded(monkeypatch):
+    monkeypatch.setenv("RAYLITE_MAX_WORKERS", "12")
+    raylite.init(num_cpus=2)
+    try:
+        with _PeakChildren() as children, pytest.raises(RayTaskError) as info:
+            raylite.get(recurse.remote(0), timeout=60)
+        text = str(info.value)  # the deepest task failed with it, each parent re-raised it
+        assert "RecursionError: Task recurse() (nested 12 deep) cannot start" in text
+        assert "all 12 worker processes raylite may run are blocked in get()" in text
+        assert "unbounded recursion in nested tasks" in text
+        assert "RAYLITE_MAX_WORKERS (now 12)" in text
+        assert children.peak <= 12 + 1  # the workers and their zygote
+        assert raylite.get(countdown.remote(3), timeout=30) == "done"  # it recovers
+    finally:
+        raylite.shutdown()
+
+
+@pytest.mark.local_only("on Ray each blocked task gets a process: tens of seconds on 2 cores")
+def test_deep_and_wide_nested_programs_still_work_on_two_cpus(rl):
+    with _PeakChildren() as children:
+        assert raylite.get(countdown.remote(30), timeout=60) == "done"
+        assert raylite.get(fib.remote(12), timeout=60) == 144
+    assert children.peak <= 64 + 1
