@@ -141,6 +141,21 @@ def test_unpicklable_result_fails_at_get_naming_the_function(rl):
     _pool_still_works()
 
 
+def test_error_from_a_nested_task_keeps_the_users_class(rl):
+    @raylite.remote
+    def inner():
+        raise KeyError("deep")
+
+    @raylite.remote
+    def outer():
+        return raylite.get(inner.remote())
+
+    with pytest.raises(KeyError) as info:
+        raylite.get(outer.remote(), timeout=30)
+    assert isinstance(info.value, RayTaskError)
+    assert "outer()" in str(info.value) and "KeyError: 'deep'" in str(info.value)
+
+
 def test_exception_that_cannot_be_pickled_still_reports_its_text(rl):
     @raylite.remote
     def fail():

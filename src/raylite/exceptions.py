@@ -84,10 +84,15 @@ class RayTaskError(RayError):
     def as_instanceof_cause(self) -> RayTaskError:
         """Returns this error as an instance of both ``RayTaskError`` and the cause's class.
 
+        Through nested tasks (a task re-raising what ``get`` raised) the class is the
+        innermost user exception's, as in Ray.
+
         Falls back to plain ``RayTaskError`` where the cause's class cannot be subclassed
         (final classes, classes whose ``__init__`` needs arguments it cannot get, ...).
         """
         cause = self.cause
+        while isinstance(cause, RayTaskError) and cause.cause is not None:
+            cause = cause.cause  # a nested task's error: the user's exception it carries
         if cause is None or isinstance(cause, RayTaskError):
             return self
         cause_cls = type(cause)
