@@ -135,8 +135,11 @@ def test_get_timeout(rl):
 
 
 def test_get_rejects_non_refs(rl):
-    with pytest.raises(ValueError, match="must either be an ObjectRef or a list"):
-        raylite.get(42)  # type: ignore[arg-type]
+    for bad in (42, {"a": 1}, "ref"):
+        with pytest.raises(ValueError, match="must either be an ObjectRef or a list"):
+            raylite.get(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="expected a list of ObjectRef"):
+        raylite.wait([raylite.put(1), 2])  # type: ignore[list-item]
     with pytest.raises(TypeError, match="expected a list of ObjectRef"):
         raylite.get([raylite.put(1), 2])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="timeout"):

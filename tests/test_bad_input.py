@@ -51,7 +51,6 @@ class Counter:
     "init_kwargs, error, words",
     [
         ({"num_cpus": float("nan")}, ValueError, "num_cpus must be a finite number >= 0, got nan"),
-        ({"num_cpus": -1}, ValueError, "num_cpus must be a finite number >= 0, got -1"),
         ({"num_gpus": float("inf")}, ValueError, "num_gpus must be a finite number >= 0, got inf"),
         ({"num_cpus": "2"}, TypeError, "num_cpus must be a number, got str '2'"),
         ({"resources": {"db": -1}}, ValueError, "resources['db'] must be a finite number >= 0"),
@@ -79,8 +78,6 @@ def test_bad_init_resources_are_named(init_kwargs, error, words):
         ({"max_retries": 1.5}, TypeError, "max_retries must be an int, got float 1.5"),
         ({"retry_exceptions": "yes"}, TypeError, "retry_exceptions must be a bool or a list"),
         ({"executor": "gpu"}, ValueError, "executor must be 'process' (CPU-bound work) or"),
-        ({"num_cpu": 1}, ValueError, "Invalid option keyword 'num_cpu' for remote functions. "
-         "Valid ones are"),
     ],
 )  # fmt: skip
 def test_bad_task_options_name_the_option_and_what_is_allowed(options, error, words):
@@ -141,14 +138,6 @@ def test_argument_bigger_than_the_store_fails_at_remote_and_the_store_still_work
         assert (raylite.get(ident.remote(small)) == small).all()
     finally:
         raylite.shutdown()
-
-
-def test_get_of_other_things_than_refs_says_what_to_pass(rl):
-    for bad in (5, {"a": 1}, "ref"):
-        with pytest.raises(ValueError, match="must either be an ObjectRef or a list of"):
-            raylite.get(bad)
-    with pytest.raises(TypeError, match="expected a list of ObjectRef"):
-        raylite.wait([raylite.put(1), 2])
 
 
 # ---- sessions -----------------------------------------------------------------------------
