@@ -187,10 +187,45 @@ def test_init_inside_a_task_is_a_reinit(rl):
     assert "ignore_reinit_error=True" in str(info.value)
 
 
-def test_unpicklable_value_in_put_names_the_cause_and_the_fix(rl):
+def test_unpicklable_value_in_put_names_the_cause(rl):
     with pytest.raises(TypeError) as info:
         raylite.put(threading.Lock())
-    assert "lock" in str(info.value)
+    assert "cannot pickle '_thread.lock' object" in str(info.value)
+
+
+@pytest.mark.local_only("Ray's message names no fix")
+@pytest.mark.parametrize("where", ["driver", "task", "local_mode"])
+def test_unpicklable_value_in_put_names_the_fix_everywhere(where):
+    @raylite.remote
+    def put_a_lock():
+        return raylite.put(threading.Lock())
+
+    raylite.init(num_cpus=1, local_mode=where == "local_mode")
+    try:
+        with pytest.raises(TypeError) as info:
+            if where == "task":
+                raylite.get(put_a_lock.remote(), timeout=30)
+            else:
+                raylite.put(threading.Lock())
+        text = str(info.value)
+        assert "Could not serialize the value passed to put(): " in text
+        assert "cannot pickle '_thread.lock' object" in text
+        assert "create them where they are used" in text
+    finally:
+        raylite.shutdown()
+
+
+def test_unpicklable_result_of_a_thread_task_names_the_fix():
+    @raylite.remote(executor="thread")
+    def make_lock():
+        return threading.Lock()
+
+    raylite.init(num_cpus=1)
+    try:
+        with pytest.raises(TypeError, match=r"return value of make_lock\(\).*Return picklable"):
+            raylite.get(make_lock.remote(), timeout=30)
+    finally:
+        raylite.shutdown()
 
 
 # ---- unbounded recursion in nested tasks ----------------------------------------------------

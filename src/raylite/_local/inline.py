@@ -185,7 +185,10 @@ class InlineRuntime:
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
             raise TypeError("Calling 'put' on an ObjectRef is not allowed; wrap it in a list.")
-        return self._new((ser.dumps(value)[0], False))
+        try:
+            return self._new((ser.dumps(value)[0], False))
+        except ser.SerializationError as exc:
+            raise ser.put_error(exc) from None
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
         return [ser.load_value(*self._objects[r._id]) for r in refs]

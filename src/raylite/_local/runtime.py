@@ -384,7 +384,7 @@ class LocalRuntime(WorkerMessages):
         try:
             s = ser.serialize(value)
         except ser.SerializationError as exc:
-            raise TypeError(f"Could not serialize the value passed to put(): {exc}") from None
+            raise ser.put_error(exc) from None
         shm, mapping = self._write_shm(s, "an object put", keep=True) if s.buffers else (None, None)
         self._lock.acquire()
         try:

@@ -34,6 +34,7 @@ __all__ = [
     "serialize",
     "dumps",
     "dumps_args",
+    "put_error",
     "dumps_error",
     "dumps_function",
     "load_value",
@@ -49,6 +50,14 @@ INLINE_LIMIT = 64 * 1024  # buffers at least this large go to shared memory
 
 class SerializationError(TypeError):
     """A value could not be pickled; the message names what and why."""
+
+
+def put_error(exc: SerializationError) -> TypeError:
+    """The error of a ``put`` whose value cannot be pickled (the same in every runtime)."""
+    return TypeError(
+        f"Could not serialize the value passed to put(): {exc}. Pass picklable data: locks, "
+        "sockets, open files and the like cannot be pickled; create them where they are used."
+    )
 
 
 def _is_plain(value: Any, depth: int = 3) -> bool:

@@ -130,7 +130,8 @@ class ThreadRunner:
                     s = ser.serialize(value)
                 except ser.SerializationError as exc:
                     raise TypeError(
-                        f"Could not serialize the return value of {name}(): {exc}"
+                        f"Could not serialize the return value of {name}(): {exc}. "
+                        "Return picklable data, or build the object inside the caller."
                     ) from None
                 shm, mapping = (
                     rt._write_shm(s, f"the result of {name}()", True) if s.buffers else (None, None)

@@ -473,7 +473,10 @@ class WorkerRuntime:
         return [self._new_ref(oid) for oid in return_ids]
 
     def put(self, value: Any) -> ObjectRef:
-        s = ser.serialize(value)
+        try:
+            s = ser.serialize(value)
+        except ser.SerializationError as exc:
+            raise ser.put_error(exc) from None
         oid = next(self._ids)
         wire, fds = self._value_of(oid, s, keep=True)
         self._out(PutObject(oid, wire, s.contained), fds)
