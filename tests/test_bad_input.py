@@ -288,6 +288,33 @@ def test_unbounded_recursion_fails_clearly_with_the_process_count_bounded(monkey
         raylite.shutdown()
 
 
+@raylite.remote
+class Slow:
+    def work(self, seconds, value):
+        import time
+
+        time.sleep(seconds)
+        return value
+
+
+@raylite.remote
+def ask(actor, value):
+    return raylite.get(actor.work.remote(0.5, value))
+
+
+@pytest.mark.local_only("the worker cap is raylite's")
+def test_more_tasks_waiting_on_an_actor_than_the_cap_all_finish(monkeypatch):
+    # Every worker blocks on the actor while tasks wait for a worker, for longer than the
+    # stall check's two looks: not a stall, since the actor wakes them one by one.
+    monkeypatch.setenv("RAYLITE_MAX_WORKERS", "3")
+    raylite.init(num_cpus=2)
+    try:
+        slow = Slow.remote()
+        assert raylite.get([ask.remote(slow, i) for i in range(10)], timeout=60) == list(range(10))
+    finally:
+        raylite.shutdown()
+
+
 @pytest.mark.local_only("on Ray each blocked task gets a process: tens of seconds on 2 cores")
 def test_deep_and_wide_nested_programs_still_work_on_two_cpus(rl):
     with _PeakChildren() as children:

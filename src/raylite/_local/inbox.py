@@ -274,6 +274,7 @@ class WorkerMessages:
             need = len(pending)
 
         def reply(timed_out: bool = False) -> None:
+            w.waits.pop(msg.req_id, None)
             if w.gone:
                 return
             if type(msg) is WaitRequest:
@@ -292,6 +293,9 @@ class WorkerMessages:
             return
         waiter = Waiter(need, reply)
         self._objs.add_waiter(pending, waiter)
+        w.waits[msg.req_id] = None if msg.timeout is not None else [
+            o for o in oids if o not in missing and self._objs[o].payload is None
+        ]  # fmt: skip
         self._apply(self.sched.worker_blocked(w.wid))
         if msg.timeout is not None:
 

@@ -111,6 +111,7 @@ class _Worker:
 
     __slots__ = (
         "wid", "pid", "chan", "cancel_slot", "known_fns", "borrows", "mapped", "gone", "doomed",
+        "waits",
     )  # fmt: skip
 
     def __init__(self, wid: int, chan: Channel, cancel_slot: mmap.mmap) -> None:
@@ -123,6 +124,8 @@ class _Worker:
         self.mapped: set[int] = set()  # objects whose segment it maps (until Forget)
         self.gone = False
         self.doomed = False  # to be killed as soon as it has a pid
+        # {request id: object ids it waits for, or None if it may wake on its own (timeout)}
+        self.waits: dict[int, list[int] | None] = {}
 
 
 _WAKE = "wake"
@@ -1034,16 +1037,36 @@ class LocalRuntime(WorkerMessages):
         likely), once two checks a second apart agree (the first may see a worker whose
         value is on its way)."""
         stalled = self.sched.stalled()
+        if stalled and not self._blocked_for_good():
+            stalled = []
         previous, self._stalled = self._stalled, set(stalled)
         for tid in stalled:
             task = self._tasks.get(tid)
             if tid in previous and task is not None and self.sched.cancel(tid):
                 self._fail(task, RecursionError(self._stalled_message(task)))
 
+    def _blocked_for_good(self) -> bool:
+        """Whether every wait of every worker is for tasks that need a worker to run (queued,
+        or running on a worker that waits too): not for an actor's call, a thread task or
+        a timeout, which could wake a worker without a worker to spare."""
+        for w in self._workers.values():
+            for oids in w.waits.values():
+                if oids is None:
+                    return False
+                for oid in oids:
+                    entry = self._objs.get(oid)
+                    if entry is None or entry.payload is not None:
+                        return False  # ready: its reply is on the way
+                    task = self._tasks.get(entry.task_id)
+                    if task is None or task.call is not None:
+                        return False
+        return True
+
     def _stalled_message(self, task: Task) -> str:
         n = self.config.max_workers
+        where = f"nested {task.depth} deep" if task.depth else "submitted by the driver"
         return (
-            f"Task {task.name}() (nested {task.depth} deep) cannot start: all {n} worker "
+            f"Task {task.name}() ({where}) cannot start: all {n} worker "
             "processes raylite may run are blocked in get() or wait(), waiting for tasks "
             "that need a worker. Is there unbounded recursion in nested tasks? Bound it, or "
             "pass ObjectRefs as task arguments instead of calling get() inside tasks; or "
