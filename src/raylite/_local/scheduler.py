@@ -19,8 +19,9 @@ The model (Ray's worker leases, kept small):
   depth instead of the tree's width (a nested fib(12) on 2 CPUs needs ~25 processes, not
   hundreds).
 - Worker processes are capped (``max_workers``). When every one is blocked in ``get`` and a
-  ready task needs one more, nothing can progress: :meth:`Scheduler.stalled` reports it
-  and the runtime fails those tasks (unbounded recursion must not fork without bound).
+  ready task needs one more, :meth:`Scheduler.stalled` reports it; if the blocked workers
+  wait only for tasks that need a worker too (not for an actor), nothing can progress and
+  the runtime fails those tasks (unbounded recursion must not fork without bound).
 - A worker blocked in ``get``/``wait`` lends its CPUs back (nested tasks cannot deadlock the
   pool) and returns its unstarted tasks; it takes the CPUs back when it resumes, even if that
   oversubscribes for a moment, as Ray does.
