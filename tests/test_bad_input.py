@@ -242,6 +242,11 @@ def countdown(n):
 
 
 @raylite.remote
+def parent_of(x):
+    return raylite.get(ident.remote(x)) + 1
+
+
+@raylite.remote
 def fib(n):
     if n < 2:
         return n
@@ -320,4 +325,9 @@ def test_deep_and_wide_nested_programs_still_work_on_two_cpus(rl):
     with _PeakChildren() as children:
         assert raylite.get(countdown.remote(30), timeout=60) == "done"
         assert raylite.get(fib.remote(12), timeout=60) == 144
+        # 200 parents, each waiting on a child: children go first, so the parents queued
+        # behind them never all hold a process at once (FIFO order hung at 64 workers).
+        assert raylite.get([parent_of.remote(i) for i in range(200)], timeout=60) == [
+            i + 1 for i in range(200)
+        ]
     assert children.peak <= 64 + 1
