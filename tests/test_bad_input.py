@@ -11,7 +11,8 @@ Kinds tested in other files, not repeated here:
 | ``get``/``wait`` of non-refs, bad timeout  | test_api.py::test_get_rejects_non_refs, ...  |
 | ``get`` of a ref from an earlier ``init``  | test_api.py::test_use_after_shutdown_*       |
 | ``init`` twice, unknown ``init`` keyword   | test_api.py::test_init_errors                |
-| ``put``/result over the store's capacity   | test_store.py::test_*store_full*, ...        |
+| ``put``/result over the store's capacity   | test_store.py::test_capacity_is_enforced_*,  |
+|                                            | test_results_that_do_not_fit_*               |
 """
 
 from __future__ import annotations
