@@ -99,6 +99,29 @@ def test_cancel_a_running_thread_task(rl):
     gate.set()
 
 
+def test_a_thread_task_cancelled_while_waiting_for_a_thread_never_runs(rl):
+    gate = threading.Event()
+    ran: list[int] = []
+
+    @raylite.remote(executor="thread")
+    def hold(gate):
+        gate.wait(30)
+
+    @raylite.remote(executor="thread")
+    def record(ran):
+        ran.append(1)
+
+    holders = [hold.remote(gate) for _ in range(64)]  # every thread of the pool
+    late = record.remote(ran)  # waits for a thread
+    raylite.cancel(late)
+    gate.set()
+    raylite.get(holders, timeout=30)
+    assert raylite.get(record.remote(ran), timeout=30) is None  # a thread took it after them
+    assert ran == [1]  # that one only: the cancelled one never ran
+    with pytest.raises(raylite.exceptions.TaskCancelledError):
+        raylite.get(late)
+
+
 def test_thread_actor(rl):
     lock = threading.Lock()
 

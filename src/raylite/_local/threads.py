@@ -100,13 +100,17 @@ class ThreadRunner:
     def _run_task(self, task: Task) -> None:
         assert task.call is not None
         fn, args, kwargs = task.call
-        outcome = self.call(task.name, fn, args, kwargs, task.dep_positions, task.dep_ids,
-                            len(task.return_ids))  # fmt: skip
-        task.start, task.end, task.lane = outcome.start, outcome.end, threading.get_native_id()
+        outcome = None
+        if not task.cancelled:  # cancelled while it waited for a thread: never run it
+            outcome = self.call(task.name, fn, args, kwargs, task.dep_positions, task.dep_ids,
+                                len(task.return_ids))  # fmt: skip
+            task.start, task.end = outcome.start, outcome.end
+            task.lane = threading.get_native_id()
         rt = self.rt
         rt._lock.acquire()
         try:
-            rt._thread_task_done(task, outcome)
+            if outcome is not None:
+                rt._thread_task_done(task, outcome)
             rt._apply(rt.sched.task_done(thread_worker(task.task_id), task.task_id))
             rt._flush_dirty()
         finally:
