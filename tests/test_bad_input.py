@@ -294,6 +294,45 @@ def test_unbounded_recursion_fails_clearly_with_the_process_count_bounded(monkey
         raylite.shutdown()
 
 
+@raylite.remote(executor="thread")
+def recurse_on_threads(n):
+    return raylite.get(recurse_on_threads.remote(n + 1))
+
+
+@raylite.remote(executor="thread")
+def wait_inside(refs):
+    return raylite.get(refs[0])
+
+
+@raylite.remote
+def sleep_then(seconds, value):
+    import time
+
+    time.sleep(seconds)
+    return value
+
+
+@pytest.mark.local_only("the thread executor is raylite's own")
+def test_unbounded_recursion_of_thread_tasks_fails_clearly():
+    raylite.init(num_cpus=2)
+    try:
+        threads_before = threading.active_count()
+        with pytest.raises(RecursionError) as info:
+            raylite.get(recurse_on_threads.remote(0), timeout=60)
+        assert isinstance(info.value, RayTaskError)
+        text = str(info.value)
+        assert "RecursionError: Thread task recurse_on_threads() cannot start: all 64 " in text
+        assert "unbounded recursion in nested tasks" in text
+        assert threading.active_count() <= threads_before + 64
+        # More thread tasks than threads, all waiting on a process task: not a stall.
+        gate = sleep_then.remote(0.5, "open")
+        assert raylite.get([wait_inside.remote([gate]) for _ in range(70)], timeout=60) == [
+            "open"
+        ] * 70
+    finally:
+        raylite.shutdown()
+
+
 @raylite.remote
 class Slow:
     def work(self, seconds, value):

@@ -440,7 +440,7 @@ class LocalRuntime(WorkerMessages):
         return Shm(segment, layout, counted, what), mapping
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
-        waiter = self._wait_for([r._id for r in refs], None)
+        waiter = self._wait_for([r._id for r in refs], None, timeout)
         if waiter is not None and not self._block(waiter, timeout):
             raise GetTimeoutError(
                 f"Get timed out: some object(s) not ready after {timeout} s. Use a longer "
@@ -453,7 +453,7 @@ class LocalRuntime(WorkerMessages):
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-        waiter = self._wait_for([r._id for r in refs], num_returns)
+        waiter = self._wait_for([r._id for r in refs], num_returns, timeout)
         if waiter is not None:
             self._block(waiter, timeout)
         with self._lock:
@@ -462,25 +462,30 @@ class LocalRuntime(WorkerMessages):
         taken = {r._id for r in done}
         return done, [r for r in refs if r._id not in taken]
 
-    def _wait_for(self, oids: list[int], num_returns: int | None) -> Waiter | None:
+    def _wait_for(
+        self, oids: list[int], num_returns: int | None, timeout: float | None
+    ) -> Waiter | None:
         """Registers a waiter for ``num_returns`` of ``oids`` (all if ``None``) unless that
         many are ready already; flushes queued dispatches so the work gets going."""
         self._lock.acquire()
         try:
             self._check_alive()
             pending = []
+            pending_ids = []
             for oid in dict.fromkeys(oids):
                 entry = self._objs.get(oid)
                 if entry is None:
                     raise lost(oid)
                 if entry.payload is None:
                     pending.append(entry)
+                    pending_ids.append(oid)
             ready = len(set(oids)) - len(pending)
             need = len(pending) if num_returns is None else num_returns - ready
             if need <= 0:
                 return None
             waiter = Waiter(need)
             self._objs.add_waiter(pending, waiter)
+            self._threads.note_wait(pending_ids, timeout)  # a thread task waiting: see there
             self._flush_dirty()
             return waiter
         finally:
@@ -488,11 +493,14 @@ class LocalRuntime(WorkerMessages):
 
     def _block(self, waiter: Waiter, timeout: float | None) -> bool:
         assert waiter.event is not None
-        if waiter.event.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
-            return True
-        with self._lock:
-            waiter.fired = True  # a late hit must not release anything
-            return False
+        try:
+            if waiter.event.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+                return True
+            with self._lock:
+                waiter.fired = True  # a late hit must not release anything
+                return False
+        finally:
+            self._threads.done_waiting()
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         self._lock.acquire()

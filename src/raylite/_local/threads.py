@@ -14,7 +14,10 @@ sockets, files or databases (the GIL is released while it waits). Results are st
 pickled into the object store, since process tasks may read them. Thread tasks reserve no
 CPU unless asked (``num_cpus``); custom resources cap how many run at once. Nested calls
 (``get``, ``.remote()``) work as in the driver. A running thread task cannot be
-interrupted: ``cancel`` fails its result at once and drops the late one.
+interrupted: ``cancel`` fails its result at once and drops the late one; a queued one never
+runs. The pool has ``max_threads`` threads: when each waits in ``get`` for thread tasks
+still queued (unbounded recursion), those fail with ``RecursionError`` instead of waiting
+forever (:meth:`ThreadRunner.note_wait`).
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ class ThreadRunner:
         self._idle = 0  # threads waiting for a task
         self._queued = 0  # tasks no thread has taken yet
         self._count_lock = threading.Lock()
+        self._local = threading.local()  # .pool is True on the pool's own threads
+        self._running: dict[int, int] = {}  # {pool thread id: task id it runs}
+        # {pool thread id: object ids it waits for in get/wait, or None (a timeout wakes it)}
+        self._waits: dict[int, list[int] | None] = {}
 
     def submit(self, task: Task) -> None:
         """Runs a dispatched thread task (lock held: only queues it)."""
@@ -85,6 +92,7 @@ class ThreadRunner:
             threading.Thread(target=self._serve, name="raylite-thread", daemon=True).start()
 
     def _serve(self) -> None:
+        self._local.pool = True
         while True:
             with self._count_lock:
                 self._idle += 1
@@ -102,8 +110,12 @@ class ThreadRunner:
         fn, args, kwargs = task.call
         outcome = None
         if not task.cancelled:  # cancelled while it waited for a thread: never run it
-            outcome = self.call(task.name, fn, args, kwargs, task.dep_positions, task.dep_ids,
-                                len(task.return_ids))  # fmt: skip
+            self._running[threading.get_ident()] = task.task_id
+            try:
+                outcome = self.call(task.name, fn, args, kwargs, task.dep_positions,
+                                    task.dep_ids, len(task.return_ids))  # fmt: skip
+            finally:
+                del self._running[threading.get_ident()]
             task.start, task.end = outcome.start, outcome.end
             task.lane = threading.get_native_id()
         rt = self.rt
@@ -115,6 +127,52 @@ class ThreadRunner:
             rt._flush_dirty()
         finally:
             rt._unlock()
+
+    def note_wait(self, oids: list[int], timeout: float | None) -> None:
+        """The calling thread is about to block in get/wait for ``oids`` (lock held).
+
+        On a pool thread: records it and, if now every pool thread waits for thread tasks
+        that wait for a pool thread, fails those (unbounded recursion, most likely), as the
+        driver does for worker processes: 64 threads, then a hang, would be the alternative.
+        """
+        if not getattr(self._local, "pool", False):
+            return
+        self._waits[threading.get_ident()] = None if timeout is not None else oids
+        if self._queued and self._threads >= self.max_threads and self._blocked_for_good():
+            self._fail_queued()
+
+    def done_waiting(self) -> None:
+        if getattr(self._local, "pool", False):
+            self._waits.pop(threading.get_ident(), None)
+
+    def _blocked_for_good(self) -> bool:
+        """Whether every pool thread waits only for thread tasks already given to the pool
+        (queued, or running on a thread that waits too): nothing else could wake one."""
+        if len(self._waits) < self._threads:
+            return False
+        objs, tasks = self.rt._objs, self.rt._tasks
+        for oids in self._waits.values():
+            if oids is None:
+                return False
+            for oid in oids:
+                entry = objs.get(oid)
+                task = tasks.get(entry.task_id) if entry is not None else None
+                if task is None or task.call is None or task.worker is None:
+                    return False
+        return True
+
+    def _fail_queued(self) -> None:
+        running = set(self._running.values())
+        for task in list(self.rt._tasks.values()):
+            if task.call is None or task.worker is None or task.task_id in running:
+                continue
+            task.cancelled = True  # the pool skips it when a thread takes it
+            self.rt._fail(task, RecursionError(
+                f"Thread task {task.name}() cannot start: all {self.max_threads} threads of "
+                "the thread executor are blocked in get() or wait(), waiting for thread tasks "
+                "that need a thread. Is there unbounded recursion in nested tasks? Bound it, "
+                "or pass ObjectRefs as task arguments instead of calling get() inside tasks."
+            ))  # fmt: skip
 
     def call(
         self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
