@@ -3,14 +3,16 @@
 The driver talks to the zygote and to each worker over socketpairs made by the driver
 (``pool.py``, ``runtime.py``): no port, no socket file, nothing another process could
 connect to. These tests check that from the outside with psutil, over the whole process tree
-after tasks, actors and thread tasks ran. Allowed, for what may come (a CLI control socket,
-a dashboard): Unix sockets bound under a directory of mode 0700 owned by this user. Not
-allowed: any inet socket (TCP or UDP), abstract Unix sockets, any other socket path.
+after tasks, actors and thread tasks ran. Allowed: Unix sockets bound under a directory of
+mode 0700 owned by this user (the CLI's control socket), and, only with
+``include_dashboard=True``, the driver's dashboard listening on 127.0.0.1. Not allowed: any
+other inet socket (TCP or UDP), abstract Unix sockets, any other socket path.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from typing import Any
 
@@ -60,9 +62,10 @@ class Dedicated:
         return os.getpid()
 
 
-def test_no_process_of_the_tree_listens_or_binds_a_socket_others_could_reach():
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_no_process_of_the_tree_listens_or_binds_a_socket_others_could_reach(dashboard):
     before = _inet(psutil.Process())  # what the test process had: inherited, not ours
-    raylite.init(num_cpus=2)
+    raylite.init(num_cpus=2, include_dashboard=dashboard)
     try:
         assert raylite.get([square.remote(i) for i in range(20)]) == [i * i for i in range(20)]
         assert raylite.get(on_a_thread.remote(1)) == 2
@@ -73,6 +76,12 @@ def test_no_process_of_the_tree_listens_or_binds_a_socket_others_could_reach():
         for proc in tree:
             what = f"process {proc.pid} ({' '.join(proc.cmdline())[:60]})"
             new_inet = _inet(proc) - before
+            if dashboard and proc.pid == os.getpid():
+                listening = {c for c in new_inet if c[3] == psutil.CONN_LISTEN}
+                assert len(listening) == 1, f"the driver listens on {listening}"
+                [(_, kind, laddr, _)] = listening
+                assert kind == socket.SOCK_STREAM and laddr.ip == "127.0.0.1"
+                new_inet -= listening  # the dashboard: loopback only
             assert not new_inet, f"{what} has inet sockets {new_inet}"
             for conn in _connections(proc, "unix"):
                 path = conn.laddr or conn.raddr
