@@ -3,6 +3,7 @@ real Ray head for the tests that run on Ray."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import secrets
@@ -45,19 +46,21 @@ def live_children(pid: int | None = None) -> list[psutil.Process]:
     return out
 
 
-def kill_driver_and_wait_for_workers(script: str) -> list[int]:
+def kill_driver_and_wait_for_workers(script: str) -> tuple[list[int], float]:
     """Runs ``script`` as a driver that prints its workers' pids on one line, SIGKILLs it,
-    and waits (10 s at most) until those workers are gone; returns their pids."""
+    and waits (10 s at most) until those workers are gone; returns their pids and the
+    seconds from the kill until the last of them was gone."""
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert pids, "the driver printed no worker pids"
         assert all(pid_alive(p) for p in pids)
+        killed_at = time.monotonic()
         proc.kill()
         proc.wait(timeout=10)
         wait_until(lambda: not any(pid_alive(p) for p in pids), 10, "orphaned workers to die")
-        return pids
+        return pids, time.monotonic() - killed_at
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -209,3 +212,86 @@ def chromium_page(width: int = 1280, height: int = 900) -> Iterator[Any]:
             yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()
+
+
+# ---- leak checks (the fault suite) ---------------------------------------------------------
+
+
+def open_fds(pid: int | None = None) -> dict[int, str]:
+    """``{fd: what it points to}`` for a process (this one by default); empty once it is gone.
+
+    The descriptor ``listdir`` itself opens (it points into ``/proc``) is left out."""
+    where = f"/proc/{pid or 'self'}/fd"
+    out = {}
+    try:
+        names = os.listdir(where)
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return {}
+    for name in names:
+        try:
+            target = os.readlink(f"{where}/{name}")
+        except OSError:  # closed meanwhile
+            continue
+        if not target.startswith("/proc/"):
+            out[int(name)] = target
+    return out
+
+
+def memfds(pid: int | None = None, name: str = "raylite-object") -> list[str]:
+    """The memfds called ``name`` that a process holds open (mappings keep one each)."""
+    return [t for t in open_fds(pid).values() if t.startswith(f"/memfd:{name}")]
+
+
+def shm_entries() -> set[str]:
+    """What ``/dev/shm`` holds now (named shared memory of every process on the machine)."""
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+@dataclass(frozen=True)
+class LeakBaseline:
+    """What this process held before a runtime started: fds, child processes, ``/dev/shm``.
+
+    ``assert_back(timeout)`` waits (cleanup is asynchronous) until the process holds no
+    more than that again, and fails naming what is left over."""
+
+    fds: dict[int, str]
+    children: frozenset[int]
+    shm: frozenset[str]
+
+    @classmethod
+    def take(cls) -> LeakBaseline:
+        return cls(open_fds(), frozenset(p.pid for p in live_children()), frozenset(shm_entries()))
+
+    def leftovers(self) -> list[str]:
+        """Whatever is held now and was not then, in words (empty: nothing leaked)."""
+        gc.collect()  # a value that viewed shared memory may only wait for the collector
+        out = [
+            f"fd {fd} -> {target}"
+            for fd, target in open_fds().items()
+            if self.fds.get(fd) != target
+        ]
+        out += [
+            f"process {p.pid} ({p.name()})" for p in live_children() if p.pid not in self.children
+        ]
+        # Other programs on this machine may add entries; ours would carry "raylite".
+        out += [f"/dev/shm/{n}" for n in shm_entries() - self.shm if "raylite" in n]
+        return out
+
+    def assert_back(self, timeout: float = 10.0) -> None:
+        left: list[str] = []
+
+        def clean() -> bool:
+            left[:] = self.leftovers()
+            return not left
+
+        try:
+            wait_until(clean, timeout, "the runtime's processes, fds and segments to go")
+        except AssertionError:
+            raise AssertionError(f"leaked after shutdown: {left}") from None
+
+
+def stamp(path: str) -> None:
+    """Writes this moment (``time.monotonic()``, the same clock in every process here) to
+    ``path``: a task calls it just before it injects a failure, for the time to detect it."""
+    with open(path, "w") as f:
+        f.write(repr(time.monotonic()))

@@ -1,41 +1,17 @@
-"""The crash table: each failure is caused for real and must surface as the right error,
-promptly, with the pool still working afterwards; on every runtime (the ``rl`` fixture)
-except where marked ``local_only``."""
+"""Errors from the user's code: exceptions, retries of them, values that do not pickle, and
+nested tasks that must not deadlock; on every runtime (the ``rl`` fixture).
+
+Injected failures (dead workers, killed actors, cancellation, shutdown mid-task, a killed
+driver) are the fault suite's, in ``tests/faults/``."""
 
 from __future__ import annotations
 
-import ctypes
-import os
-import re
-import signal
-import textwrap
 import threading
-import time
 
 import pytest
-from _helpers import kill_driver_and_wait_for_workers, live_children, wait_until
 
 import raylite
-from raylite.exceptions import (
-    RayTaskError,
-    TaskCancelledError,
-    WorkerCrashedError,
-)
-
-
-@raylite.remote(max_retries=0)
-def exit_hard(code):
-    os._exit(code)
-
-
-@raylite.remote(max_retries=0)
-def kill_self():
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-@raylite.remote(max_retries=0)
-def segfault():
-    ctypes.string_at(0)
+from raylite.exceptions import RayTaskError
 
 
 @raylite.remote
@@ -45,48 +21,6 @@ def ok(x):
 
 def _pool_still_works():
     assert raylite.get([ok.remote(i) for i in range(8)], timeout=30) == list(range(8))
-
-
-@pytest.mark.parametrize(
-    "task, words",
-    [
-        (lambda: exit_hard.remote(3), "exit code 3"),
-        (lambda: kill_self.remote(), "killed by signal 9 (SIGKILL)"),
-        (lambda: segfault.remote(), "killed by signal 11 (SIGSEGV)"),
-    ],
-    ids=["os._exit", "SIGKILL", "segfault"],
-)
-@pytest.mark.local_only("Ray's message names no exit code or signal")
-def test_worker_death_fails_the_task_with_worker_crashed_error(rl, task, words):
-    with pytest.raises(WorkerCrashedError, match=re.escape(words)) as info:
-        raylite.get(task(), timeout=30)
-    assert "max_retries=0" in str(info.value)
-    _pool_still_works()
-    assert raylite.available_resources()["CPU"] == 2
-
-
-def test_crashed_task_is_retried_up_to_max_retries(rl, tmp_path):
-    marker = tmp_path / "attempts"
-
-    @raylite.remote(max_retries=2)
-    def crash_twice(path):
-        with open(path, "a") as f:
-            f.write("x")
-        if len(open(path).read()) < 3:
-            os._exit(1)
-        return "third time lucky"
-
-    assert raylite.get(crash_twice.remote(str(marker)), timeout=30) == "third time lucky"
-    assert marker.read_text() == "xxx"
-
-    with pytest.raises(WorkerCrashedError):
-        raylite.get(exit_hard.options(max_retries=2).remote(1), timeout=30)
-
-
-@pytest.mark.local_only("Ray's message does not count the tries")
-def test_crash_error_says_how_often_the_task_was_tried(rl):
-    with pytest.raises(WorkerCrashedError, match="tried 3 time"):
-        raylite.get(exit_hard.options(max_retries=2).remote(1), timeout=30)
 
 
 def test_retry_exceptions_retries_application_errors(rl, tmp_path):
@@ -169,49 +103,6 @@ def test_exception_that_cannot_be_pickled_still_reports_its_text(rl):
         raylite.get(fail.remote(), timeout=30)
 
 
-def test_cancel_queued_task(rl):
-    @raylite.remote
-    def block(seconds):
-        time.sleep(seconds)
-        return seconds
-
-    blockers = [block.remote(30) for _ in range(2)]
-    queued = ok.remote("never")
-    raylite.cancel(queued)
-    with pytest.raises(TaskCancelledError):
-        raylite.get(queued, timeout=10)
-    for ref in blockers:
-        raylite.cancel(ref, force=True)
-    for ref in blockers:
-        with pytest.raises(TaskCancelledError):
-            raylite.get(ref, timeout=10)
-    wait_until(lambda: raylite.available_resources().get("CPU") == 2, 10, "CPUs released")
-    _pool_still_works()
-
-
-@pytest.mark.local_only("it waits through available_resources(), which Ray updates late")
-def test_cancel_running_task_interrupts_it(rl):
-    @raylite.remote
-    def spin():
-        while True:
-            time.sleep(0.01)
-
-    ref = spin.remote()
-    wait_until(lambda: raylite.available_resources().get("CPU", 0) < 2, 10, "task to start")
-    raylite.cancel(ref)
-    with pytest.raises(TaskCancelledError):
-        raylite.get(ref, timeout=10)
-    wait_until(lambda: raylite.available_resources().get("CPU") == 2, 10, "CPU released")
-    _pool_still_works()
-
-
-def test_cancel_finished_task_is_a_no_op(rl):
-    ref = ok.remote(1)
-    assert raylite.get(ref) == 1
-    raylite.cancel(ref)
-    assert raylite.get(ref) == 1
-
-
 def test_nested_tasks_that_wait_on_children_do_not_deadlock(rl):
     @raylite.remote
     def child(x):
@@ -244,39 +135,3 @@ def test_nested_put_wait_and_refs_returned_from_tasks(rl):
 
     refs = raylite.get(producer.remote(), timeout=30)
     assert raylite.get(refs) == [0, 1, 2]
-
-
-def test_shutdown_with_running_tasks_leaves_nothing(tmp_path):
-    raylite.init(num_cpus=2)
-
-    @raylite.remote
-    def forever():
-        time.sleep(60)
-
-    refs = [forever.remote() for _ in range(2)]
-    wait_until(lambda: raylite.available_resources().get("CPU", 0) == 0, 10, "tasks to start")
-    start = time.monotonic()
-    raylite.shutdown()
-    assert time.monotonic() - start < 5
-    wait_until(lambda: not live_children(), 10, "workers to exit")
-    del refs
-
-
-def test_workers_die_with_a_sigkilled_driver(tmp_path):
-    script = textwrap.dedent(
-        """
-        import os, sys, time
-        import raylite
-        raylite.init(num_cpus=2)
-
-        @raylite.remote
-        def pid():
-            time.sleep(0.2)
-            return os.getpid()
-
-        pids = raylite.get([pid.remote() for _ in range(4)])
-        print(" ".join(map(str, sorted(set(pids)))), flush=True)
-        time.sleep(60)
-        """
-    )
-    kill_driver_and_wait_for_workers(script)

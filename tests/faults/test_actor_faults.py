@@ -1,0 +1,106 @@
+"""Actors whose process dies, and actors killed with calls waiting.
+
+Packed actors (no CPU or GPU reserved) share host processes: killing a host is every
+actor in it dying at once, and each must follow its own restart policy (Ray's semantics:
+``max_restarts`` restarts with fresh state, ``max_task_retries`` reruns the calls that were
+in flight, else they fail with ``ActorUnavailableError``; an actor out of restarts is dead
+and every call raises ``ActorDiedError``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from _helpers import wait_until
+
+import raylite
+from raylite.exceptions import ActorDiedError, ActorUnavailableError
+
+pytestmark = pytest.mark.local_only("they kill raylite's host processes, found by pid")
+
+
+@raylite.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def add(self):
+        self.n += 1
+        return self.n
+
+    def pid(self):
+        return os.getpid()
+
+    def hold(self, started, go):
+        """Says it started, then waits (30 s at most) for ``go``; returns the count then."""
+        Path(started).touch()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.n
+
+
+# Restart policies, one actor of each per host (see the test).
+POLICIES = {
+    "restart+retry": {"max_restarts": 1, "max_task_retries": 1},
+    "restart": {"max_restarts": 1, "max_task_retries": 0},
+    "no restart": {"max_restarts": 0},
+}
+
+
+def test_killing_a_host_process_applies_each_actors_restart_policy(fault, tmp_path):
+    # Two sets of the three policies: actors are spread over the hosts (2 on 2 CPUs), so
+    # each host holds one of each; the test checks that rather than assumes it.
+    actors = [
+        (policy, Counter.options(**opts).remote())
+        for _ in range(2)
+        for policy, opts in POLICIES.items()
+    ]
+    pids = raylite.get([a.pid.remote() for _, a in actors], timeout=30)
+    for _, a in actors:
+        assert raylite.get([a.add.remote(), a.add.remote()], timeout=30) == [1, 2]
+    host = pids[0]
+    victims = {policy: a for (policy, a), pid in zip(actors, pids, strict=True) if pid == host}
+    survivors = [a for (_, a), pid in zip(actors, pids, strict=True) if pid != host]
+    assert set(victims) == set(POLICIES), f"the host {host} holds only {sorted(victims)}"
+    assert survivors, "every actor landed on one host: nothing shows the others are spared"
+
+    go = str(tmp_path / "go")
+    calls = {}
+    for policy, a in victims.items():
+        started = tmp_path / f"started-{policy}"
+        calls[policy] = (a.hold.remote(str(started), go), a.add.remote())  # running, queued
+        wait_until(started.exists, 10, f"the {policy} actor's call to start")
+
+    killed_at = time.monotonic()
+    os.kill(host, signal.SIGKILL)
+
+    # No restarts left: dead, its calls fail, and so does every later one.
+    running, queued = calls["no restart"]
+    fault.expect(
+        ActorDiedError, running, since=killed_at, case="no restart: running call",
+        match=r"its process died \(killed by signal 9 \(SIGKILL\)\)",
+    )  # fmt: skip
+    fault.expect(ActorDiedError, queued, since=killed_at, case="no restart: queued call")
+    with pytest.raises(ActorDiedError):
+        raylite.get(victims["no restart"].add.remote(), timeout=30)
+
+    # Restarted without retries: the calls it had fail, the next one runs on fresh state.
+    running, queued = calls["restart"]
+    fault.expect(ActorUnavailableError, running, since=killed_at, case="restart: running call")
+    fault.expect(ActorUnavailableError, queued, since=killed_at, case="restart: queued call")
+    assert raylite.get(victims["restart"].add.remote(), timeout=30) == 1
+
+    # Restarted with retries: its calls run again, in order, on the fresh instance.
+    Path(go).touch()
+    running, queued = calls["restart+retry"]
+    assert raylite.get([running, queued], timeout=30) == [0, 1]
+    fault.record("calls retried on the new instance", since=killed_at, case="restart+retry")
+    assert raylite.get(victims["restart+retry"].pid.remote(), timeout=30) != host
+
+    # The other host's actors never noticed.
+    assert raylite.get([a.add.remote() for a in survivors], timeout=30) == [3] * len(survivors)

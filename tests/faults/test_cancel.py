@@ -1,0 +1,101 @@
+"""``cancel`` of queued, running and finished tasks, gently and with ``force=True``.
+
+Ray's semantics (``ray.cancel``): a queued task never runs; a running one gets a
+``KeyboardInterrupt`` (``force=False``) or its worker is killed (``force=True``); either way
+``get`` raises ``TaskCancelledError``, and the task is not retried. A finished task is left
+alone: ``get`` returns its value.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from _helpers import pid_alive, stamp, wait_until
+
+import raylite
+from raylite.exceptions import TaskCancelledError
+
+
+@raylite.remote
+def ok(x):
+    return x
+
+
+@raylite.remote
+def wait_for(go):
+    """Holds a CPU until the file ``go`` exists (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "done"
+
+
+@raylite.remote
+def leave_a_mark(path):
+    Path(path).touch()
+    return "ran"
+
+
+def test_cancelled_queued_task_never_runs(fault, tmp_path):
+    go, mark = tmp_path / "go", tmp_path / "ran"
+    blockers = [wait_for.remote(str(go)) for _ in range(2)]  # both CPUs
+    queued = leave_a_mark.remote(str(mark))
+    cancelled_at = time.monotonic()
+    raylite.cancel(queued)
+    fault.expect(TaskCancelledError, queued, since=cancelled_at)
+    go.touch()
+    assert raylite.get(blockers, timeout=30) == ["done", "done"]
+    # Had it stayed queued it would have run before these (same CPUs, earlier in line).
+    assert raylite.get([ok.remote(i) for i in range(8)], timeout=30) == list(range(8))
+    assert not mark.exists(), "the cancelled task ran"
+
+
+@pytest.mark.local_only("it waits through available_resources(), which Ray updates late")
+def test_cancel_interrupts_a_running_task_and_keeps_its_worker(fault, tmp_path):
+    @raylite.remote(max_retries=3)  # a cancelled task is not retried, whatever max_retries
+    def spin(started, interrupted):
+        Path(started).write_text(str(os.getpid()))
+        try:
+            while True:
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            Path(interrupted).touch()
+            raise
+
+    started, interrupted = tmp_path / "started", tmp_path / "interrupted"
+    ref = spin.remote(str(started), str(interrupted))
+    wait_until(lambda: started.exists() and started.read_text(), 10, "the task to start")
+    cancelled_at = time.monotonic()
+    raylite.cancel(ref)
+    fault.expect(TaskCancelledError, ref, since=cancelled_at)
+    assert interrupted.exists()  # the task saw a KeyboardInterrupt where it was
+    assert pid_alive(int(started.read_text()))  # the worker lives on, serving others
+    assert raylite.get(ok.remote(1), timeout=30) == 1
+
+
+def test_cancel_of_a_finished_task_is_a_no_op(fault):
+    ref = ok.remote(1)
+    assert raylite.get(ref, timeout=30) == 1
+    cancelled_at = time.monotonic()
+    raylite.cancel(ref)
+    raylite.cancel(ref, force=True)
+    assert raylite.get(ref, timeout=30) == 1
+    fault.record("get returns the value", since=cancelled_at)
+    assert raylite.get(ok.remote(2), timeout=30) == 2  # no worker was killed for it
+
+
+def test_force_cancel_of_a_running_task(fault, tmp_path):
+    @raylite.remote
+    def long_task(path):
+        stamp(path)
+        time.sleep(60)
+
+    ref = long_task.remote(fault.stamp_path)
+    wait_until(lambda: os.path.exists(fault.stamp_path), 30, "the task to start")
+    cancelled_at = time.monotonic()
+    raylite.cancel(ref, force=True)
+    fault.expect(TaskCancelledError, ref, since=cancelled_at)
+    assert raylite.get([ok.remote(i) for i in range(4)], timeout=30) == [0, 1, 2, 3]
