@@ -16,7 +16,7 @@ import pytest
 from _helpers import pid_alive, stamp, wait_until
 
 import raylite
-from raylite.exceptions import TaskCancelledError
+from raylite.exceptions import GetTimeoutError, TaskCancelledError
 
 
 @raylite.remote
@@ -85,6 +85,32 @@ def test_cancel_of_a_finished_task_is_a_no_op(fault):
     assert raylite.get(ref, timeout=30) == 1
     fault.record("get returns the value", since=cancelled_at)
     assert raylite.get(ok.remote(2), timeout=30) == 2  # no worker was killed for it
+
+
+@pytest.mark.local_only("it checks that the worker's process is gone")
+def test_force_cancel_kills_a_task_that_ignores_the_interrupt(fault, tmp_path):
+    @raylite.remote
+    def stubborn(started):
+        Path(started).write_text(str(os.getpid()))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                time.sleep(0.01)
+            except KeyboardInterrupt:
+                pass  # ignores a gentle cancel
+
+    started = tmp_path / "started"
+    ref = stubborn.remote(str(started))
+    wait_until(lambda: started.exists() and started.read_text(), 10, "the task to start")
+    pid = int(started.read_text())
+    raylite.cancel(ref)
+    with pytest.raises(GetTimeoutError):  # swallowed: it runs on
+        raylite.get(ref, timeout=0.5)
+    cancelled_at = time.monotonic()
+    raylite.cancel(ref, force=True)
+    fault.expect(TaskCancelledError, ref, since=cancelled_at)
+    wait_until(lambda: not pid_alive(pid), 10, "the worker to be killed")
+    assert raylite.get([ok.remote(i) for i in range(4)], timeout=30) == [0, 1, 2, 3]
 
 
 def test_force_cancel_of_a_running_task(fault, tmp_path):

@@ -806,7 +806,7 @@ class LocalRuntime(WorkerMessages):
         if self._actors.cancel(task_id, force):
             return
         task = self._tasks.get(task_id)
-        if task is None or task.cancelled:
+        if task is None or (task.cancelled and not force):  # force may follow a gentle try
             return
         task.cancelled = True
         if recursive and task.children:
