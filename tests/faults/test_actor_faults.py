@@ -14,13 +14,17 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
+import psutil
 import pytest
-from _helpers import wait_until
+from _helpers import memfds, pid_alive, wait_until
 
 import raylite
 from raylite.exceptions import ActorDiedError, ActorUnavailableError
 
 pytestmark = pytest.mark.local_only("they kill raylite's host processes, found by pid")
+
+MB = 1024 * 1024
 
 
 @raylite.remote
@@ -42,6 +46,11 @@ class Counter:
         while not os.path.exists(go) and time.monotonic() < deadline:
             time.sleep(0.01)
         return self.n
+
+    def hold_then_return_big(self, started, go):
+        """``hold``, then a 50 MB result (written to shared memory)."""
+        self.hold(started, go)
+        return np.ones(50 * MB // 8)
 
 
 # Restart policies, one actor of each per host (see the test).
@@ -104,3 +113,31 @@ def test_killing_a_host_process_applies_each_actors_restart_policy(fault, tmp_pa
 
     # The other host's actors never noticed.
     assert raylite.get([a.add.remote() for a in survivors], timeout=30) == [3] * len(survivors)
+
+
+@pytest.mark.parametrize("placement", ["packed", "dedicated"])
+def test_kill_fails_the_running_and_every_queued_call_promptly(fault, tmp_path, placement):
+    opts = {"num_cpus": 1} if placement == "dedicated" else {}
+    a = Counter.options(**opts).remote()
+    pid = raylite.get(a.pid.remote(), timeout=30)
+    started, go = tmp_path / "started", tmp_path / "go"
+    running = a.hold_then_return_big.remote(str(started), str(go))
+    queued = [a.add.remote() for _ in range(5)]
+    wait_until(started.exists, 10, "the running call to start")
+    threads = psutil.Process(pid).num_threads()  # with the running call's
+
+    killed_at = time.monotonic()
+    raylite.kill(a)
+    fault.expect(ActorDiedError, running, since=killed_at, match="killed by raylite.kill")
+    for i, ref in enumerate(queued):
+        fault.expect(ActorDiedError, ref, since=killed_at, case=f"queued call {i + 1}")
+    with pytest.raises(ActorDiedError):
+        raylite.get(a.add.remote(), timeout=30)
+    if placement == "dedicated":  # its process is gone, and with it the running call
+        wait_until(lambda: not pid_alive(pid), 10, "the actor's process to end")
+        return
+    # A packed actor's running method cannot be stopped (it is a thread of a shared host);
+    # once it ends, its 50 MB result must be dropped by the host, not kept.
+    go.touch()
+    wait_until(lambda: psutil.Process(pid).num_threads() < threads, 10, "the killed call to end")
+    assert memfds(pid) == [], "the host kept the segment of a killed actor's result"

@@ -182,7 +182,9 @@ class HostedActor:
             done = TaskDone(msg.task_id, [], [], ser.dumps_error(name, exc, os.getpid()), 0.0), []
         finally:
             self.rt.set_context(label=self.class_name, actor_id=self.actor_id, current=None)
-        if not self.dead:
+        if self.dead:  # killed meanwhile: nobody will read the results
+            self.rt.drop_results(msg.return_ids, done[1])
+        else:
             timed = done[0]._replace(start=start, duration=time.time() - start)
             self.rt.send_from_thread(timed, done[1], flush=False)
 
@@ -208,7 +210,9 @@ class HostedActor:
                 error = ser.dumps_error(name, exc, os.getpid())
                 done = TaskDone(msg.task_id, [], [], error, 0.0), []
             done = done[0]._replace(start=start, duration=time.time() - start), done[1]
-        if not self.dead:
+        if self.dead:  # killed meanwhile: nobody will read the results
+            self.rt.drop_results(msg.return_ids, done[1])
+        else:
             self.rt.send_from_thread(done[0], done[1], flush=False)
             if not self._flush_scheduled:  # one flush per burst of finished calls
                 self._flush_scheduled = True

@@ -318,6 +318,14 @@ class WorkerRuntime:
             raise
         return TaskDone(task_id, results, contained, None, 0.0), fds
 
+    def drop_results(self, return_ids: list[int], fds: list[int]) -> None:
+        """Frees what ``pack_results`` made for results that will never be sent (the call's
+        actor was killed meanwhile): the segments' fds and this process's mappings."""
+        for fd in fds:
+            os.close(fd)
+        for oid in return_ids:
+            self._maps.forget(oid)
+
     def send_from_thread(
         self, msg: Message, fds: list[int] | None = None, flush: bool = True
     ) -> None:
