@@ -21,6 +21,7 @@ from the injection to the error at ``get`` (or to the outcome), leaks.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -68,6 +69,9 @@ class Fault:
 
     def assert_released(self, timeout: float = 10.0) -> None:
         """Resources, shared memory and worker fds are all back (local runtime)."""
+        # The test's refs and handles are gone, but a caught exception's traceback may
+        # hold its frame (and them) in a cycle until the collector runs.
+        gc.collect()
         wait_until(
             lambda: raylite.available_resources() == raylite.cluster_resources(),
             timeout,
