@@ -125,3 +125,37 @@ def test_force_cancel_of_a_running_task(fault, tmp_path):
     raylite.cancel(ref, force=True)
     fault.expect(TaskCancelledError, ref, since=cancelled_at)
     assert raylite.get([ok.remote(i) for i in range(4)], timeout=30) == [0, 1, 2, 3]
+
+
+@raylite.remote
+class Counter:
+    def __init__(self):
+        self.n = 0
+
+    def add(self):
+        self.n += 1
+        return self.n
+
+    def hold(self, go):
+        """Waits for the file ``go`` (30 s at most), then returns the count."""
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.n
+
+
+@pytest.mark.parametrize("placement", ["packed", "dedicated"])
+@pytest.mark.local_only("on Ray 2.60 the actor's next call did not return within 30 s here")
+def test_cancelled_actor_call_waiting_behind_a_running_one_never_runs(fault, tmp_path, placement):
+    a = Counter.options(num_cpus=1 if placement == "dedicated" else 0).remote()
+    go = tmp_path / "go"
+    running = a.hold.remote(str(go))
+    queued = a.add.remote()  # sent to the actor, waiting for the running call
+    cancelled_at = time.monotonic()
+    raylite.cancel(queued)
+    fault.expect(TaskCancelledError, queued, since=cancelled_at)  # now, not after `running`
+    go.touch()
+    assert raylite.get(running, timeout=30) == 0  # not interrupted: actors have state
+    assert raylite.get(a.add.remote(), timeout=30) == 1  # the cancelled call never ran
+    with pytest.raises(ValueError, match="force=True"):
+        raylite.cancel(a.add.remote(), force=True)

@@ -64,6 +64,15 @@ class _Lane:
                 threading.Thread(target=self._serve, name=f"actor-{self.name}", daemon=True).start()
             self._cond.notify()
 
+    def drop(self, task_id: int) -> bool:
+        """Removes call ``task_id`` if it waits here, not started; True if it did."""
+        with self._cond:
+            for item in self._queue:
+                if not callable(item) and item.task_id == task_id:
+                    self._queue.remove(item)
+                    return True
+        return False
+
     def stop(self) -> None:
         with self._cond:
             self._stopped = True
@@ -157,6 +166,12 @@ class HostedActor:
             self._loop.call_soon_threadsafe(self._spawn_async, msg)
         else:
             (self._lanes.get(msg.group) or self._lanes[None]).put(msg)
+
+    def cancel(self, task_id: int) -> bool:
+        """Drops call ``task_id`` if it has not started; True if it did. As in Ray, a
+        running call is not interrupted (an actor has state); an async actor's calls start
+        at once, so there is none waiting to drop."""
+        return any(lane.drop(task_id) for lane in self._lanes.values())
 
     def stop(self) -> None:
         """Drops queued calls; a running one finishes and its result is not sent."""

@@ -42,7 +42,7 @@ from ..exceptions import (
 from . import serialization as ser
 from .history import ACTOR_TASK, Done
 from .objects import Waiter
-from .protocol import ActorCall, CreateActor, KillActor, TaskDone
+from .protocol import ActorCall, CancelTask, CreateActor, KillActor, TaskDone
 from .scheduler import Request
 
 if TYPE_CHECKING:
@@ -458,7 +458,7 @@ class ActorManager:
         self.rt._finish_call(call.return_ids, [error], True, call.dep_ids + call.contained)
 
     def cancel(self, task_id: int, force: bool) -> bool:
-        """Cancels a queued call; False if ``task_id`` is no actor call."""
+        """Cancels a call that has not started; False if ``task_id`` is no actor call."""
         call = self.calls.get(task_id)
         if call is None:
             return False
@@ -471,6 +471,11 @@ class ActorManager:
         if actor is not None and call in actor.queue:
             actor.queue.remove(call)
             self._fail_call(call, ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0])
+        elif actor is not None and task_id in actor.inflight and actor.wid is not None:
+            w = self.rt._workers.get(actor.wid)
+            if w is not None:  # sent: its process drops it unless it has started
+                w.chan.queue(CancelTask(task_id))
+                self.rt._dirty.add(w)
         return True
 
     # ---- death --------------------------------------------------------------------------

@@ -370,6 +370,8 @@ class WorkerRuntime:
                 error = _cancelled(task_id)
                 self._out(TaskDone(task_id, [], [], error, 0.0))
                 return
+        if any(actor.cancel(task_id) for actor in self._actors.values()):  # an actor call
+            self._out(TaskDone(task_id, [], [], _cancelled(task_id), 0.0))
 
     def on_cancel_signal(self, signum: int, frame: Any) -> None:
         """SIGUSR1: the driver wrote a task id into the slot, then signalled. Interrupt the
