@@ -19,7 +19,8 @@ import pytest
 from _helpers import memfds, stamp, wait_until
 
 import raylite
-from raylite.exceptions import RayTaskError, WorkerCrashedError
+from raylite import _runtime
+from raylite.exceptions import RaySystemError, RayTaskError, WorkerCrashedError
 
 MB = 1024 * 1024
 
@@ -202,3 +203,49 @@ def test_worker_killed_after_putting_a_large_object(fault):
     # The worker's borrow of the object dies with it: the segment is freed (checked by
     # the fixture: the store's books back to 0 bytes).
     pool_still_works()
+
+
+# ---- deaths around the pool ----------------------------------------------------------------
+
+
+@pytest.mark.local_only("it waits through available_resources(), which Ray updates late")
+def test_worker_killed_while_blocked_in_a_nested_get(fault, tmp_path):
+    @raylite.remote
+    def child(started, go):
+        Path(started).touch()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return 1
+
+    @raylite.remote(max_retries=0)
+    def parent(started, go, pid_file):
+        Path(pid_file).write_text(str(os.getpid()))
+        return raylite.get(child.remote(started, go))
+
+    started, go, pid_file = tmp_path / "started", tmp_path / "go", tmp_path / "pid"
+    ref = parent.remote(str(started), str(go), str(pid_file))
+    # The parent lends its CPU while it waits: one CPU busy (the child's) means it waits.
+    wait_until(started.exists, 10, "the child to start")
+    wait_until(lambda: raylite.available_resources().get("CPU") == 1, 10, "the parent to wait")
+    killed_at = time.monotonic()
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    fault.expect(WorkerCrashedError, ref, since=killed_at, match=re.escape("parent()"))
+    go.touch()  # the orphaned child finishes; its CPU and the parent's lent one come back
+    pool_still_works()
+
+
+@pytest.mark.local_only("it kills raylite's zygote process")
+def test_zygote_killed_fails_every_task_and_says_to_start_afresh(fault):
+    @raylite.remote
+    def slow():
+        time.sleep(60)
+
+    ref = slow.remote()
+    wait_until(lambda: raylite.available_resources().get("CPU") == 1, 10, "the task to start")
+    killed_at = time.monotonic()
+    os.kill(_runtime.current()._zygote.pid, signal.SIGKILL)  # every worker dies with it
+    error = fault.expect(RaySystemError, ref, since=killed_at, match="zygote process was killed")
+    assert "raylite.shutdown() and raylite.init()" in str(error)
+    with pytest.raises(RaySystemError, match="zygote"):
+        slow.remote()
