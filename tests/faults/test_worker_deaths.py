@@ -249,3 +249,26 @@ def test_zygote_killed_fails_every_task_and_says_to_start_afresh(fault):
     assert "raylite.shutdown() and raylite.init()" in str(error)
     with pytest.raises(RaySystemError, match="zygote"):
         slow.remote()
+
+
+@raylite.remote(max_retries=0)
+def die_on(i, victim, path):
+    if i == victim:
+        with open(path + ".runs", "a") as f:
+            f.write("x")
+        stamp(path)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return i
+
+
+@pytest.mark.local_only("Ray's message names no signal")
+def test_tasks_queued_behind_a_dead_one_on_its_worker_still_run(fault):
+    # Short tasks are pipelined: a worker holds several queued at once, and batches its
+    # replies. When it dies, the task it ran is the one that failed (tried once, as
+    # max_retries=0 says); those queued behind it never ran, and those before it may have
+    # finished with their replies unsent: they all run again elsewhere, and succeed.
+    refs = [die_on.remote(i, 50, fault.stamp_path) for i in range(200)]
+    fault.expect(WorkerCrashedError, refs[50], match="signal 9")
+    others = refs[:50] + refs[51:]
+    assert raylite.get(others, timeout=30) == [i for i in range(200) if i != 50]
+    assert Path(fault.stamp_path + ".runs").read_text() == "x"

@@ -82,7 +82,7 @@ from .state import KINDS, StateView, filter_records, summarize
 from .store import Segment, Shm, layout_of, write_segment
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
-from .worker import CANCEL_SIGNAL, CANCEL_SLOT, worker_main
+from .worker import CANCEL_SIGNAL, CANCEL_SLOT, RUNNING_SLOT, SLOT_SIZE, worker_main
 
 if TYPE_CHECKING:
     from .._remote_function import RemoteFunction
@@ -850,8 +850,8 @@ class LocalRuntime(WorkerMessages):
         ours, theirs = socket.socketpair()
         slot_fd = os.memfd_create("raylite-cancel-slot", os.MFD_CLOEXEC)
         try:
-            os.ftruncate(slot_fd, CANCEL_SLOT.size)
-            slot = mmap.mmap(slot_fd, CANCEL_SLOT.size)
+            os.ftruncate(slot_fd, SLOT_SIZE)
+            slot = mmap.mmap(slot_fd, SLOT_SIZE)
             config = {"session": self.config.session, "log_dir": str(self._session.logs)}
             self._zygote.spawn(wid, theirs.fileno(), slot_fd, config)
         except OSError:
@@ -927,18 +927,19 @@ class LocalRuntime(WorkerMessages):
         except (KeyError, ValueError):
             pass
         w.chan.close()
+        running = RUNNING_SLOT.unpack_from(w.cancel_slot, CANCEL_SLOT.size)[0]  # 0: none
         w.cancel_slot.close()
         self._objs.worker_gone(w.wid, w.borrows, w.mapped)
         actions, lost = self.sched.worker_died(w.wid)
         self._actors.process_died(w.wid, describe_exit(status))
-        for i, task_id in enumerate(lost):
+        for task_id in lost:
             task = self._tasks.get(task_id)
             if task is None:
                 continue
             task.worker = None
             if task.cancelled:
                 self._fail(task, TaskCancelledError(f"{task_id:056x}"))
-            elif i > 0:  # never started: just run it elsewhere
+            elif task_id != running:  # never started, or done with its reply unsent: rerun
                 self._submit(task)
             elif task.retries_left != 0:
                 task.retries_left -= 1

@@ -77,10 +77,19 @@ if TYPE_CHECKING:
     from .._options import ActorOptions, MethodOptions, TaskOptions
     from .._remote_function import RemoteFunction
 
-__all__ = ["CANCEL_SIGNAL", "CANCEL_SLOT", "ID_BITS", "WorkerRuntime", "worker_main"]
+__all__ = [
+    "CANCEL_SIGNAL", "CANCEL_SLOT", "ID_BITS", "RUNNING_SLOT", "SLOT_SIZE", "WorkerRuntime",
+    "worker_main",
+]  # fmt: skip
 
 CANCEL_SIGNAL = signal.SIGUSR1
-CANCEL_SLOT = struct.Struct("<q")  # the task id the driver wants interrupted
+# A worker's slot, shared memory with the driver: the task id the driver wants interrupted
+# (CANCEL_SLOT, at 0), then the task id the worker runs now (RUNNING_SLOT, 0 between tasks),
+# which tells the driver which task was running when the worker died: the head of its queue
+# may have finished with its reply still unsent (replies are batched).
+CANCEL_SLOT = struct.Struct("<q")
+RUNNING_SLOT = struct.Struct("<q")
+SLOT_SIZE = CANCEL_SLOT.size + RUNNING_SLOT.size
 ID_BITS = 44  # ids made in worker w are (w + 1) << ID_BITS | n; the driver's are below 2**44
 _POLL_SECONDS = 0.001
 _DRIVER_ONLY = (
@@ -91,7 +100,7 @@ _DRIVER_ONLY = (
 
 def worker_main(wid: int, sock: socket.socket, config: dict[str, Any], slot_fd: int) -> None:
     """Entry point of a worker process (called in the child by the zygote)."""
-    slot = mmap.mmap(slot_fd, CANCEL_SLOT.size)
+    slot = mmap.mmap(slot_fd, SLOT_SIZE)
     os.close(slot_fd)
     rt = WorkerRuntime(wid, sock, config, slot)
     signal.signal(CANCEL_SIGNAL, rt.on_cancel_signal)
@@ -389,6 +398,7 @@ class WorkerRuntime:
 
     def _run(self, req: TaskRequest) -> None:
         self.current = req
+        RUNNING_SLOT.pack_into(self.cancel_slot, CANCEL_SLOT.size, req.task_id)
         started = time.time()
         start = time.perf_counter()
         done: TaskDone | None = None
@@ -416,6 +426,7 @@ class WorkerRuntime:
             self.interrupt_pending = False
             self.current = None
         self._out(done._replace(duration=time.perf_counter() - start, start=started), fds)
+        RUNNING_SLOT.pack_into(self.cancel_slot, CANCEL_SLOT.size, 0)  # done: its fault no more
 
     # ---- sending ------------------------------------------------------------------------
 
