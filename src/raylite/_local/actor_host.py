@@ -7,6 +7,8 @@
     CreateActor -> HostedActor(...)  ──────> lane "default": __init__ first, then calls
     ActorCall   -> lane(group).put() ──────> lane threads: run the method, send TaskDone
     KillActor   -> HostedActor.stop()         (under the runtime's send lock)
+    CancelTask  -> HostedActor.cancel(): a call not started leaves its lane, reported
+                   cancelled at once; a running one is not interrupted
 
 A *lane* is a FIFO served by up to ``limit`` threads: with one thread (the default) an
 actor runs its calls one at a time in arrival order, which is submission order. Each
