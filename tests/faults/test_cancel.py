@@ -154,8 +154,8 @@ def test_cancelled_actor_call_waiting_behind_a_running_one_never_runs(fault, tmp
     cancelled_at = time.monotonic()
     raylite.cancel(queued)
     fault.expect(TaskCancelledError, queued, since=cancelled_at)  # now, not after `running`
+    with pytest.raises(ValueError, match="force=True"):  # it would kill the actor's calls
+        raylite.cancel(running, force=True)
     go.touch()
     assert raylite.get(running, timeout=30) == 0  # not interrupted: actors have state
     assert raylite.get(a.add.remote(), timeout=30) == 1  # the cancelled call never ran
-    with pytest.raises(ValueError, match="force=True"):
-        raylite.cancel(a.add.remote(), force=True)
