@@ -76,6 +76,11 @@ def test_cancel_interrupts_a_running_task_and_keeps_its_worker(fault, tmp_path):
     assert raylite.get(ok.remote(1), timeout=30) == 1
 
 
+@pytest.mark.local_only(
+    "Ray 2.60's driver sometimes dies of a RAY_CHECK (`Tried to complete task that was not "
+    "pending`, 1 run in 3-6 here): its cancel races with the task's reply, "
+    "ray-project/ray#54846"
+)
 def test_cancel_of_a_finished_task_is_a_no_op(fault):
     ref = ok.remote(1)
     assert raylite.get(ref, timeout=30) == 1
