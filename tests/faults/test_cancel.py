@@ -25,8 +25,10 @@ def ok(x):
 
 
 @raylite.remote
-def wait_for(go):
-    """Holds a CPU until the file ``go`` exists (30 s at most)."""
+def wait_for(go, started=None):
+    """Holds a CPU until the file ``go`` exists (30 s at most); touches ``started`` first."""
+    if started is not None:
+        Path(started).touch()
     deadline = time.monotonic() + 30
     while not os.path.exists(go) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -41,7 +43,10 @@ def leave_a_mark(path):
 
 def test_cancelled_queued_task_never_runs(fault, tmp_path):
     go, mark = tmp_path / "go", tmp_path / "ran"
-    blockers = [wait_for.remote(str(go)) for _ in range(2)]  # both CPUs
+    started = [tmp_path / f"started-{i}" for i in range(2)]
+    blockers = [wait_for.remote(str(go), str(s)) for s in started]  # both CPUs
+    # Both must run first: a scheduler may otherwise start the queued task before them.
+    wait_until(lambda: all(s.exists() for s in started), 30, "both blockers to run")
     queued = leave_a_mark.remote(str(mark))
     cancelled_at = time.monotonic()
     raylite.cancel(queued)
