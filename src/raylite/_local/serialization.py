@@ -32,6 +32,7 @@ __all__ = [
     "SerializationError",
     "Serialized",
     "serialize",
+    "serialize_result",
     "dumps",
     "dumps_args",
     "put_error",
@@ -105,6 +106,21 @@ class Serialized(NamedTuple):
     @property
     def nbytes(self) -> int:
         return sum(b.nbytes for b in self.buffers)
+
+
+def serialize_result(name: str, value: Any) -> Serialized:
+    """``serialize`` for what task (or method) ``name`` returned.
+
+    Raises:
+        TypeError: the value cannot be pickled; the message names the task and the fix.
+    """
+    try:
+        return serialize(value)
+    except SerializationError as exc:
+        raise TypeError(
+            f"Could not serialize the return value of {name}(): {exc}. "
+            "Return picklable data, or build the object inside the caller."
+        ) from None
 
 
 def serialize(value: Any) -> Serialized:

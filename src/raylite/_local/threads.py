@@ -188,13 +188,7 @@ class ThreadRunner:
             if inspect.isawaitable(result):
                 result = asyncio.run(_awaited(result))
             for value in split_returns(name, num_returns, result):
-                try:
-                    s = ser.serialize(value)
-                except ser.SerializationError as exc:
-                    raise TypeError(
-                        f"Could not serialize the return value of {name}(): {exc}. "
-                        "Return picklable data, or build the object inside the caller."
-                    ) from None
+                s = ser.serialize_result(name, value)
                 shm, mapping = (
                     rt._write_shm(s, f"the result of {name}()", True) if s.buffers else (None, None)
                 )

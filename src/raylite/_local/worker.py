@@ -310,13 +310,7 @@ class WorkerRuntime:
             for oid, value in zip(
                 return_ids, split_returns(name, len(return_ids), result), strict=True
             ):
-                try:
-                    s = ser.serialize(value)
-                except ser.SerializationError as exc:
-                    raise TypeError(
-                        f"Could not serialize the return value of {name}(): {exc}. "
-                        "Return picklable data, or build the object inside the caller."
-                    ) from None
+                s = ser.serialize_result(name, value)
                 wire, new_fds = self._value_of(oid, s, keep=True)
                 fds += new_fds
                 results.append(wire)
