@@ -346,3 +346,12 @@ def test_init_prunes_old_finished_sessions(short_tmp: Path) -> None:
     left = sorted(p.name for p in tmp_path.glob("session_2020*"))
     assert left == [p.name for p in old[-KEEP:]]
     assert not any((tmp_path / name / "control.sock").exists() for name in left)
+
+
+def test_a_process_that_inits_again_and_again_keeps_few_session_folders(short_tmp: Path):
+    from raylite._local.session import KEEP
+
+    for _ in range(KEEP + 3):
+        raylite.init(num_cpus=1, _temp_dir=str(short_tmp))
+        raylite.shutdown()
+    assert len(list(short_tmp.glob("session_2*"))) == KEEP + 1  # the newest finished + last

@@ -88,8 +88,9 @@ class SessionDir:
         socket a killed driver could not remove from those it keeps."""
         finished = []
         for p in sorted(self.root.glob("session_2*")):
-            pid = p.name.rsplit("_", 1)[-1]
-            if p != self.path and not _alive(int(pid) if pid.isdigit() else 0):
+            pid = int(p.name.rsplit("_", 1)[-1]) if p.name.rsplit("_", 1)[-1].isdigit() else 0
+            # This process runs one session at a time: its earlier ones are finished too.
+            if p != self.path and (pid == os.getpid() or not _alive(pid)):
                 finished.append(p)
         for i, p in enumerate(finished):
             if i < len(finished) - KEEP:
