@@ -198,7 +198,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
         )
         self._io.start()
         try:
-            self._control = ControlServer(self._session.control, self._answer_control)
+            self._control = ControlServer(
+                self._session.control, self._answer_control, first=self._session.prune
+            )
             if config.dashboard_host is not None:
                 self._dashboard = DashboardServer(
                     self._state, config.dashboard_host, config.dashboard_port

@@ -74,7 +74,6 @@ class SessionDir:
         os.chmod(self.path, 0o700)  # whatever the umask
         self.logs.mkdir(mode=0o700)
         self._point_latest()
-        self._prune()
 
     def _point_latest(self) -> None:
         latest = self.root / "session_latest"
@@ -83,9 +82,10 @@ class SessionDir:
         tmp.symlink_to(self.path.name)
         os.replace(tmp, latest)  # atomic: a concurrent reader sees the old or the new one
 
-    def _prune(self) -> None:
+    def prune(self) -> None:
         """Removes the folders of finished sessions but the newest ``KEEP``, and the control
-        socket a killed driver could not remove from those it keeps."""
+        socket a killed driver could not remove from those it keeps. (The control server's
+        thread calls it as it starts, so ``init`` does not wait for it.)"""
         finished = []
         for p in sorted(self.root.glob("session_2*")):
             pid = int(p.name.rsplit("_", 1)[-1]) if p.name.rsplit("_", 1)[-1].isdigit() else 0
@@ -118,10 +118,16 @@ class ControlServer:
         path: the socket file (in the 0700 session folder).
         answer: ``answer(request) -> result``, called on this server's thread; held weakly
             (a bound method of the runtime), so the server never keeps its runtime alive.
+        first: called once on the server's thread before it serves (housekeeping that
+            ``init`` need not wait for).
     """
 
-    def __init__(self, path: Path, answer: Callable[[dict[str, Any]], Any]) -> None:
+    def __init__(
+        self, path: Path, answer: Callable[[dict[str, Any]], Any],
+        first: Callable[[], None] | None = None,
+    ) -> None:  # fmt: skip
         self.path = path
+        self._first = first
         self._answer = weakref.WeakMethod(answer)  # type: ignore[arg-type]
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -135,6 +141,11 @@ class ControlServer:
         self._thread.start()
 
     def _serve(self) -> None:
+        if self._first is not None:
+            try:
+                self._first()
+            except OSError:
+                pass  # housekeeping only: serving matters more
         while True:
             try:
                 conn, _ = self._sock.accept()
