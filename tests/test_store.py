@@ -158,8 +158,11 @@ def test_refs_held_only_by_pending_tasks_keep_objects_alive(rl):
     assert raylite.get(result) == 2 * MB // 8
 
 
+NO_SPILLING = {"automatic_object_spilling_enabled": False}  # Ray's switch
+
+
 def test_capacity_is_enforced_with_a_message_naming_the_holders():
-    raylite.init(num_cpus=1, object_store_memory=40 * MB)
+    raylite.init(num_cpus=1, object_store_memory=40 * MB, _system_config=NO_SPILLING)
     try:
         first = raylite.put(np.ones(25 * MB // 8))
         with pytest.raises(ObjectStoreFullError) as info:
@@ -189,7 +192,7 @@ def test_results_that_do_not_fit_fail_the_task_with_object_store_full():
 
 
 def test_freed_objects_return_their_memory_for_reuse():
-    raylite.init(num_cpus=1, object_store_memory=64 * MB)
+    raylite.init(num_cpus=1, object_store_memory=64 * MB, _system_config=NO_SPILLING)
     try:
 
         @raylite.remote

@@ -20,6 +20,7 @@ from ._actor import ActorClass, ActorHandle
 from ._local.dashboard import check_host as check_dashboard_host
 from ._local.inline import InlineRuntime
 from ._local.runtime import LocalRuntime, RuntimeConfig
+from ._local.spill import spill_config
 from ._object_ref import ObjectRef, owner_of
 from ._options import actor_options, check_amount, task_options, validate_resources
 from ._remote_function import RemoteFunction
@@ -47,7 +48,7 @@ __all__ = [
 _IGNORED_INIT = {
     "configure_logging", "logging_level", "logging_format", "logging_config", "log_to_driver", "namespace",
     "job_config", "_temp_dir", "_system_config", "_node_ip_address", "labels",
-    "enable_resource_isolation", "_metrics_export_port",
+    "enable_resource_isolation", "_metrics_export_port", "object_spilling_directory",
 }  # fmt: skip
 
 
@@ -161,6 +162,7 @@ def init(
         temp_dir=kwargs.get("_temp_dir"),
         dashboard_host=dashboard[0] if dashboard else None,
         dashboard_port=dashboard[1] if dashboard else None,
+        spilling=spill_config(kwargs.get("object_spilling_directory"), kwargs.get("_system_config")),
     )
     if local_mode:
         _runtime.set_current(InlineRuntime(config))

@@ -8,11 +8,18 @@
     store(): payload (+ Shm) -> ready,        readable(): what load_value needs, here
              wakes waiters                    wire(): the value as it travels to a worker
     hold()/decref(): lifetime counts          take(): a worker's value, its fd adopted
+    make_room(): the store is full: spill the least recently read or stored objects
+                 that nothing uses now to the spill folder (``spill.py``)
 
 An entry lives while its refcount is positive: one per live ObjectRef in the driver, one
 per worker that borrows it, one per pending task that uses it, one per stored value that
 contains it. Freeing an entry frees what it contains, and its segment (``store.py``): the
 workers that map it are told to ``Forget`` it through the ``forget`` callback.
+
+Spilling: a spilled object's ``Shm`` is its spill file (mapped like a segment, under a
+fresh negative key: ``_spill_keys`` leads back to the object); its memory segment is
+released like a freed object's. It is read from the file, zero-copy through the page
+cache, until it is freed, which closes the file (and so deletes it).
 
 Not thread-safe: the runtime calls it with its lock held. ``ObjectRef.__del__`` runs
 anywhere, so its releases are queued (``releases``) and applied by :meth:`drain`.
@@ -20,6 +27,7 @@ anywhere, so its releases are queued (``releases``) and applied by :meth:`drain`
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +36,7 @@ from typing import cast
 from ..exceptions import ObjectLostError, ObjectStoreFullError
 from . import serialization as ser
 from .protocol import ShmValue, Value
+from .spill import SpillDir
 from .store import Layout, ObjectStore, Segment, Shm
 
 __all__ = ["Entry", "ObjectTable", "Waiter", "lost"]
@@ -40,6 +49,7 @@ class Entry:
 
     __slots__ = (
         "payload", "is_error", "refcount", "waiters", "contained", "task_id", "shm", "actor",
+        "used",
     )  # fmt: skip
 
     def __init__(self, refcount: int, task_id: int = 0) -> None:
@@ -51,6 +61,7 @@ class Entry:
         self.waiters: list[Waiter] | None = None
         self.contained: list[int] = []
         self.task_id = task_id  # the task that produces it (0: put)
+        self.used = 0  # tick of its last store or read: spilling picks the oldest first
 
 
 class Waiter:
@@ -93,9 +104,12 @@ class ObjectTable:
 
     Args:
         capacity: ``object_store_memory`` in bytes.
-        forget: ``forget(worker_id, oid)`` tells a worker to drop its mapping of a freed
-            object.
+        forget: ``forget(worker_id, key)`` tells a worker to drop its mapping of a released
+            segment.
         actor_freed: ``actor_freed(actor_id)``: the last handle of an actor is gone.
+        spill_dir: where to spill objects when the store is full; None: never spill.
+        busy: ``busy()``: ids of the objects that running tasks and actor calls use (not
+            worth spilling: their memory stays mapped until the call ends).
     """
 
     def __init__(
@@ -103,12 +117,23 @@ class ObjectTable:
         capacity: int,
         forget: Callable[[int, int], None],
         actor_freed: Callable[[int], None],
+        spill_dir: SpillDir | None = None,
+        busy: Callable[[], set[int]] = set,
     ) -> None:
         self.entries: dict[int, Entry] = {}
         self.books = ObjectStore(capacity)
         self.releases: deque[int] = deque()  # queued by ObjectRefs: id to release, -id to add
         self._forget = forget
         self._actor_freed = actor_freed
+        self._tick = 0  # bumped per store/read, for least-recently-used order
+        self.spill_dir = spill_dir
+        self._busy = busy
+        self._spill_keys: dict[int, int] = {}  # {spill file's key (< 0): object id}
+        self._new_key = itertools.count(-1, -1)
+        self.spilled_bytes = 0  # bytes of objects in spill files now
+        self.spilled_total = 0  # bytes ever spilled, for the state API
+        if spill_dir is not None:
+            self.books.make_room = self.make_room
 
     def __getitem__(self, oid: int) -> Entry:
         return self.entries[oid]
@@ -155,10 +180,16 @@ class ObjectTable:
                 del self.entries[oid]
                 stack.extend(entry.contained)
                 if entry.shm is not None:
-                    for wid in self.books.free(oid, entry.shm):
-                        self._forget(wid, oid)
+                    self._release(entry.shm)
                 if entry.actor:
                     self._actor_freed(oid)
+
+    def _release(self, shm: Shm) -> None:
+        if shm.spilled:
+            self._spill_keys.pop(shm.key, None)
+            self.spilled_bytes -= shm.layout.size
+        for wid in self.books.free(shm):
+            self._forget(wid, shm.key)
 
     def drain(self) -> None:
         """Applies the queued releases and the driver's finished unmappings."""
@@ -183,7 +214,10 @@ class ObjectTable:
                 self.drop(shm)
             return False
         if shm is not None:
+            shm.key = oid
             entry.shm = shm
+        self._tick += 1
+        entry.used = self._tick
         entry.payload = payload
         entry.is_error = is_error
         entry.contained = contained
@@ -221,7 +255,9 @@ class ObjectTable:
         assert entry.payload is not None
         if entry.shm is None:
             return entry.payload, entry.is_error, None
-        return entry.payload, entry.is_error, self.books.view(oid, entry.shm)
+        self._tick += 1
+        entry.used = self._tick
+        return entry.payload, entry.is_error, self.books.view(entry.shm)
 
     def wire(self, wid: int, mapped: set[int], oid: int, fds: list[int]) -> Value:
         """Ready object ``oid`` as a wire value for worker ``wid``: its segment's fd rides
@@ -232,12 +268,14 @@ class ObjectTable:
         assert entry.payload is not None
         if shm is None:
             return entry.payload
+        self._tick += 1
+        entry.used = self._tick
         follows = wid not in shm.mapped_by
         if follows:
             shm.mapped_by.add(wid)
-            mapped.add(oid)
+            mapped.add(shm.key)
             fds.append(shm.segment.fd)
-        return (entry.payload, oid, shm.layout.size, shm.layout.spans, follows)
+        return (entry.payload, shm.key, shm.layout.size, shm.layout.spans, follows)
 
     def wire_call(
         self, wid: int, mapped: set[int], args: bytes | int, dep_ids: list[int]
@@ -276,7 +314,7 @@ class ObjectTable:
             return ser.dumps(exc)[0], None, True
         if reserved is not None:
             self.books.pool.give(reserved)  # the worker's own segment is used instead
-        shm = Shm(segment, Layout(size, spans), counted, what)
+        shm = Shm(segment, Layout(size, spans), counted, what, key=oid)
         if keeper is not None:
             shm.mapped_by.add(keeper[0])
             keeper[1].add(oid)
@@ -294,16 +332,69 @@ class ObjectTable:
         return f"The largest live objects: {listed}. "
 
     def worker_gone(self, wid: int, borrows: set[int], mapped: set[int]) -> None:
-        """A worker died: drop its borrows and mappings."""
+        """A worker died: drop its borrows and mappings (by key)."""
         for oid in borrows:
             self.decref(oid)
-        for oid in mapped:
-            entry = self.entries.get(oid)
-            if entry is not None and entry.shm is not None:
+        for key in mapped:
+            entry = self.entries.get(self._spill_keys.get(key, key))
+            if entry is not None and entry.shm is not None and entry.shm.key == key:
                 entry.shm.mapped_by.discard(wid)
             else:
-                self.books.unmapped(oid, wid)
+                self.books.unmapped(key, wid)
+
+    # ---- spilling -----------------------------------------------------------------------
+
+    def make_room(self, need: int) -> str:
+        """Spills the least recently used objects that nothing uses now until ``need``
+        bytes are free (``ObjectStore.make_room``).
+
+        Returns:
+            "" once ``need`` bytes were freed, else why not (for ObjectStoreFullError).
+        """
+        assert self.spill_dir is not None
+        busy = self._busy()
+        victims = sorted(
+            (e.used, oid) for oid, e in self.entries.items()
+            if e.shm is not None and not e.shm.spilled and e.payload is not None
+            and oid not in busy
+        )  # fmt: skip
+        freed = skipped = 0
+        for _, oid in victims:
+            if freed >= need:
+                return ""
+            entry = self.entries[oid]
+            shm = entry.shm
+            assert shm is not None
+            if not self.books.unmap_here(shm):  # a value in the driver uses its memory
+                skipped += shm.nbytes
+                continue
+            try:
+                fd = self.spill_dir.write(shm.segment.fd, shm.layout.size)
+            except OSError as exc:
+                return (
+                    f"Spilling to {self.spill_dir.path} failed too ({exc.strerror or exc}): "
+                    f"the disk holds {self.spilled_bytes / 1e6:,.1f} MB of spilled objects; "
+                    "free disk space or pass another folder, e.g. "
+                    "raylite.init(object_spilling_directory=...). "
+                )
+            key = next(self._new_key)
+            freed += shm.nbytes
+            entry.shm, workers = self.books.spilled(shm, fd, key)
+            self._spill_keys[key] = oid
+            self.spilled_bytes += shm.layout.size
+            self.spilled_total += shm.layout.size
+            for wid in workers:
+                self._forget(wid, shm.key)
+        if freed >= need:
+            return ""
+        return (
+            f"Spilling freed {freed / 1e6:,.1f} MB; the other objects in memory are in use "
+            f"(by running tasks, or by values in this process: {skipped / 1e6:,.1f} MB) and "
+            "cannot be spilled. "
+        )
 
     def close(self) -> None:
-        """Closes every segment (at shutdown)."""
+        """Closes every segment and spill file (at shutdown), and the spill folder."""
         self.books.close([e.shm for e in self.entries.values() if e.shm is not None])
+        if self.spill_dir is not None:
+            self.spill_dir.close()

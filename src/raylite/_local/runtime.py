@@ -81,6 +81,7 @@ from .protocol import (
 )
 from .scheduler import Actions, Request, Scheduler
 from .session import ControlServer, SessionDir
+from .spill import SpillConfig, SpillDir
 from .state import KINDS, StateView, filter_records, summarize
 from .store import Segment, Shm, layout_of, write_segment
 from .tasks import DRIVER, PackedArgs, Task
@@ -108,6 +109,7 @@ class RuntimeConfig:
     temp_dir: str | None = None  # the root of session folders (init's _temp_dir)
     dashboard_host: str | None = None  # serve the dashboard there; None: no dashboard
     dashboard_port: int | None = None  # None: 8265 or the next free port
+    spilling: SpillConfig = SpillConfig()  # where a full store spills objects (spill.py)
 
 
 class _Worker:
@@ -159,10 +161,13 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._deadlines: list[tuple[float, int, Callable[[], None]]] = []
         self._options: dict[bytes, tuple[TaskOptions, Request]] = {}  # {pickled: parsed}
         self._requests: dict[int, tuple[TaskOptions, Request]] = {}  # {id(opts): request}
+        spill = config.spilling
         self._objs = ObjectTable(
             config.object_store_memory or int(psutil.virtual_memory().total * 0.3),
             self._forget,
             lambda actor_id: self._actors.freed(actor_id),
+            SpillDir.for_session(spill, self._session.path) if spill.enabled else None,
+            self._busy_objects,
         )
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
         self._threads = ThreadRunner(self, max_threads=64)
@@ -710,6 +715,21 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if fn_id not in w.known_fns:
             w.known_fns.add(fn_id)
             w.chan.queue(FunctionDef(fn_id, self._functions[fn_id]))
+
+    def _busy_objects(self) -> set[int]:
+        """Objects that dispatched tasks and actor calls use (lock held): spilling them
+        would free no memory until they finish."""
+        busy: set[int] = set()
+        for task in self._tasks.values():
+            if task.worker is not None:
+                busy.update(task.dep_ids)
+                if type(task.args) is int:
+                    busy.add(task.args)
+        for call in self._actors.calls.values():
+            busy.update(call.dep_ids)
+            if type(call.args) is int:
+                busy.add(call.args)
+        return busy
 
     def _forget(self, wid: int, oid: int) -> None:
         w = self._workers.get(wid)

@@ -4,10 +4,12 @@
 
     writer (driver put, or a worker's big result)      readers (driver get, tasks)
     ----------------------------------------------      ---------------------------
-    Segment.create(size) -> memfd, MAP_POPULATE          fd arrives once (SCM_RIGHTS) ->
-    copy out-of-band buffers in (one memcpy)              Mappings.adopt(oid, fd): mmap RO
-    fd -> the driver, which owns it from then on          Mappings.view(oid) -> memoryview
+    Segment.create(size) -> memfd                        fd arrives once (SCM_RIGHTS) ->
+    pwrite out-of-band buffers in (one copy)              Mappings.adopt(key, fd): mmap RO
+    fd -> the driver, which owns it from then on          Mappings.view(key) -> memoryview
                                                            pickle.loads(..., buffers=views)
+    store full -> ObjectStore.make_room: least recently used objects are spilled to
+    unnamed files (``spill.py``); a spilled object's "segment" is its file, mapped the same way
 
 Why a memfd per object, not one arena with an allocator:
 
@@ -16,14 +18,17 @@ Why a memfd per object, not one arena with an allocator:
   ``resource_tracker`` is needed (cpython#82300 is what happens with named segments).
 - No use-after-free. A numpy array a task built on a mapping keeps that mapping alive even
   after the object is freed: the pages live as long as someone maps them.
-- Speed where it matters. Fresh shared pages cost a page fault each (~130 ms per 100 MB
-  here); a segment whose object was freed and whose every mapping is gone is *recycled*
-  (``SegmentPool``), so the next put of that size is one memcpy into pages already there
-  (~15 ms per 100 MB). The driver learns that a segment is unmapped everywhere from
+- Speed where it matters. Fresh shared pages cost an allocation each (~60 ms per 100 MB
+  here with ``pwrite``, ~130 ms through page faults); a segment whose object was freed and
+  whose every mapping is gone is *recycled* (``SegmentPool``), so the next put of that
+  size is one memcpy into pages already there (~15-25 ms per 100 MB). The driver learns that a segment is unmapped everywhere from
   ``Mappings``' finalizers (``on_unmapped``), reported by workers in ``RefOps.unmapped``.
 
-The driver keeps every segment's fd; readers keep a read-only mapping per object until the
-driver says ``Forget``. Capacity (``object_store_memory``) counts live objects plus the pool.
+The driver keeps every segment's fd; readers keep a read-only mapping per segment until the
+driver says ``Forget``. Processes map a segment under its *key*: its object's id, or a fresh
+(negative) key once the object is spilled, so a late "unmapped" report about the object's
+old segment never speaks for its spill file. Capacity (``object_store_memory``) counts live
+objects plus the pool; spilled objects count against nothing.
 """
 
 from __future__ import annotations
@@ -107,22 +112,27 @@ class Segment:
 def write_segment(
     segment: Segment, layout: Layout, buffers: Sequence[memoryview], keep: bool = False
 ) -> mmap.mmap | None:
-    """Copies ``buffers`` into ``segment`` at ``layout`` (one memcpy each, no page faults
-    where the pages exist already: the mapping is populated up front).
+    """Copies ``buffers`` into ``segment`` at ``layout`` with ``pwrite``.
+
+    ``pwrite`` into a fresh memfd fills each new page as the kernel allocates it, where a
+    copy through a mapping first takes a page fault (or ``MAP_POPULATE``, or
+    ``MADV_POPULATE_WRITE``) that zeroes the page, then copies: measured here on 100 MB,
+    ~60 ms against 105-130 ms (``benchmarks/put_fresh.py``). Into pages that exist already
+    (a recycled segment) both are one memcpy.
 
     Returns:
-        The mapping if ``keep`` (for ``Mappings.adopt_mapping``), else None (closed).
-        Keeping the writer's mapping costs nothing and keeps the pages mapped twice once a
-        reader maps them, so neither process counts them as its own (USS).
+        A read-only mapping if ``keep`` (for ``Mappings.adopt_mapping``; its pages are
+        mapped when first read), else None. Keeping the writer's mapping costs nothing and
+        keeps the pages mapped twice once a reader maps them, so neither process counts
+        them as its own (USS).
     """
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    m = mmap.mmap(segment.fd, layout.size, flags=flags)
-    with memoryview(m) as view:
-        for buf, (offset, length) in zip(buffers, layout.spans, strict=True):
-            view[offset : offset + length] = buf.cast("B") if buf.format != "B" else buf
+    for buf, (offset, length) in zip(buffers, layout.spans, strict=True):
+        raw = buf.cast("B") if buf.format != "B" else buf
+        done = 0
+        while done < length:
+            done += os.pwrite(segment.fd, raw[done:], offset + done)
     if keep:
-        return m
-    m.close()
+        return mmap.mmap(segment.fd, layout.size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     return None
 
 
@@ -210,6 +220,22 @@ class Mappings:
     def forget(self, oid: int) -> None:
         self._maps.pop(oid, None)
 
+    def release(self, key: int) -> bool:
+        """Unmaps ``key`` now, unless a value built on it still lives: then keeps it and
+        returns False."""
+        view = self._maps.pop(key, None)
+        if view is None:
+            return True
+        m = view.obj
+        assert isinstance(m, mmap.mmap)
+        view.release()  # this view only: the values' views keep the mapping exported
+        try:
+            m.close()
+        except BufferError:  # a value uses it: keep serving it
+            self._maps[key] = memoryview(m).toreadonly()
+            return False
+        return True
+
     def clear(self) -> None:
         self._maps.clear()
 
@@ -218,16 +244,21 @@ DRIVER = 0  # the process id ``Shm.mapped_by`` uses for the driver itself
 
 
 class Shm:
-    """One object's segment in the driver's books, and the processes that map it."""
+    """One object's segment (or spill file) in the driver's books, and who maps it."""
 
-    __slots__ = ("segment", "layout", "nbytes", "origin", "mapped_by")
+    __slots__ = ("segment", "layout", "nbytes", "origin", "mapped_by", "key", "spilled")
 
-    def __init__(self, segment: Segment, layout: Layout, nbytes: int, origin: str) -> None:
+    def __init__(
+        self, segment: Segment, layout: Layout, nbytes: int, origin: str, *, key: int = 0,
+        spilled: bool = False,
+    ) -> None:  # fmt: skip
         self.segment = segment
         self.layout = layout
-        self.nbytes = nbytes  # bytes counted against capacity (the segment's size)
+        self.nbytes = nbytes  # bytes counted against capacity (the segment's size; 0 spilled)
         self.origin = origin  # for error messages: "put by the driver", "returned by f()"
         self.mapped_by: set[int] = set()  # worker ids, and DRIVER
+        self.key = key  # what processes map it under: the object's id once stored (0 before)
+        self.spilled = spilled  # the segment is a spill file (never pooled)
 
 
 def _mb(n: int) -> str:
@@ -246,23 +277,34 @@ class ObjectStore:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.live = 0  # bytes of live objects
+        self.live = 0  # bytes of live objects (in memory: spilled ones count 0)
         self.pool = SegmentPool(limit=capacity // 4)
-        self._freed: dict[int, Shm] = {}  # {object id: freed, but still mapped somewhere}
+        self._freed: dict[int, Shm] = {}  # {key: released, but still mapped somewhere}
         self.local_unmapped: deque[int] = deque()  # appended by the driver's finalizers
         self.maps = Mappings(self.local_unmapped.append)
+        # make_room(bytes) spills objects until ``bytes`` more fit; returns why it could
+        # not ("" if it could). Set by the object table, which knows what may be spilled.
+        self.make_room: Callable[[int], str] | None = None
 
     def reserve(
         self, size: int, what: str, holders: Callable[[], str]
     ) -> tuple[Segment | None, int]:
         """Room for ``size`` bytes: a pooled segment (or None: create one) and the bytes now
-        counted, to hand to :class:`Shm` or back to :meth:`unreserve`.
+        counted, to hand to :class:`Shm` or back to :meth:`unreserve`. Spills objects
+        (``make_room``) when they do not fit otherwise.
 
         Raises:
-            ObjectStoreFullError: it does not fit even with the pool emptied.
+            ObjectStoreFullError: it does not fit even with the pool emptied and every
+                object that may be spilled spilled.
         """
         segment = self.pool.take(size)
         need = segment.capacity if segment is not None else size
+        why = ""
+        if self.live + need > self.capacity and self.make_room is not None:
+            why = self.make_room(self.live + need - self.capacity)
+            if segment is None:  # what was spilled may have left a segment that fits
+                segment = self.pool.take(size)
+                need = segment.capacity if segment is not None else size
         over = self.live + self.pool.bytes + need - self.capacity
         if over > 0:
             self.pool.trim(max(0, self.pool.bytes - over))
@@ -271,7 +313,7 @@ class ObjectStore:
                 segment.close()
             raise ObjectStoreFullError(
                 f"Cannot store {what} of {_mb(size)}: the object store holds {_mb(self.live)} "
-                f"of its {_mb(self.capacity)} capacity (object_store_memory). {holders()}"
+                f"of its {_mb(self.capacity)} capacity (object_store_memory). {why}{holders()}"
                 "Drop ObjectRefs you no longer need (`del ref`), pass smaller pieces, or "
                 "start raylite with more: raylite.init(object_store_memory=<bytes>)."
             )
@@ -283,35 +325,57 @@ class ObjectStore:
 
     def keep(self, oid: int, shm: Shm, mapping: mmap.mmap) -> None:
         """The driver wrote ``oid`` through ``mapping``: keep it as its view."""
-        self.maps.adopt_mapping(oid, mapping)
+        self.maps.adopt_mapping(shm.key or oid, mapping)
         shm.mapped_by.add(DRIVER)
 
-    def view(self, oid: int, shm: Shm) -> list[memoryview]:
-        """Zero-copy views of the object's buffers for the driver itself."""
+    def view(self, shm: Shm) -> list[memoryview]:
+        """Zero-copy views of a stored object's buffers for the driver itself."""
         if DRIVER not in shm.mapped_by:
-            self.maps.adopt(oid, shm.segment.fd, shm.layout.size, close_fd=False)
+            self.maps.adopt(shm.key, shm.segment.fd, shm.layout.size, close_fd=False)
             shm.mapped_by.add(DRIVER)
-        return self.maps.buffers(oid, shm.layout.spans)
+        return self.maps.buffers(shm.key, shm.layout.spans)
 
-    def free(self, oid: int, shm: Shm) -> list[int]:
-        """The object is freed; returns the workers that must be told to ``Forget`` it."""
+    def unmap_here(self, shm: Shm) -> bool:
+        """Drops the driver's own mapping of ``shm`` unless a value in this process uses
+        it; True if nothing here maps it any more."""
+        if DRIVER not in shm.mapped_by:
+            return True
+        if not self.maps.release(shm.key):
+            return False
+        shm.mapped_by.discard(DRIVER)
+        return True
+
+    def spilled(self, old: Shm, fd: int, key: int) -> tuple[Shm, list[int]]:
+        """``old``'s bytes are now in the spill file ``fd``: releases ``old`` (as :meth:`free`
+        does) and returns the spilled object's new books and the workers that must be told
+        to ``Forget`` ``old``."""
+        new = Shm(Segment(fd, old.layout.size), old.layout, 0, old.origin, key=key, spilled=True)
+        return new, self.free(old)
+
+    def free(self, shm: Shm) -> list[int]:
+        """The object (or its in-memory copy) is released; returns the workers that must be
+        told to ``Forget`` its key."""
         self.live -= shm.nbytes
-        if not shm.mapped_by:
-            self.pool.give(shm.segment)
-            return []
-        self._freed[oid] = shm
         if DRIVER in shm.mapped_by:
-            self.maps.forget(oid)  # its finalizer reports back (via local_unmapped)
-        return [w for w in shm.mapped_by if w != DRIVER]
+            self.maps.forget(shm.key)  # its finalizer reports back (via local_unmapped)
+        workers = [w for w in shm.mapped_by if w != DRIVER]
+        if shm.spilled:  # the file goes with its last mapping: nothing to recycle
+            shm.segment.close()
+        elif not shm.mapped_by:
+            self.pool.give(shm.segment)
+        else:
+            self._freed[shm.key] = shm
+        return workers
 
-    def unmapped(self, oid: int, who: int) -> None:
-        """``who`` has no mapping of freed object ``oid`` left; recycle it once nobody has."""
-        shm = self._freed.get(oid)
+    def unmapped(self, key: int, who: int) -> None:
+        """``who`` has no mapping of released segment ``key`` left; recycle it once nobody
+        has."""
+        shm = self._freed.get(key)
         if shm is None:
             return
         shm.mapped_by.discard(who)
         if not shm.mapped_by:
-            del self._freed[oid]
+            del self._freed[key]
             self.pool.give(shm.segment)
 
     def drain_local(self) -> None:
