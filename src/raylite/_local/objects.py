@@ -388,9 +388,10 @@ class ObjectTable:
         if freed >= need:
             return ""
         return (
-            f"Spilling freed {freed / 1e6:,.1f} MB; the other objects in memory are in use "
-            f"(by running tasks, or by values in this process: {skipped / 1e6:,.1f} MB) and "
-            "cannot be spilled. "
+            f"Spilling to disk freed {freed / 1e6:,.1f} MB, not enough: the objects left in "
+            f"memory are in use ({skipped / 1e6:,.1f} MB by values in this process, such as "
+            "arrays that get() returned; the rest by running tasks), so they cannot be "
+            "spilled. "
         )
 
     def close(self) -> None:

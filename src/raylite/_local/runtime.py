@@ -166,7 +166,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             config.object_store_memory or int(psutil.virtual_memory().total * 0.3),
             self._forget,
             lambda actor_id: self._actors.freed(actor_id),
-            SpillDir.for_session(spill, self._session.path) if spill.enabled else None,
+            SpillDir.for_session(spill, self._session) if spill.enabled else None,
             self._busy_objects,
         )
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))

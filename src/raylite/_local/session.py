@@ -6,6 +6,7 @@
       session_<date>_<time>_<pid>/     mode 0700: only this user can enter it
         control.sock                   ControlServer: `raylite status/list/...` ask the driver
         logs/worker-<pid>.out|.err     each worker's stdout/stderr (the worker writes them)
+        spill/                         objects spilled from a full store (spill.py), unnamed
       session_latest -> session_...    the newest session, where the CLI looks by default
 
     CLI ──connect──> control.sock ──accept (thread "raylite-control")── SO_PEERCRED uid check
@@ -64,6 +65,7 @@ class SessionDir:
         stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
         self.path = self.root / f"session_{stamp}_{time.time_ns() % 10**6:06d}_{os.getpid()}"
         self.logs = self.path / "logs"
+        self.spill = self.path / "spill"  # made by spill.SpillDir on first use
         self.control = self.path / "control.sock"
         if len(os.fsencode(self.control)) > _UNIX_PATH_MAX:
             raise ValueError(
@@ -97,6 +99,7 @@ class SessionDir:
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 (p / "control.sock").unlink(missing_ok=True)
+                shutil.rmtree(p / "spill", ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -15,7 +15,7 @@
 Spill files are *unnamed* (``O_TMPFILE``; elsewhere a file unlinked as soon as it is
 created): the kernel frees one with its last fd and mapping, so an object's file goes with
 the object, every file goes at ``shutdown``, and a SIGKILLed driver leaves none behind —
-only, at worst, an empty folder, which the next ``init`` (or spill) sweeps.
+only, at worst, an empty folder, which the next ``init`` sweeps.
 
 Configuration, as Ray spells it (first found wins): ``init(object_spilling_directory=...)``,
 ``_system_config={"object_spilling_directory": ...}``, ``$RAY_object_spilling_directory``,
@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .session import _alive
+from .session import SessionDir, _alive
 
-__all__ = ["SPILL_FOLDER", "SpillConfig", "SpillDir", "spill_config", "sweep"]
+__all__ = ["SpillConfig", "SpillDir", "spill_config", "sweep"]
 
-SPILL_FOLDER = "spill"  # in the session folder, unless configured elsewhere
 _PREFIX = "raylite_spilled_objects_"  # a session's folder inside a configured directory
 
 
@@ -96,18 +95,20 @@ def _dir_of_config(config: Any) -> str:
     what = "object_spilling_config"
     try:
         parsed = json.loads(config) if isinstance(config, str) else config
-        kind, params = parsed["type"], parsed.get("params", {})
-        paths = params["directory_path"]
+        kind = parsed["type"]
+        if kind != "filesystem":
+            raise NotImplementedError(kind)
+        paths = parsed["params"]["directory_path"]
+    except NotImplementedError:
+        raise ValueError(
+            f'{what}: raylite spills to a local folder only: use "type": "filesystem" '
+            f"(got {kind!r}; Ray's smart_open/S3 storage needs a Ray cluster)."
+        ) from None
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(
-            f"{what} must be JSON such as '{{\"type\": \"filesystem\", \"params\": "
-            f"{{\"directory_path\": \"/tmp/spill\"}}}}', got {config!r} ({exc})."
+            f'{what} must be JSON such as \'{{"type": "filesystem", "params": '
+            f'{{"directory_path": "/tmp/spill"}}}}\', got {config!r} ({exc!r}).'
         ) from None
-    if kind != "filesystem":
-        raise ValueError(
-            f"{what}: raylite spills to a local folder only: use \"type\": \"filesystem\" "
-            f"(got {kind!r}; Ray's smart_open/S3 storage needs a Ray cluster)."
-        )
     if isinstance(paths, list):  # Ray spreads over several folders; one machine needs one
         paths = paths[0] if paths else None
     return _check_dir(paths, f"{what}'s directory_path")
@@ -125,11 +126,15 @@ class SpillDir:
         self._made = False
 
     @classmethod
-    def for_session(cls, config: SpillConfig, session_path: Path) -> SpillDir:
-        """The spill folder ``config`` names for the session in ``session_path``."""
+    def for_session(cls, config: SpillConfig, session: SessionDir) -> SpillDir:
+        """The spill folder ``config`` names for ``session``. In a configured directory,
+        the folders of killed sessions are swept now (the session folder's own ``spill``
+        goes with the session folder's sweep)."""
         if config.directory is None:
-            return cls(session_path / SPILL_FOLDER)
-        return cls(Path(config.directory).expanduser() / f"{_PREFIX}{session_path.name}")
+            return cls(session.spill)
+        where = Path(config.directory).expanduser()
+        sweep(where)
+        return cls(where / f"{_PREFIX}{session.path.name}")
 
     def write(self, src_fd: int, size: int) -> int:
         """Copies the first ``size`` bytes of ``src_fd`` (a memory segment) to a new
@@ -143,8 +148,6 @@ class SpillDir:
             OSError: the folder cannot be made, or the disk is full (``ENOSPC``).
         """
         if not self._made:
-            if self.path.name.startswith(_PREFIX):
-                sweep(self.path.parent)
             self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._made = True
         fd = self._unnamed_file()
