@@ -323,7 +323,11 @@ class ObjectTable:
     def holders(self) -> str:
         """The biggest live objects, for ObjectStoreFullError's message."""
         big = sorted(
-            ((e.shm.nbytes, oid, e.shm.origin) for oid, e in self.entries.items() if e.shm),
+            (
+                (e.shm.nbytes, oid, e.shm.origin)
+                for oid, e in self.entries.items()
+                if e.shm is not None and not e.shm.spilled
+            ),
             reverse=True,
         )[:3]
         if not big:
