@@ -108,8 +108,8 @@ class ObjectTable:
             segment.
         actor_freed: ``actor_freed(actor_id)``: the last handle of an actor is gone.
         spill_dir: where to spill objects when the store is full; None: never spill.
-        busy: ``busy()``: ids of the objects that running tasks and actor calls use (not
-            worth spilling: their memory stays mapped until the call ends).
+        busy: ``busy()``: ids of the objects workers may read now (never spilled: see
+            ``LocalRuntime._busy_objects``).
     """
 
     def __init__(
@@ -131,7 +131,6 @@ class ObjectTable:
         self._spill_keys: dict[int, int] = {}  # {spill file's key (< 0): object id}
         self._new_key = itertools.count(-1, -1)
         self.spilled_bytes = 0  # bytes of objects in spill files now
-        self.spilled_total = 0  # bytes ever spilled, for the state API
         if spill_dir is not None:
             self.books.make_room = self.make_room
 
@@ -314,7 +313,7 @@ class ObjectTable:
             return ser.dumps(exc)[0], None, True
         if reserved is not None:
             self.books.pool.give(reserved)  # the worker's own segment is used instead
-        shm = Shm(segment, Layout(size, spans), counted, what, key=oid)
+        shm = Shm(segment, Layout(size, spans), counted, what)
         if keeper is not None:
             shm.mapped_by.add(keeper[0])
             keeper[1].add(oid)
@@ -386,7 +385,6 @@ class ObjectTable:
             entry.shm, workers = self.books.spilled(shm, fd, key)
             self._spill_keys[key] = oid
             self.spilled_bytes += shm.layout.size
-            self.spilled_total += shm.layout.size
             for wid in workers:
                 self._forget(wid, shm.key)
         if freed >= need:

@@ -717,18 +717,26 @@ class LocalRuntime(WorkerMessages, Watchdog):
             w.chan.queue(FunctionDef(fn_id, self._functions[fn_id]))
 
     def _busy_objects(self) -> set[int]:
-        """Objects that dispatched tasks and actor calls use (lock held): spilling them
-        would free no memory until they finish."""
+        """Objects that workers may read at any moment (lock held), not to be spilled: the
+        arguments (and the refs inside them) of dispatched tasks, actor calls and actors,
+        and every object a worker holds a ref to. Their memory stays mapped while in use,
+        and a worker must never be told to forget a segment it is about to read."""
         busy: set[int] = set()
         for task in self._tasks.values():
             if task.worker is not None:
-                busy.update(task.dep_ids)
+                busy.update(task.dep_ids, task.contained)
                 if type(task.args) is int:
                     busy.add(task.args)
-        for call in self._actors.calls.values():
-            busy.update(call.dep_ids)
-            if type(call.args) is int:
-                busy.add(call.args)
+        actors = self._actors
+        for args, dep_ids, contained in itertools.chain(
+            ((c.args, c.dep_ids, c.contained) for c in actors.calls.values()),
+            ((a.args, a.dep_ids, a.contained) for a in actors.actors.values()),
+        ):
+            busy.update(dep_ids, contained)
+            if type(args) is int:
+                busy.add(args)
+        for w in self._workers.values():
+            busy.update(w.borrows)
         return busy
 
     def _forget(self, wid: int, oid: int) -> None:
