@@ -83,6 +83,27 @@ def test_a_worker_reads_a_spilled_object_as_argument_and_through_get():
         raylite.shutdown()
 
 
+def spill_mappings() -> int:
+    """How many mappings of spill files this process has (values read from spill files)."""
+    with open("/proc/self/maps") as maps:
+        return sum("/spill/" in line for line in maps)
+
+
+def test_the_least_recently_used_object_is_spilled_first():
+    raylite.init(num_cpus=1, object_store_memory=100 * MB)
+    try:
+        a, b, c = (raylite.put(np.full(30 * MB // 8, float(i))) for i in range(3))
+        assert raylite.get(a)[0] == 0.0  # a read: now b is the least recently used
+        d = raylite.put(np.ones(30 * MB // 8))  # room for one more: b goes to disk
+        assert len(spill_fds()) == 1
+        assert [raylite.get(r)[-1] for r in (a, c, d)] == [0.0, 2.0, 1.0]
+        assert spill_mappings() == 0  # those three were read from memory
+        assert raylite.get(b)[-1] == 1.0
+        assert spill_mappings() == 1  # b from its spill file
+    finally:
+        raylite.shutdown()
+
+
 def test_values_in_use_are_not_spilled_and_the_error_says_so():
     raylite.init(num_cpus=1, object_store_memory=40 * MB)
     try:
