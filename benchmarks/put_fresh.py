@@ -11,8 +11,9 @@ median in this run.
 Rows: ``raylite.put`` (the real path: ``store.write_segment``), and the raw ways it could
 write a new segment: ``pwrite`` (what ``write_segment`` does), a copy through a mapping made
 with ``MAP_POPULATE`` (what it did before), through plain page faults, after
-``MADV_POPULATE_WRITE``, after ``posix_fallocate``; and a copy into a segment whose pages
-exist already (the floor: a recycled segment).
+``MADV_POPULATE_WRITE``, after ``posix_fallocate``; then the floors: a segment whose pages
+exist already (a recycled one, or a pre-faulted arena), written through a new mapping or
+with ``pwrite``, and a plain memcpy into memory that is mapped already.
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ def main() -> None:
         m[:] = raw
         m.close()
 
+    def recycled_pwrite() -> None:
+        done = 0
+        while done < n:
+            done += os.pwrite(warm_fd, raw[done:], done)
+
+    existing = src.copy()
+
+    def numpy_copyto() -> None:
+        np.copyto(existing, src)
+
     ways: dict[str, Callable[[], None]] = {
         "numpy copy (fresh memory)": numpy_copy,
         "raylite.put (fresh segment)": raylite_put,
@@ -100,7 +111,9 @@ def main() -> None:
         "copy via page faults": lambda: through_mapping(0, nothing),
         "copy after MADV_POPULATE_WRITE": lambda: through_mapping(0, madvise),
         "copy after posix_fallocate": lambda: through_mapping(mmap.MAP_POPULATE, fallocate),
-        "copy into existing pages (floor)": recycled,
+        "copy into existing pages, mapped anew": recycled,
+        "pwrite into existing pages": recycled_pwrite,
+        "numpy copyto an existing array (memcpy)": numpy_copyto,
     }
     names = list(ways)
     times: dict[str, list[float]] = {name: [] for name in names}
