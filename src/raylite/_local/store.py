@@ -300,7 +300,7 @@ class ObjectStore:
         segment = self.pool.take(size)
         need = segment.capacity if segment is not None else size
         why = ""
-        if self.live + need > self.capacity and self.make_room is not None:
+        if self.live + need > self.capacity >= need and self.make_room is not None:
             why = self.make_room(self.live + need - self.capacity)
             if segment is None:  # what was spilled may have left a segment that fits
                 segment = self.pool.take(size)
