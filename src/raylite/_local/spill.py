@@ -12,6 +12,10 @@
           the spill file's fd is mapped read-only, like any segment (it travels to workers
           over the socket): the value is read through the page cache, without a copy
 
+Spilling runs on the thread that needs the room (a ``put``, or the I/O thread storing a
+task's result) with the runtime's lock held: other calls wait while a file is written, at
+the disk's speed (``sendfile``, no fsync: the page cache absorbs bursts).
+
 Spill files are *unnamed* (``O_TMPFILE``; elsewhere a file unlinked as soon as it is
 created): the kernel frees one with its last fd and mapping, so an object's file goes with
 the object, every file goes at ``shutdown``, and a SIGKILLed driver leaves none behind —
