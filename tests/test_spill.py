@@ -17,7 +17,7 @@ from _helpers import kill_driver_and_wait_for_workers, open_fds, wait_until
 import raylite
 from raylite._local import spill
 from raylite._local.spill import SpillConfig, spill_config
-from raylite.exceptions import ObjectStoreFullError
+from raylite.exceptions import ObjectStoreFullError, WorkerCrashedError
 
 pytestmark = pytest.mark.local_only("the local runtime's object store and its spill folder")
 
@@ -79,6 +79,28 @@ def test_a_worker_reads_a_spilled_object_as_argument_and_through_get():
         assert raylite.get(ends_of_nested.remote([first])) == expect  # a nested get
         assert ends_of(raylite.get(first)) == expect  # and the driver
         assert ends_of(raylite.get(second)) == (1.0, 1.0, 6 * MB)
+    finally:
+        raylite.shutdown()
+
+
+@raylite.remote(max_retries=0)
+def crash_after_reading(x):
+    float(x.sum())
+    os._exit(3)
+
+
+def test_a_worker_that_dies_mapping_a_spilled_object_leaves_nothing_behind():
+    raylite.init(num_cpus=1, object_store_memory=64 * MB)
+    try:
+        first = raylite.put(np.arange(6 * MB, dtype=np.float64))
+        second = raylite.put(np.ones(6 * MB))  # first is spilled
+        with pytest.raises(WorkerCrashedError):
+            raylite.get(crash_after_reading.remote(first))
+        assert raylite.get(ends.remote(first)) == (0.0, 6 * MB - 1.0, 6 * MB)  # a new worker
+        del first, second
+        wait_until(lambda: not spill_fds(), 10, "the spill file to go with its object")
+        third = raylite.put(np.ones(6 * MB))  # the books balance: room for it again
+        assert ends_of(raylite.get(third)) == (1.0, 1.0, 6 * MB)
     finally:
         raylite.shutdown()
 
