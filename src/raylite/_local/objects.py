@@ -356,11 +356,15 @@ class ObjectTable:
         """
         assert self.spill_dir is not None
         busy = self._busy()
-        victims = sorted(
-            (e.used, oid) for oid, e in self.entries.items()
-            if e.shm is not None and not e.shm.spilled and e.payload is not None
-            and oid not in busy
-        )  # fmt: skip
+        victims = []  # [(last used, oid)]
+        held = 0  # bytes that workers may read now
+        for oid, e in self.entries.items():
+            if e.shm is not None and not e.shm.spilled:
+                if oid in busy:
+                    held += e.shm.nbytes
+                else:
+                    victims.append((e.used, oid))
+        victims.sort()
         freed = skipped = 0
         for _, oid in victims:
             if freed >= need:
@@ -391,9 +395,9 @@ class ObjectTable:
             return ""
         return (
             f"Spilling to disk freed {freed / 1e6:,.1f} MB, not enough: the objects left in "
-            f"memory are in use ({skipped / 1e6:,.1f} MB by values in this process, such as "
-            "arrays that get() returned; the rest by running tasks), so they cannot be "
-            "spilled. "
+            f"memory are in use, so they cannot be spilled ({skipped / 1e6:,.1f} MB by values "
+            f"in this process, such as arrays that get() returned; {held / 1e6:,.1f} MB by "
+            "tasks and actors that run with them as arguments or hold ObjectRefs to them). "
         )
 
     def close(self) -> None:
