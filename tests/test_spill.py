@@ -299,3 +299,24 @@ def test_bad_spill_options_are_named(system, error, match):
     with pytest.raises(error, match=match):
         raylite.init(num_cpus=1, _system_config=system)
     assert not raylite.is_initialized()
+
+
+@pytest.mark.parametrize("tmpfile", [True, False], ids=["O_TMPFILE", "named-then-unlinked"])
+def test_spill_files_have_no_name_and_hold_the_segment_bytes(tmp_path, monkeypatch, tmpfile):
+    if not tmpfile:
+        monkeypatch.delattr(os, "O_TMPFILE")
+    folder = spill.SpillDir(tmp_path / "spill")
+    data = np.random.default_rng(0).integers(0, 255, 3 * MB + 5, dtype=np.uint8).tobytes()
+    segment = os.memfd_create("test-segment")
+    try:
+        os.pwrite(segment, data, 0)
+        fd = folder.write(segment, len(data))
+    finally:
+        os.close(segment)
+    try:
+        assert list((tmp_path / "spill").iterdir()) == []  # nothing to leave behind
+        assert os.pread(fd, len(data) + 1, 0) == data
+    finally:
+        os.close(fd)
+        folder.close()
+    assert not (tmp_path / "spill").exists()

@@ -3,8 +3,8 @@
 ::
 
     ObjectStore.reserve(size) ── over capacity ──> ObjectTable.make_room(bytes)
-        least recently used objects that nothing uses now (no running task, no value in
-        the driver), oldest first:
+        least recently used objects that nothing uses now (no dispatched task's or
+        actor's argument, no ref held in a worker, no value in the driver), oldest first:
           SpillDir.write(segment fd) ─ sendfile ─> an unnamed file in the spill folder
           the object's memory segment is released (workers told to Forget it); the object
           now lives in the file, counted against nothing
@@ -46,6 +46,7 @@ from .session import SessionDir, _alive
 __all__ = ["SpillConfig", "SpillDir", "spill_config", "sweep"]
 
 _PREFIX = "raylite_spilled_objects_"  # a session's folder inside a configured directory
+_NO_TMPFILE = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)  # the filesystem has no O_TMPFILE
 
 
 @dataclass(frozen=True)
@@ -100,19 +101,17 @@ def _dir_of_config(config: Any) -> str:
     try:
         parsed = json.loads(config) if isinstance(config, str) else config
         kind = parsed["type"]
-        if kind != "filesystem":
-            raise NotImplementedError(kind)
-        paths = parsed["params"]["directory_path"]
-    except NotImplementedError:
-        raise ValueError(
-            f'{what}: raylite spills to a local folder only: use "type": "filesystem" '
-            f"(got {kind!r}; Ray's smart_open/S3 storage needs a Ray cluster)."
-        ) from None
+        paths = parsed["params"]["directory_path"] if kind == "filesystem" else None
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(
             f'{what} must be JSON such as \'{{"type": "filesystem", "params": '
             f'{{"directory_path": "/tmp/spill"}}}}\', got {config!r} ({exc!r}).'
         ) from None
+    if kind != "filesystem":
+        raise ValueError(
+            f'{what}: raylite spills to a local folder only: use "type": "filesystem" '
+            f"(got {kind!r}; Ray's smart_open/S3 storage needs a Ray cluster)."
+        )
     if isinstance(paths, list):  # Ray spreads over several folders; one machine needs one
         paths = paths[0] if paths else None
     return _check_dir(paths, f"{what}'s directory_path")
@@ -163,12 +162,14 @@ class SpillDir:
         return fd
 
     def _unnamed_file(self) -> int:
-        try:
-            return os.open(self.path, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
-        except (AttributeError, OSError) as exc:  # no O_TMPFILE here: name it, then unlink
-            if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR,
-                                                              errno.EINVAL):  # fmt: skip
-                raise
+        tmpfile = getattr(os, "O_TMPFILE", 0)  # Linux
+        if tmpfile:
+            try:
+                return os.open(self.path, tmpfile | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                if exc.errno not in _NO_TMPFILE:
+                    raise
+        # No O_TMPFILE here: a named file, unlinked at once.
         fd, name = tempfile.mkstemp(prefix="object-", dir=self.path)
         os.unlink(name)
         return fd
