@@ -27,6 +27,7 @@ anywhere, so its releases are queued (``releases``) and applied by :meth:`drain`
 
 from __future__ import annotations
 
+import errno
 import itertools
 import threading
 from collections import deque
@@ -379,10 +380,11 @@ class ObjectTable:
                 fd = self.spill_dir.write(shm.segment.fd, shm.layout.size)
             except OSError as exc:
                 return (
-                    f"Spilling to {self.spill_dir.path} failed too ({exc.strerror or exc}): "
-                    f"the disk holds {self.spilled_bytes / 1e6:,.1f} MB of spilled objects; "
-                    "free disk space or pass another folder, e.g. "
-                    "raylite.init(object_spilling_directory=...). "
+                    f"Spilling to {self.spill_dir.path} failed too ({exc.strerror or exc}; "
+                    f"{self.spilled_bytes / 1e6:,.1f} MB of objects are spilled there now): "
+                    + ("free disk space, or " if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+                    + "pass a folder that works, e.g. raylite.init(object_spilling_directory="
+                    "'/big/disk'). "
                 )
             key = next(self._new_key)
             freed += shm.nbytes
