@@ -190,7 +190,7 @@ def test_a_full_disk_fails_with_a_message_naming_the_store_and_the_disk(tmp_path
         text = str(info.value)
         assert "object store holds 26.2 MB" in text and "object_store_memory" in text
         assert f"Spilling to {tmp_path}" in text and "No space left on device" in text
-        assert "object_spilling_directory" in text
+        assert "object_spilling_directory" in text and "free disk space" in text
         assert not spill_fds()
         assert float(raylite.get(first).sum()) == 25 * MB // 8  # nothing was lost
     finally:

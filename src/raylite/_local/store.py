@@ -6,7 +6,7 @@
     ----------------------------------------------      ---------------------------
     Segment.create(size) -> memfd                        fd arrives once (SCM_RIGHTS) ->
     pwrite out-of-band buffers in (one copy)              Mappings.adopt(key, fd): mmap RO
-    fd -> the driver, which owns it from then on          Mappings.view(key) -> memoryview
+    fd -> the driver, which owns it from then on          Mappings.buffers(key) -> views
                                                            pickle.loads(..., buffers=views)
     store full -> ObjectStore.make_room: least recently used objects are spilled to
     unnamed files (``spill.py``); a spilled object's "segment" is its file, mapped the same way
@@ -18,10 +18,11 @@ Why a memfd per object, not one arena with an allocator:
   ``resource_tracker`` is needed (cpython#82300 is what happens with named segments).
 - No use-after-free. A numpy array a task built on a mapping keeps that mapping alive even
   after the object is freed: the pages live as long as someone maps them.
-- Speed where it matters. Fresh shared pages cost an allocation each (~60 ms per 100 MB
-  here with ``pwrite``, ~130 ms through page faults); a segment whose object was freed and
-  whose every mapping is gone is *recycled* (``SegmentPool``), so the next put of that
-  size is one memcpy into pages already there (~15-25 ms per 100 MB). The driver learns that a segment is unmapped everywhere from
+- Speed where it matters. Fresh shared pages cost an allocation each (~60-125 ms per
+  100 MB here with ``pwrite``, 1.6-1.9x that through page faults or ``MAP_POPULATE``); a
+  segment whose object was freed and whose every mapping is gone is *recycled*
+  (``SegmentPool``), so the next put of that size is one copy into pages already there
+  (~25-40 ms per 100 MB). The driver learns that a segment is unmapped everywhere from
   ``Mappings``' finalizers (``on_unmapped``), reported by workers in ``RefOps.unmapped``.
 
 The driver keeps every segment's fd; readers keep a read-only mapping per segment until the
