@@ -18,6 +18,7 @@ import raylite
 from raylite._local import spill
 from raylite._local.spill import SpillConfig, spill_config
 from raylite.exceptions import ObjectStoreFullError, WorkerCrashedError
+from raylite.util.state import list_objects
 
 pytestmark = pytest.mark.local_only("the local runtime's object store and its spill folder")
 
@@ -74,6 +75,9 @@ def test_a_worker_reads_a_spilled_object_as_argument_and_through_get():
         first = raylite.put(np.arange(6 * MB, dtype=np.float64))  # 48 MB
         second = raylite.put(np.ones(6 * MB))  # does not fit beside it: first is spilled
         assert len(spill_fds()) == 1
+        listed = {o.object_id: o for o in list_objects()}
+        assert listed[first.hex()].object_size >= 48 * MB  # its size, wherever it is
+        assert not listed[first.hex()].in_shared_memory and listed[second.hex()].in_shared_memory
         expect = (0.0, 6 * MB - 1.0, 6 * MB)
         assert raylite.get(ends.remote(first)) == expect
         assert raylite.get(ends_of_nested.remote([first])) == expect  # a nested get

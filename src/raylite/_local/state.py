@@ -126,19 +126,20 @@ class StateView:
         with rt._lock:
             rows = [
                 (oid, e.payload is not None, e.is_error, len(e.payload or b""),
-                 e.shm.nbytes if e.shm is not None else 0, e.refcount, e.task_id, e.actor)
+                 e.shm.layout.size if e.shm is not None else 0,
+                 e.shm is not None and e.shm.spilled, e.refcount, e.task_id, e.actor)
                 for oid, e in rt._objs.entries.items()
             ]  # fmt: skip
         return [
             {
                 "object_id": _hex(oid), "object_size": inline + shared,
-                "in_shared_memory": shared > 0,
+                "in_shared_memory": shared > 0 and not spilled,  # else in a spill file
                 "status": "ERROR" if error else "READY" if ready else "PENDING",
                 "reference_type": "ACTOR_HANDLE" if actor else "LOCAL_REFERENCE",
                 "ref_count": refs, "task_id": _hex(task_id) if task_id else None,
                 "type": "DRIVER", "pid": os.getpid(),
             }  # fmt: skip
-            for oid, ready, error, inline, shared, refs, task_id, actor in rows
+            for oid, ready, error, inline, shared, spilled, refs, task_id, actor in rows
         ]
 
     def workers(self) -> list[dict[str, Any]]:
