@@ -17,10 +17,6 @@ from typing import Any, overload
 
 from . import _ray, _runtime
 from ._actor import ActorClass, ActorHandle
-from ._local.dashboard import check_host as check_dashboard_host
-from ._local.inline import InlineRuntime
-from ._local.runtime import LocalRuntime, RuntimeConfig
-from ._local.spill import spill_config
 from ._object_ref import ObjectRef, owner_of
 from ._options import actor_options, check_amount, task_options, validate_resources
 from ._remote_function import RemoteFunction
@@ -150,6 +146,12 @@ def init(
         raise ValueError(
             f"object_store_memory must be a positive number of bytes, got {object_store_memory!r}."
         )
+    # The runtimes are imported here, not at `import raylite` (it stays ~50 ms): init pays
+    # for them once, before the zygote forks, so workers start with them loaded.
+    from ._local.inline import InlineRuntime
+    from ._local.runtime import LocalRuntime, RuntimeConfig
+    from ._local.spill import spill_config
+
     session = uuid.uuid4().hex[:12]
     config = RuntimeConfig(
         num_cpus=float(cpus),
@@ -183,7 +185,9 @@ def _dashboard_options(
     if host is not None:
         if not isinstance(host, str):
             raise TypeError(f"dashboard_host must be a str such as '127.0.0.1', got {host!r}.")
-        check_dashboard_host(host)
+        from ._local.dashboard import check_host  # lazily: http.server costs ~40 ms
+
+        check_host(host)
     if port is not None and (
         isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535
     ):
