@@ -90,7 +90,8 @@ def test_endpoints_show_the_runtime_state(url: str) -> None:
     assert raylite.get(tally.add.remote()) == 1
 
     status = get_json(url + "/api/status")
-    assert status["resources_total"] == {"CPU": 2.0}
+    assert status["resources_total"] == raylite.cluster_resources()
+    assert status["resources_total"]["CPU"] == 2.0
     assert status["driver_pid"] == os.getpid()
     assert status["tasks"] == {"FINISHED": 4, "FAILED": 1}  # 3 squares and 1 call; broken
     workers = get_json(url + "/api/workers")
@@ -272,10 +273,35 @@ def test_the_page_shows_a_running_task_and_updates(
             timeout=10_000
         )
 
-        # The Timeline tab draws every finished task.
+        # The Timeline tab draws every finished task, in place of the Live panels.
+        expect(page.locator("#timeline")).to_be_hidden()
         page.click("#tab-timeline")
+        expect(page.locator("#live")).to_be_hidden()
+        expect(page.locator("#timeline")).to_be_visible()
         # a row per process and actor: hold_until_released and broken may share a worker
         info = page.locator("#tl-info")
         expect(info).to_have_text(re.compile(r"^3 tasks on [23] rows$"), timeout=10_000)
         expect(page.locator('#tl-legend [data-name="Tally.add"]')).to_be_visible()
         assert page.locator("#tl").get_attribute("data-bars") == "3"
+
+
+def test_a_link_to_the_timeline_tab_opens_it_and_follows_the_run(
+    browser_ready: None, url: str
+) -> None:
+    from playwright.sync_api import expect
+
+    raylite.get(square.remote(2))
+    with chromium_page() as page:
+        page.goto(url + "/#timeline")
+        expect(page.locator("#timeline")).to_be_visible()
+        expect(page.locator("#live")).to_be_hidden()
+        info = page.locator("#tl-info")
+        expect(info).to_have_text(re.compile(r"^1 tasks on 1 rows$"), timeout=10_000)
+        # Tasks that finish while the tab is open appear without a reload.
+        raylite.get([square.remote(i) for i in range(3)])
+        expect(info).to_have_text(re.compile(r"^4 tasks on "), timeout=15_000)
+        # Back to Live: the address follows, and the Timeline is hidden again.
+        page.click("#tab-live")
+        expect(page.locator("#live")).to_be_visible()
+        expect(page.locator("#timeline")).to_be_hidden()
+        assert not page.evaluate("location.hash")

@@ -162,3 +162,22 @@ def test_a_task_waiting_for_resources_gets_one_warning_naming_the_holders(monkey
         assert raylite.get(stuck, timeout=10)[1] == []  # it runs once a CPU is free
     finally:
         raylite.shutdown()
+
+
+@pytest.mark.parametrize("local_mode", [False, True])
+def test_memory_and_object_store_memory_are_reported_in_bytes_as_ray_does(local_mode):
+    import psutil
+
+    raylite.init(num_cpus=2, object_store_memory=100 * 2**20, local_mode=local_mode)
+    try:
+        total = raylite.cluster_resources()
+        assert total["CPU"] == 2
+        assert total["object_store_memory"] == 100 * 2**20
+        # Ray: the memory available at start, less the object store's share (bytes, floats)
+        assert 0 < total["memory"] <= psutil.virtual_memory().total - 100 * 2**20
+        assert isinstance(total["memory"], float)
+        free = raylite.available_resources()
+        assert free["memory"] == total["memory"]  # no task reserves them here
+        assert free["object_store_memory"] == total["object_store_memory"]
+    finally:
+        raylite.shutdown()

@@ -89,7 +89,10 @@ def _run_status(args: argparse.Namespace) -> int:
     print(f"  folder: {s['session_dir']}")
     print("Resources (used / total):")
     for k, total in s["resources_total"].items():
-        print(f"  {used[k]:g} / {total:g} {k}")
+        if k.endswith("memory"):  # bytes, reported as Ray does, never reserved by a task
+            print(f"  {total / 2**30:.1f} GiB {k}")
+        else:
+            print(f"  {used[k]:g} / {total:g} {k}")
     print(f"Processes: {s['worker_processes']} worker processes + the driver")
     print(f"Actors: {_counts(s['actors'])}")
     print(f"Tasks: {_counts(s['tasks'])}  ({s['tasks_recorded']} finished since init)")

@@ -25,6 +25,7 @@ from . import serialization as ser
 from .history import ACTOR_TASK, NORMAL_TASK, Done, History, trace_events
 from .scheduler import Request, Scheduler
 from .state import filter_records, finished_records, summarize
+from .store import memory_resources
 
 if TYPE_CHECKING:
     from .._actor import ActorClass
@@ -41,6 +42,7 @@ class InlineRuntime:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
         self._capacity = Scheduler(config.num_cpus, config.gpus, config.resources)
+        self._memory = memory_resources(config.object_store_memory)  # reported, not reserved
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._objects: dict[int, tuple[bytes, bool]] = {}  # {id: (payload, is_error)}
@@ -202,10 +204,10 @@ class InlineRuntime:
         pass  # the task finished before .remote() returned
 
     def available_resources(self) -> dict[str, float]:
-        return self._capacity.available()
+        return {**self._capacity.available(), **self._memory}
 
     def cluster_resources(self) -> dict[str, float]:
-        return self._capacity.total()
+        return {**self._capacity.total(), **self._memory}
 
     def context(self) -> dict[str, Any]:
         task_id, name = self._current[-1] if self._current else (None, None)

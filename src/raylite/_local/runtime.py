@@ -51,8 +51,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from .._actor import ActorClass, ActorHandle
 from .._object_ref import ObjectRef
 from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
@@ -83,7 +81,7 @@ from .scheduler import Actions, Request, Scheduler
 from .session import ControlServer, SessionDir
 from .spill import SpillConfig, SpillDir
 from .state import KINDS, StateView, filter_records, summarize
-from .store import Segment, Shm, layout_of, write_segment
+from .store import Segment, Shm, layout_of, memory_resources, write_segment
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
 from .watchdog import Watchdog
@@ -162,8 +160,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._options: dict[bytes, tuple[TaskOptions, Request]] = {}  # {pickled: parsed}
         self._requests: dict[int, tuple[TaskOptions, Request]] = {}  # {id(opts): request}
         spill = config.spilling
+        self._memory = memory_resources(config.object_store_memory)  # reported, not reserved
         self._objs = ObjectTable(
-            config.object_store_memory or int(psutil.virtual_memory().total * 0.3),
+            int(self._memory["object_store_memory"]),
             self._forget,
             lambda actor_id: self._actors.freed(actor_id),
             SpillDir.for_session(spill, self._session) if spill.enabled else None,
@@ -526,11 +525,11 @@ class LocalRuntime(WorkerMessages, Watchdog):
 
     def available_resources(self) -> dict[str, float]:
         with self._lock:
-            return self.sched.available()
+            return {**self.sched.available(), **self._memory}
 
     def cluster_resources(self) -> dict[str, float]:
         with self._lock:
-            return self.sched.total()
+            return {**self.sched.total(), **self._memory}
 
     def list_state(
         self, kind: str, filters: list[tuple[str, str, Any]] | None, limit: int | None,

@@ -53,8 +53,21 @@ __all__ = [
     "SegmentPool",
     "Shm",
     "layout_of",
+    "memory_resources",
     "write_segment",
 ]
+
+def memory_resources(object_store_memory: int | None) -> dict[str, float]:
+    """The node's ``memory`` and ``object_store_memory`` resources, in bytes, as Ray reports
+    them in ``cluster_resources()``: the store's capacity (``object_store_memory`` given to
+    ``init``, else 30% of RAM) and the memory available now less that capacity.
+    """
+    import psutil  # lazily: `import raylite` does not pay for it
+
+    memory = psutil.virtual_memory()
+    store = object_store_memory or int(memory.total * 0.3)
+    return {"memory": float(max(memory.available - store, 0)), "object_store_memory": float(store)}
+
 
 ALIGN = 64  # buffers start on cache-line (and numpy-friendly) boundaries
 
