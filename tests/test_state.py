@@ -355,3 +355,31 @@ def test_a_process_that_inits_again_and_again_keeps_few_session_folders(short_tm
         raylite.init(num_cpus=1, _temp_dir=str(short_tmp))
         raylite.shutdown()
     assert len(list(short_tmp.glob("session_2*"))) == KEEP + 1  # the newest finished + last
+
+
+def test_a_segfault_dump_goes_to_the_workers_log_not_the_console(short_tmp: Path) -> None:
+    tmp_path = short_tmp
+    # The driver runs with faulthandler on, as under pytest or `python -X faulthandler`.
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "import ctypes, raylite\n"
+        "raylite.init(num_cpus=1, _temp_dir=%r)\n"
+        "@raylite.remote(max_retries=0)\n"
+        "def crash():\n"
+        "    ctypes.string_at(0)\n"
+        "try:\n"
+        "    raylite.get(crash.remote())\n"
+        "except raylite.exceptions.WorkerCrashedError as error:\n"
+        "    print('crashed:', error)\n" % str(tmp_path)
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "faulthandler", str(script)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "crashed:" in done.stdout and "SIGSEGV" in done.stdout, done.stdout + done.stderr
+    assert "Fatal Python error" not in done.stderr, done.stderr
+    dumps = [
+        log for log in tmp_path.glob("session_latest/logs/worker-*.err")
+        if "Fatal Python error: Segmentation fault" in log.read_text(errors="replace")
+    ]  # fmt: skip
+    assert len(dumps) == 1

@@ -22,6 +22,7 @@ here dies. The driver keeps a borrowed object alive until then, or until this pr
 from __future__ import annotations
 
 import concurrent.futures
+import faulthandler
 import io
 import itertools
 import mmap
@@ -106,7 +107,14 @@ def worker_main(wid: int, sock: socket.socket, config: dict[str, Any], slot_fd: 
     signal.signal(CANCEL_SIGNAL, rt.on_cancel_signal)
     _runtime.set_current(rt)
     sys.stdout = _PrefixedStream(1, rt, _open_log(config, "out"))
-    sys.stderr = _PrefixedStream(2, rt, _open_log(config, "err"))
+    err_log = _open_log(config, "err")
+    sys.stderr = _PrefixedStream(2, rt, err_log)
+    if err_log is not None and faulthandler.is_enabled():
+        # Inherited from a driver run with faulthandler on (pytest, -X faulthandler): a
+        # task's segfault would dump its 50-line trace into the driver's console, mid-output.
+        # It goes to this worker's log (`raylite logs worker-<pid>.err`); the crash itself
+        # reaches the caller as WorkerCrashedError.
+        faulthandler.enable(file=err_log, all_threads=True)
     try:
         rt.serve()
     finally:
