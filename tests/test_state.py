@@ -363,14 +363,14 @@ def test_a_segfault_dump_goes_to_the_workers_log_not_the_console(short_tmp: Path
     script = tmp_path / "crash.py"
     script.write_text(
         "import ctypes, raylite\n"
-        "raylite.init(num_cpus=1, _temp_dir=%r)\n"
+        f"raylite.init(num_cpus=1, _temp_dir={str(tmp_path)!r})\n"
         "@raylite.remote(max_retries=0)\n"
         "def crash():\n"
         "    ctypes.string_at(0)\n"
         "try:\n"
         "    raylite.get(crash.remote())\n"
         "except raylite.exceptions.WorkerCrashedError as error:\n"
-        "    print('crashed:', error)\n" % str(tmp_path)
+        "    print('crashed:', error)\n"
     )
     done = subprocess.run(
         [sys.executable, "-X", "faulthandler", str(script)],
@@ -383,3 +383,58 @@ def test_a_segfault_dump_goes_to_the_workers_log_not_the_console(short_tmp: Path
         if "Fatal Python error: Segmentation fault" in log.read_text(errors="replace")
     ]  # fmt: skip
     assert len(dumps) == 1
+
+
+def _driver(root: Path, release: Path) -> subprocess.Popen[str]:
+    """A driver program in a process of its own, running until ``release`` exists."""
+    code = (
+        "import os, time, raylite\n"
+        "raylite.init(num_cpus=1)\n"
+        f"while not os.path.exists({str(release)!r}):\n"
+        "    time.sleep(0.05)\n"
+    )
+    env = {**os.environ, "RAYLITE_TEMP_DIR": str(root)}
+    return subprocess.Popen([sys.executable, "-c", code], env=env, text=True)
+
+
+def _cli_in(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAYLITE_TEMP_DIR": str(root)}
+    return subprocess.run(
+        [sys.executable, "-m", "raylite", *args], capture_output=True, text=True, timeout=60,
+        env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_cli_with_two_drivers_lists_them_and_asks_which(short_tmp: Path) -> None:
+    from raylite._local.session import live_sessions
+
+    first = _driver(short_tmp, short_tmp / "stop-first")
+    second = _driver(short_tmp, short_tmp / "stop-second")
+    try:
+        wait_until(lambda: len(live_sessions(short_tmp)) == 2, 30, "both drivers to start")
+        listed = _cli_in(short_tmp, "sessions")
+        assert listed.returncode == 0, listed.stderr
+        assert str(first.pid) in listed.stdout and str(second.pid) in listed.stdout
+        assert "import os, time, raylite" in listed.stdout  # the command each one runs
+
+        # Two live drivers: the CLI does not guess (stdin is no terminal, so it cannot ask).
+        status = _cli_in(short_tmp, "status")
+        assert status.returncode != 0 and "2 raylite drivers are running" in status.stderr
+        assert "--session" in status.stderr and str(first.pid) in status.stderr
+
+        chosen = next(p.name for p in live_sessions(short_tmp) if p.name.endswith(f"_{second.pid}"))
+        status = _cli_in(short_tmp, "status", "--session", chosen)  # as `sessions` shows it
+        assert f"driver pid {second.pid}" in status.stdout, status.stderr
+
+        # The only live one is picked, whichever started last.
+        (short_tmp / "stop-second").touch()
+        second.wait(timeout=30)
+        status = _cli_in(short_tmp, "status")
+        assert status.returncode == 0, status.stderr
+        assert f"driver pid {first.pid}" in status.stdout
+    finally:
+        (short_tmp / "stop-first").touch()
+        (short_tmp / "stop-second").touch()
+        for driver in (first, second):
+            driver.wait(timeout=30)
+    assert "no raylite driver is running" in _cli_in(short_tmp, "sessions").stdout

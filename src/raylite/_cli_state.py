@@ -1,10 +1,13 @@
-"""``raylite status | list | summary | timeline | logs``: look into a running driver from a
-shell, as ``ray status`` / ``ray list tasks`` / ``ray logs`` do.
+"""``raylite sessions | status | list | summary | timeline | logs``: look into a running
+driver from a shell, as ``ray status`` / ``ray list tasks`` / ``ray logs`` do.
 
-The driver answers on the control socket of its session folder (see ``_local/session.py``);
-by default the newest session, ``<root>/session_latest``, or the one ``--session`` names.
+The driver answers on the control socket of its session folder (see ``_local/session.py``).
+Which session: the one ``--session`` names; else the only live one (``raylite sessions``
+lists them); with several live, the user picks one (asked on a terminal, else told to pass
+``--session``); with none, the newest, ``<root>/session_latest`` (its logs stay).
 
 Example:
+    $ raylite sessions
     $ raylite status
     $ raylite list tasks --filter state=RUNNING
     $ raylite logs worker-1234.out
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from ._local.session import default_root, request
+from ._local.session import default_root, driver_pid, live_sessions, request
 
 _COLUMNS = {
     "tasks": ["task_id", "name", "state", "type", "worker_pid", "duration_ms", "error_type"],
@@ -33,7 +37,57 @@ _IDS = ("task_id", "actor_id", "object_id")  # shown by their last 16 hex digits
 
 
 def _session(args: argparse.Namespace) -> Path:
-    return Path(args.session) if args.session else default_root() / "session_latest"
+    """The session the command looks at (see the module docstring)."""
+    if args.session:  # a folder, or a session's name as `raylite sessions` shows it
+        named = default_root() / args.session
+        return named if not Path(args.session).exists() and named.exists() else Path(args.session)
+    live = live_sessions(default_root())
+    if len(live) == 1:
+        return live[0]
+    if not live:
+        return default_root() / "session_latest"
+    print(f"{len(live)} raylite drivers are running:", file=sys.stderr)
+    print(_sessions_table(live), file=sys.stderr)
+    if not sys.stdin.isatty():
+        raise SystemExit(
+            "raylite: pick one of them with --session SESSION (a name above, or the "
+            "folder's path)."
+        )
+    while True:
+        answer = input(f"which one (1-{len(live)})? ").strip()
+        if answer.isdigit() and 1 <= int(answer) <= len(live):
+            return live[int(answer) - 1]
+        print(f"type a number from 1 to {len(live)}, or Ctrl-C to quit", file=sys.stderr)
+
+
+def _sessions_table(sessions: list[Path]) -> str:
+    """A numbered table of sessions: folder, driver pid, start time, the driver's command."""
+    import psutil  # lazily: only this command needs it
+
+    rows = []
+    for i, session in enumerate(sessions, 1):
+        pid = driver_pid(session)
+        try:
+            proc = psutil.Process(pid)
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(proc.create_time()))
+            script = " ".join(proc.cmdline()[1:]) or proc.name()
+        except psutil.Error:
+            started, script = "?", "?"
+        rows.append({"#": str(i), "session": session.name, "pid": pid, "started": started,
+                     "script": script})  # fmt: skip
+    return _table(rows, ["#", "session", "pid", "started", "script"])
+
+
+def _run_sessions(args: argparse.Namespace) -> int:
+    live = live_sessions(default_root())
+    if not live:
+        print(f"no raylite driver is running (sessions live in {default_root()})")
+        return 0
+    if args.format == "json":
+        print(json.dumps([{"session": str(p), "pid": driver_pid(p)} for p in live], indent=2))
+        return 0
+    print(_sessions_table(live))
+    return 0
 
 
 def _ask(args: argparse.Namespace, req: dict[str, Any]) -> Any:
@@ -160,17 +214,22 @@ def _run_logs(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Adds ``status``, ``list``, ``summary``, ``timeline`` and ``logs`` to the CLI."""
+    """Adds ``sessions``, ``status``, ``list``, ``summary``, ``timeline`` and ``logs`` to the
+    CLI."""
 
     def command(name: str, help: str, handler: Any, fmt: bool = True) -> argparse.ArgumentParser:
         p = subparsers.add_parser(name, help=help, description=help)
-        p.add_argument("--session", metavar="DIR",
-                       help=f"a session folder (default: {default_root()}/session_latest)")  # fmt: skip
+        if name != "sessions":
+            p.add_argument("--session", metavar="DIR",
+                           help="a session folder (default: the running driver's; "
+                           "`raylite sessions` lists them)")  # fmt: skip
         if fmt:
             p.add_argument("--format", choices=["table", "json"], default="table")
         p.set_defaults(handler=handler)
         return p
 
+    command("sessions", "the running raylite drivers of this user: session folder, pid, "
+            "start time, command", _run_sessions)
     command("status", "resources, processes, actors, tasks and the object store of the "
             "running driver", _run_status)  # fmt: skip
     p = command("list", "list tasks, actors, objects or workers of the running driver",

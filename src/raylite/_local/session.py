@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KEEP", "ControlServer", "SessionDir", "default_root", "request"]
+__all__ = ["KEEP", "ControlServer", "SessionDir", "default_root", "live_sessions", "request"]
 
 KEEP = 10  # finished sessions' folders kept for `raylite logs`
 _MAX_REQUEST = 1 << 16
@@ -90,7 +90,7 @@ class SessionDir:
         thread calls it as it starts, so ``init`` does not wait for it.)"""
         finished = []
         for p in sorted(self.root.glob("session_2*")):
-            pid = int(p.name.rsplit("_", 1)[-1]) if p.name.rsplit("_", 1)[-1].isdigit() else 0
+            pid = driver_pid(p)
             # This process runs one session at a time: its earlier ones are finished too.
             if p != self.path and (pid == os.getpid() or not _alive(pid)):
                 finished.append(p)
@@ -100,6 +100,21 @@ class SessionDir:
             else:
                 (p / "control.sock").unlink(missing_ok=True)
                 shutil.rmtree(p / "spill", ignore_errors=True)
+
+
+def driver_pid(session: Path) -> int:
+    """The pid of the driver that made ``session`` (the last part of its name), or 0."""
+    tail = session.name.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def live_sessions(root: Path) -> list[Path]:
+    """The session folders under ``root`` whose driver runs now (its process is alive and
+    its control socket is there), oldest first."""
+    return [
+        p for p in sorted(root.glob("session_2*"))
+        if (p / "control.sock").exists() and _alive(driver_pid(p))
+    ]  # fmt: skip
 
 
 def _alive(pid: int) -> bool:
