@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import warnings
 import time
 
 import pytest
@@ -154,10 +156,13 @@ def test_a_task_waiting_for_resources_gets_one_warning_naming_the_holders(monkey
         assert raylite.get([h.ping.remote() for h in holders]) == ["pong", "pong"]
         with pytest.warns(raylite.exceptions.PendingTaskWarning) as caught:
             stuck = gpu_env.remote()  # needs 1 CPU; both are held by the actors
+            line = sys._getframe().f_lineno - 1
             wait_until(lambda: len(caught) > 0, 10, "the warning")
         text = str(caught[0].message)
         assert "task gpu_env()" in text and "num_cpus=1" in text
         assert "2 x actor Holder (num_cpus=1)" in text
+        # It points at the .remote() that made the task, not into raylite.
+        assert (caught[0].filename, caught[0].lineno) == (__file__, line)
         raylite.kill(holders[0])
         assert raylite.get(stuck, timeout=10)[1] == []  # it runs once a CPU is free
     finally:
@@ -179,5 +184,57 @@ def test_memory_and_object_store_memory_are_reported_in_bytes_as_ray_does(local_
         free = raylite.available_resources()
         assert free["memory"] == total["memory"]  # no task reserves them here
         assert free["object_store_memory"] == total["object_store_memory"]
+    finally:
+        raylite.shutdown()
+
+
+def _pending_warnings(caught: list[warnings.WarningMessage]) -> list[warnings.WarningMessage]:
+    return [w for w in caught if issubclass(w.category, raylite.exceptions.PendingTaskWarning)]
+
+
+@pytest.mark.local_only("the pending-resources warning is raylite's own")
+def test_tasks_queueing_behind_running_work_get_no_warning(monkeypatch):
+    monkeypatch.setenv("RAYLITE_PENDING_WARNING_S", "0.2")
+    raylite.init(num_cpus=1)
+    try:
+
+        @raylite.remote
+        def nap(seconds):
+            time.sleep(seconds)
+            return seconds
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # 4 naps on 1 CPU: the last waits ~2.4 s, with the watchdog looking each second
+            assert raylite.get([nap.remote(0.8) for _ in range(4)], timeout=60) == [0.8] * 4
+        assert _pending_warnings(caught) == []
+    finally:
+        raylite.shutdown()
+
+
+@pytest.mark.local_only("the pending-resources warning is raylite's own")
+def test_a_holder_waiting_on_what_waits_for_it_gets_a_warning_at_the_driver_line(monkeypatch):
+    monkeypatch.setenv("RAYLITE_PENDING_WARNING_S", "0.2")
+    raylite.init(num_cpus=2, resources={"lock": 1})
+
+    @raylite.remote(resources={"lock": 1})
+    def inner():
+        return 1
+
+    @raylite.remote(resources={"lock": 1})
+    def outer():  # holds the lock while it waits for a task that needs the lock
+        return raylite.get(inner.remote())
+
+    try:
+        with pytest.warns(raylite.exceptions.PendingTaskWarning) as caught:
+            ref = outer.remote()
+            line = sys._getframe().f_lineno - 1
+            wait_until(lambda: _pending_warnings(caught), 15, "the warning")
+        warning = _pending_warnings(caught)[0]
+        assert "task inner()" in str(warning.message) and "lock=1" in str(warning.message)
+        assert "1 x task outer() (num_cpus=1, lock=1)" in str(warning.message)
+        # inner() was submitted inside outer(): the warning points at the driver's line.
+        assert (warning.filename, warning.lineno) == (__file__, line)
+        raylite.cancel(ref, force=True)
     finally:
         raylite.shutdown()

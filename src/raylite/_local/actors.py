@@ -48,6 +48,7 @@ from .scheduler import Request
 if TYPE_CHECKING:
     from .runtime import LocalRuntime, _Worker
     from .tasks import PackedArgs
+    from .watchdog import CallSite
 
 __all__ = ["ActorManager"]
 
@@ -99,6 +100,7 @@ class _Actor:
     local_cls: type | None = None
     py_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     local: Any = None
+    site: CallSite | None = None  # where the driver's code created it, for warnings
 
 
 class ActorManager:
@@ -250,6 +252,16 @@ class ActorManager:
         """The class name of the dedicated actor whose lease ``task_id`` is, if any."""
         actor = self.actors.get(self.creations.get(task_id, 0))
         return actor.class_name if actor is not None else None
+
+    def idle(self, task_id: int) -> bool:
+        """Whether the dedicated actor whose lease ``task_id`` is runs, with no call to run."""
+        actor = self.actors.get(self.creations.get(task_id, 0))
+        return actor is not None and actor.state == _ALIVE and not actor.queue and not actor.inflight
+
+    def site_of(self, task_id: int) -> CallSite | None:
+        """Where the driver created the dedicated actor whose lease ``task_id`` is, if known."""
+        actor = self.actors.get(self.creations.get(task_id, 0))
+        return actor.site if actor is not None else None
 
     def dispatch_creation(self, task_id: int, wid: int) -> None:
         """The scheduler placed a dedicated actor's lease on worker ``wid``."""

@@ -84,7 +84,7 @@ from .state import KINDS, StateView, filter_records, summarize
 from .store import Segment, Shm, layout_of, memory_resources, write_segment
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
-from .watchdog import Watchdog
+from .watchdog import Watchdog, caller_site
 from .worker import CANCEL_SIGNAL, CANCEL_SLOT, RUNNING_SLOT, SLOT_SIZE, worker_main
 
 if TYPE_CHECKING:
@@ -178,6 +178,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         self._visible_gpus = [d.strip() for d in visible.split(",")] if visible else []
         self._warned_shapes: set[Request] = set()
+        self._stuck_since: dict[Request, float] = {}  # {shape: when it was first seen stuck}
         self._watching_pending = False
         self._pending_checked = 0.0
         self._stalled: set[int] = set()  # ready tasks no worker can take (see _fail_stalled)
@@ -248,6 +249,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             task = Task(
                 task_id, fn._fn_id, fn.function_name, args_value, packed.positions,
                 packed.dep_ids, contained, return_ids, opts, request, opts.max_retries,
+                site=caller_site(),
             )  # fmt: skip
             if body is not None:
                 self._functions[fn._fn_id] = body
@@ -273,6 +275,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             task = Task(
                 task_id, fn._fn_id, fn.function_name, b"", positions, dep_ids, [], return_ids,
                 opts, request, opts.max_retries, call=(fn._function, args, kwargs),
+                site=caller_site(),
             )  # fmt: skip
             for oid in return_ids:
                 self._objs.new(oid, 1, task_id)
@@ -351,6 +354,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
             actor_id = self._actors.create(
                 cls._cls_id, cls._meta, opts, packed, self.config.namespace, local=local
             )
+            actor = self._actors.actors[actor_id]
+            actor.site = actor.site or caller_site()
             self._flush_dirty()
             return ActorHandle(ObjectRef(actor_id, self), cls._meta)
         finally:

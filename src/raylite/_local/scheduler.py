@@ -208,6 +208,18 @@ class Scheduler:
         """What holds resources: each lease's request and the task it runs (first)."""
         return [(lease.request, lease.queue[0]) for lease in self._leases.values() if lease.queue]
 
+    def leases(self) -> list[tuple[int, Request, tuple[int, ...], bool, bool]]:
+        """Each lease with work: ``(worker, request, task ids on it (the running one first),
+        blocked in get/wait, dedicated to an actor)``."""
+        return [
+            (wid, lease.request, tuple(lease.queue), lease.blocked, lease.dedicated)
+            for wid, lease in self._leases.items() if lease.queue
+        ]  # fmt: skip
+
+    def ready_ids(self) -> set[int]:
+        """The tasks whose arguments are ready that wait for resources (or a worker)."""
+        return {tid for queue in self._ready.values() for tid in queue}
+
     def pending_count(self) -> int:
         return len(self._waiting) + self._n_ready
 

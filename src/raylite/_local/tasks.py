@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._options import TaskOptions
 from . import serialization as ser
 from .scheduler import Request
 from .store import Shm
+
+if TYPE_CHECKING:
+    from .watchdog import CallSite
 
 __all__ = ["DRIVER", "PackedArgs", "Task"]
 
@@ -47,5 +50,6 @@ class Task:
     submitted: float = 0.0  # time.monotonic() when first submitted
     call: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = None  # a thread task's
     start: float = 0.0  # when its last attempt ran (epoch seconds), for the history
+    site: CallSite | None = None  # the driver's .remote() line, for warnings; None if nested
     end: float = 0.0
     lane: int = 0  # the thread it ran on, for thread tasks

@@ -1,11 +1,14 @@
 # mypy: disable-error-code="misc"
 # (the methods annotate self as LocalRuntime, the class they are mixed into)
-"""Tasks that wait too long, as the driver watches for them (part of ``LocalRuntime``).
+"""Tasks that cannot start, as the driver watches for them (part of ``LocalRuntime``).
 
 ::
 
+    user thread: f.remote() ──> caller_site(): the user's file and line, kept on the Task
     I/O thread, once a second while tasks wait ──> _warn_pending: one PendingTaskWarning per
-        resource shape waiting > RAYLITE_PENDING_WARNING_S, naming who holds the resources
+        resource shape that cannot start until the user acts (its resources are held by idle
+        actors, or by tasks blocked in get/wait on what waits for those resources) for
+        RAYLITE_PENDING_WARNING_S, naming the holders, at the caller's .remote() line
                                               └──> _fail_stalled: ready tasks that can never
         start (every worker blocked in get/wait on tasks that need a worker, none may be
         added) fail with RecursionError, once two checks a second apart agree
@@ -16,37 +19,143 @@ methods run with the runtime's lock held, in the I/O thread, on the runtime's st
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..exceptions import PendingTaskWarning
+from .scheduler import Request
+from .tasks import DRIVER
 
 if TYPE_CHECKING:
     from .runtime import LocalRuntime
-    from .scheduler import Request
     from .tasks import Task
 
-__all__ = ["Watchdog"]
+__all__ = ["CallSite", "Watchdog", "caller_site"]
+
+
+class CallSite(NamedTuple):
+    """Where user code called ``.remote()``: a warning about the task points there."""
+
+    filename: str
+    lineno: int
+    module_globals: dict[str, Any]
+
+
+def caller_site() -> CallSite | None:
+    """The innermost frame of the calling thread outside raylite (a few frame hops: ~1 µs)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if name != "raylite" and not name.startswith("raylite."):
+            return CallSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
 
 
 class Watchdog:
     """The driver's checks on waiting tasks (mixed into ``LocalRuntime``)."""
 
     def _warn_pending(self: LocalRuntime) -> None:
-        """Warns once per resource shape about tasks that have waited longer than
-        ``RAYLITE_PENDING_WARNING_S`` (5 s) for resources, naming who holds them."""
+        """Warns once per resource shape about tasks that cannot start until the program
+        changes course, once that has lasted ``RAYLITE_PENDING_WARNING_S`` (5 s): what they
+        need is held by idle actors, or by tasks blocked in ``get``/``wait`` on results that
+        cannot come either. Tasks that merely queue behind running work never warn."""
         now = time.monotonic()
         waiting = self.sched.waiting_for_resources()
         self._warned_shapes &= set(waiting)  # a shape that drained may warn again later
+        held = self._held_for_good() if waiting else None
+        stuck_since, self._stuck_since = self._stuck_since, {}
         for request, (oldest, count) in waiting.items():
-            first = self._tasks.get(oldest)
-            started = first.submitted if first is not None else now
-            if request in self._warned_shapes or now - started < self._pending_warning_s:
+            if held is None or self._fits_without(request, held):
+                continue
+            since = self._stuck_since[request] = stuck_since.get(request, now)
+            if request in self._warned_shapes or now - since < self._pending_warning_s:
                 continue
             self._warned_shapes.add(request)
-            message = self._pending_message(request, oldest, count, now - started)
-            warnings.warn(message, PendingTaskWarning, stacklevel=1)
+            first = self._tasks.get(oldest)
+            waited = now - (first.submitted if first is not None and first.submitted else since)
+            message = self._pending_message(request, oldest, count, waited)
+            site = self._site_of(first) if first is not None else self._actors.site_of(oldest)
+            if site is None:  # submitted inside a task: no frame of the driver to point at
+                warnings.warn(message, PendingTaskWarning, stacklevel=1)
+                continue
+            module = site.module_globals.get("__name__", "__main__")
+            registry = site.module_globals.setdefault("__warningregistry__", {})
+            warnings.warn_explicit(
+                message, PendingTaskWarning, site.filename, site.lineno, module, registry,
+                module_globals=site.module_globals,
+            )  # fmt: skip
+
+    def _site_of(self: LocalRuntime, task: Task) -> CallSite | None:
+        """The driver's ``.remote()`` line that led to ``task``: its own, or, for a task
+        submitted inside a task, its outermost parent's (running on the submitter)."""
+        seen = 0
+        while task.site is None and task.owner != DRIVER and seen < 1000:  # a chain, no loop
+            parents = self.sched.queued_on(task.owner)
+            parent = self._tasks.get(parents[0]) if parents else None
+            if parent is None:
+                return None
+            task, seen = parent, seen + 1
+        return task.site
+
+    def _held_for_good(self: LocalRuntime) -> Request | None:
+        """What the holders that cannot make progress on their own hold, summed (or None if
+        every holder can): actors that hold resources and have no call to run, and tasks
+        blocked in get/wait on results that cannot come (their tasks wait for resources, or
+        run on such a holder; a wait with a timeout can always end). A blocked task has lent
+        its CPUs back, so only its other resources count."""
+        leases = self.sched.leases()  # [(worker, request, task ids, blocked, dedicated)]
+        ready = self.sched.ready_ids()
+        on_lease = {tid: wid for wid, _, tids, _, _ in leases for tid in tids}
+        idle_actors = {
+            wid for wid, _, tids, blocked, dedicated in leases
+            if dedicated and not blocked and self._actors.idle(tids[0])
+        }  # fmt: skip
+        stuck = idle_actors | {wid for wid, _, _, blocked, _ in leases if blocked}
+
+        def can_arrive(oid: int) -> bool:
+            entry = self._objs.get(oid)
+            if entry is None or entry.payload is not None:
+                return True  # there, or gone: the wait ends
+            if entry.task_id in ready:
+                return False
+            wid = on_lease.get(entry.task_id)
+            return wid is None or wid not in stuck  # unknown producers count as progress
+
+        changed = True
+        while changed:  # free every blocked holder with a wait that can end, until none is left
+            changed = False
+            for wid in stuck - idle_actors:
+                waits = self._workers[wid].waits.values() if wid in self._workers else [None]
+                if any(oids is None or any(map(can_arrive, oids)) for oids in waits):
+                    stuck.discard(wid)
+                    changed = True
+        if not stuck:
+            return None
+        cpu, gpu = 0, 0
+        custom: dict[str, int] = {}
+        for wid, request, _, blocked, _ in leases:
+            if wid in stuck:
+                cpu += 0 if blocked else request.cpu
+                gpu += request.gpu
+                for name, amount in request.custom:
+                    custom[name] = custom.get(name, 0) + amount
+        return Request(cpu, gpu, tuple(custom.items()))
+
+    def _fits_without(self: LocalRuntime, request: Request, held: Request) -> bool:
+        """Whether ``request`` could start once every holder but those of ``held`` finished."""
+        sched = self.sched
+        if request.cpu > sched.total_cpu - held.cpu:
+            return False
+        if request.gpu > sum(sched.gpu_total) - held.gpu:
+            return False
+        held_custom = dict(held.custom)
+        return all(
+            amount <= sched.custom_total.get(name, 0) - held_custom.get(name, 0)
+            for name, amount in request.custom
+        )
 
     def _fail_stalled(self: LocalRuntime) -> None:
         """Fails the ready tasks that can never start because every worker process is
@@ -101,9 +210,12 @@ class Watchdog:
         free = self.sched.available() or {"CPU": 0.0}
         return (
             f"{count} task(s) such as {self._describe(oldest)} have waited "
-            f"{waited:.0f} s for resources: each needs {request.describe()}, and free now "
-            f"is {free}. Held by: {held_by}. They start when those finish; kill or free "
-            "what you no longer need, or give raylite.init() more resources."
+            f"{waited:.0f} s for resources and cannot start: each needs {request.describe()}, "
+            f"free now is {free}, and the rest is held by {held_by}, which are idle actors "
+            "or tasks waiting in get()/wait() for results that need those resources too. "
+            "Kill the actors you no longer need (raylite.kill), pass ObjectRefs as task "
+            "arguments instead of calling get() in tasks that hold resources, or give "
+            "raylite.init() more resources."
         )
 
     def _describe(self: LocalRuntime, task_id: int) -> str:
