@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import warnings
 import time
+import warnings
 
 import pytest
 from _helpers import wait_until
