@@ -51,7 +51,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from raylite import _demo  # lazily: `raylite --help` should not pay for the demo's imports
 
     try:
-        _demo.run_demo(_demo.DemoConfig(cpus=args.cpus, scale=args.scale))
+        _demo.run_demo(_demo.DemoConfig(cpus=args.cpus, scale=args.scale, repeats=args.repeats))
     except _demo.DemoError as error:
         print(f"raylite demo: error: {error}", file=sys.stderr)
         return 1
@@ -64,10 +64,11 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "demo",
         help="show threads vs processes for CPU- and I/O-bound Python, then actors",
         description=(
-            "Run a CPU-bound pure-Python workload three ways (sequentially, on threads, on "
-            "raylite tasks) and an I/O-bound one (requests to a slow local HTTP server) four "
-            "ways, printing the wall times side by side; then run the seed's counter actor and "
-            "1,000 cheap actors."
+            "Run a CPU-bound pure-Python workload four ways (sequentially, on threads, on a "
+            "multiprocessing.Pool, on raylite tasks) and an I/O-bound one (requests to a slow "
+            "local HTTP server) four ways, printing the wall times side by side; share a table "
+            "loaded once from SQLite with every task through put; then run the seed's counter "
+            "actor and 1,000 cheap actors."
         ),
     )
     parser.add_argument(
@@ -83,6 +84,13 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=1.0,
         metavar="F",
         help="work size multiplier: 1.0 is the full demo, 0.2 a quick run (default: 1.0)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="run each way N times and show the median and the spread (default: 3)",
     )
     parser.set_defaults(handler=_run_demo)
 

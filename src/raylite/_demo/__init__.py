@@ -5,11 +5,14 @@ function ``section(config, out)`` that runs its own workload and prints its own 
 ``out``::
 
     run_demo(config, out)
-      -> cpu.cpu_section(config, out)         CPU-bound: sequential vs threads vs raylite
-                                              tasks
+      -> cpu.cpu_section(config, out)         CPU-bound: sequential vs threads vs
+                                              multiprocessing.Pool vs raylite tasks
       -> io_bound.io_section(config, out)     I/O-bound: sequential vs threads vs raylite
                                               thread and process tasks, against a slow
                                               local HTTP server (a thread of its own)
+      -> load_once.load_once_section(...)     a few hundred MB from SQLite, loaded once and
+                                              shared through put, against loading it in
+                                              every task and passing it each time
       -> actors.actors_section(config, out)   the seed's counter actor (its bug, then
                                               fixed), and 1,000 cheap actors on a few
                                               processes
@@ -35,13 +38,14 @@ from .actors import actors_section
 from .common import DemoConfig, DemoError, Section
 from .cpu import cpu_section
 from .io_bound import fetch, io_section, page_body, slow_server
+from .load_once import load_once_section
 
 __all__ = [
     "SECTIONS", "DemoConfig", "DemoError", "actors_section", "cpu_section", "fetch",
-    "io_section", "page_body", "run_demo", "slow_server",
+    "io_section", "load_once_section", "page_body", "run_demo", "slow_server",
 ]  # fmt: skip
 
-SECTIONS: list[Section] = [cpu_section, io_section, actors_section]
+SECTIONS: list[Section] = [cpu_section, io_section, load_once_section, actors_section]
 
 
 def run_demo(config: DemoConfig, out: TextIO | None = None) -> None:
@@ -55,7 +59,7 @@ def run_demo(config: DemoConfig, out: TextIO | None = None) -> None:
         DemoError: If a section's ways of computing one answer disagree.
     """
     stream = sys.stdout if out is None else out
-    title = "raylite demo: threads vs processes for Python code, then actors"
+    title = "raylite demo: threads vs processes for Python code, data loaded once, actors"
     print(f"{title} (scale {config.scale:g})", file=stream)
     for section in SECTIONS:
         print(file=stream)

@@ -1,19 +1,23 @@
-"""What every section of the demo shares: its config, its errors, a way's timing, the
-answer check, the table, and how a section says which way runs now.
+"""What every section of the demo shares: its config, its errors, a way's timings (run
+``repeats`` times: median and spread), how busy the machine is, the answer check, the
+table, and how a section says which way runs now.
 
 A way that takes seconds says so on a line of its own (:func:`step`), so a slow step is
-not mistaken for a hang; a way that waits on many raylite refs also draws a progress bar
-(:func:`get_with_bar`: count, rate, ETA) on stderr while it runs, on a terminal only, and
-clears it when done, so piped output and the tables stay clean.
+not mistaken for a hang, and draws a progress bar while it runs (:func:`bar` for work of
+its own, :func:`get_with_bar` for raylite refs: count, rate, ETA) on stderr, on a terminal
+only, cleared when done, so piped output and the tables stay clean.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+import statistics
+import textwrap
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from .._object_ref import ObjectRef
@@ -31,17 +35,25 @@ class DemoConfig:
         cpus: Worker threads and raylite CPUs to use (``num_cpus`` for ``raylite.init``).
         scale: Work size multiplier: 1.0 is the full demo (a few seconds per row on 2 cores);
             0.01 is a quick run for tests.
+        repeats: How many times each way runs; the tables show the median and the spread.
+        cache_dir: Where the load-once section keeps the database it makes on its first run
+            (None: ``$XDG_CACHE_HOME/raylite``, else ``~/.cache/raylite``).
 
     Raises:
-        ValueError: If ``cpus`` is below 1 or ``scale`` is not a finite number above 0.
+        ValueError: If ``cpus`` or ``repeats`` is below 1 or ``scale`` is not a finite
+            number above 0.
     """
 
     cpus: int
     scale: float = 1.0
+    repeats: int = 3
+    cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.cpus < 1:
             raise ValueError(f"cpus={self.cpus!r}: the demo needs at least 1 CPU, e.g. cpus=2.")
+        if self.repeats < 1:
+            raise ValueError(f"repeats={self.repeats!r}: run each way at least once, e.g. 3.")
         if not (self.scale > 0 and math.isfinite(self.scale)):
             raise ValueError(
                 f"scale={self.scale!r}: the work size multiplier must be a finite number above 0, "
@@ -52,6 +64,13 @@ class DemoConfig:
     def for_this_machine(cls, scale: float = 1.0) -> DemoConfig:
         """Returns a config using every CPU of this machine (``os.cpu_count()``)."""
         return cls(cpus=os.cpu_count() or 1, scale=scale)
+
+    def cache(self) -> Path:
+        """The folder for data the demo makes once and keeps (see ``cache_dir``)."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return Path(base) / "raylite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +89,109 @@ class Run:
 
 
 Section = Callable[[DemoConfig, TextIO], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """One way, run ``repeats`` times: every run, and the numbers a table shows.
+
+    Attributes:
+        runs: Each run, in order.
+    """
+
+    runs: tuple[Run, ...]
+
+    @property
+    def answer(self) -> int:
+        """The answer every run agreed on (checked by :func:`repeat`)."""
+        return self.runs[0].answer
+
+    @property
+    def seconds(self) -> float:
+        """The median wall time."""
+        return statistics.median(run.seconds for run in self.runs)
+
+    @property
+    def setup_seconds(self) -> float:
+        return statistics.median(run.setup_seconds for run in self.runs)
+
+    def spread(self) -> str:
+        """The fastest and slowest run, e.g. ``"1.02-1.31 s"``; ``"-"`` for a single run."""
+        if len(self.runs) == 1:
+            return "-"
+        times = [run.seconds for run in self.runs]
+        return f"{min(times):.2f}-{max(times):.2f} s"
+
+
+def repeat(way: str, times: int, run: Callable[[], Run], work: str = "counting primes") -> Timed:
+    """Runs one way ``times`` times.
+
+    Raises:
+        DemoError: If the runs do not all give the same answer.
+    """
+    runs = tuple(run() for _ in range(times))
+    check_same_answer({f"{way} (run {i})": r for i, r in enumerate(runs, 1)}, work)
+    return Timed(runs)
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """How busy this machine was just before the demo ran.
+
+    Attributes:
+        cpus: This machine's logical CPUs.
+        busy: CPUs' worth of work other programs were doing (0.0 to ``cpus``), measured
+            over a short window.
+    """
+
+    cpus: int
+    busy: float
+
+    @property
+    def free(self) -> float:
+        """CPUs' worth of idle time left for the demo."""
+        return max(self.cpus - self.busy, 0.0)
+
+    def loaded(self, wanted: int) -> bool:
+        """Whether less than ``wanted`` CPUs (less 0.3 for noise) are free for the demo."""
+        return self.free < min(wanted, self.cpus) - 0.3
+
+
+def measure_load(seconds: float = 0.5) -> Load:
+    """Measures how much CPU other programs use now, over ``seconds`` (psutil)."""
+    import psutil
+
+    busy_percent = psutil.cpu_percent(interval=seconds)  # of all CPUs together
+    cpus = psutil.cpu_count() or 1
+    return Load(cpus=cpus, busy=cpus * busy_percent / 100)
+
+
+def describe_load(load: Load, wanted: int) -> list[str]:
+    """Lines that say how busy the machine is, and what that does to the numbers."""
+    line = (
+        f"this machine: {plural(load.cpus, 'CPU')}, {load.busy:.1f} of them busy with other "
+        f"programs just now ({load.free:.1f} free)"
+    )
+    if not load.loaded(wanted):
+        return [line]
+    warning = (
+        f"the machine is loaded: the demo wants {plural(wanted, 'CPU')}, so the parallel ways "
+        "get less than that and their speed-ups come out low; run it again on an idle machine "
+        "to see the full effect"
+    )
+    return [line, *textwrap.wrap(warning, 92, initial_indent="  ", subsequent_indent="  ")]
+
+
+T = TypeVar("T")
+
+
+def bar(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
+    """``items`` behind a progress bar on stderr: drawn on a terminal only, cleared when done."""
+    from tqdm.auto import tqdm  # lazily: ~0.1 s to import
+
+    # No monitor thread: raylite.init forks its zygote later, best done with no thread alive.
+    tqdm.monitor_interval = 0
+    return iter(tqdm(items, desc=f"  {desc}", total=total, disable=None, leave=False, unit="step"))
 
 
 def check_same_answer(runs: dict[str, Run], work: str = "counting primes") -> int:
@@ -137,8 +259,12 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'es' if word.endswith('s') else 's'}"
 
 
-def speed_up(baseline: Run, run: Run) -> str:
+def speed_up(baseline: Run | Timed, run: Run | Timed) -> str:
     return f"{baseline.seconds / run.seconds:.2f}x" if run.seconds > 0 else "-"
+
+
+def ratio(baseline: Run | Timed, run: Run | Timed) -> float:
+    return baseline.seconds / run.seconds if run.seconds > 0 else 0.0
 
 
 def step(out: TextIO, way: str) -> None:

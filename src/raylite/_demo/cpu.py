@@ -1,32 +1,41 @@
-"""The CPU-bound section: count primes in pure Python sequentially, on threads (one GIL)
-and on raylite tasks (a GIL per worker process), and print the wall times side by side.
+"""The CPU-bound section: count primes in pure Python sequentially, on threads (one GIL),
+on a ``multiprocessing.Pool`` and on raylite tasks (a GIL per worker process), each a few
+times, and print the median wall times and their spread side by side.
 
 The building blocks (:func:`make_chunks`, :func:`run_sequential`, :func:`run_threads`,
-:func:`run_raylite`) take a work size, so a test runs each in a fraction of a second with
+:func:`run_pool`, :func:`run_raylite`) take a work size, so a test runs each in a fraction of a second with
 ``DemoConfig(cpus=2, scale=0.01)``.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TextIO
 
 from .common import (
     DemoConfig,
+    Load,
     Run,
+    bar,
     check_same_answer,
+    describe_load,
     format_table,
     get_with_bar,
+    measure_load,
     plural,
+    ratio,
+    repeat,
     speed_up,
     step,
 )
 
 __all__ = [
-    "count_primes", "cpu_section", "make_chunks", "run_raylite", "run_sequential", "run_threads",
+    "count_primes", "cpu_section", "make_chunks", "run_pool", "run_raylite", "run_sequential",
+    "run_threads",
 ]  # fmt: skip
 
 # The CPU workload: count the primes in [_FIRST, _FIRST + _NUMBERS * scale) by trial division.
@@ -88,7 +97,7 @@ def make_chunks(config: DemoConfig) -> list[Chunk]:
 def run_sequential(chunks: Sequence[Chunk]) -> Run:
     """Counts primes in every chunk, one after another, in this thread."""
     start = time.perf_counter()
-    answer = sum(count_primes(lo, hi) for lo, hi in chunks)
+    answer = sum(count_primes(lo, hi) for lo, hi in bar(chunks, "sequential", len(chunks)))
     return Run(answer=answer, seconds=time.perf_counter() - start)
 
 
@@ -96,8 +105,24 @@ def run_threads(chunks: Sequence[Chunk], threads: int) -> Run:
     """Counts primes with a pool of ``threads`` threads in this process (so under one GIL)."""
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        answer = sum(pool.map(count_primes, *zip(*chunks, strict=True)))
+        futures = [pool.submit(count_primes, lo, hi) for lo, hi in chunks]
+        answer = sum(f.result() for f in bar(as_completed(futures), "threads", len(futures)))
     return Run(answer=answer, seconds=time.perf_counter() - start)
+
+
+def _count_chunk(chunk: Chunk) -> int:
+    return count_primes(*chunk)
+
+
+def run_pool(chunks: Sequence[Chunk], processes: int) -> Run:
+    """Counts primes with a ``multiprocessing.Pool`` of ``processes`` processes (started and
+    closed within the run: ``setup_seconds`` is the start)."""
+    start = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        setup = time.perf_counter() - start
+        counts = pool.imap_unordered(_count_chunk, chunks)
+        answer = sum(bar(counts, "multiprocessing.Pool", len(chunks)))
+    return Run(answer=answer, seconds=time.perf_counter() - start, setup_seconds=setup)
 
 
 def run_raylite(chunks: Sequence[Chunk], cpus: int) -> Run:
@@ -133,15 +158,31 @@ def _threads_why() -> str:
     return "the GIL lets only one thread run Python bytecode at a time"
 
 
+def _processes_why(n: int, speed: float, load: Load) -> str:
+    """Why processes ran as fast as they did: only claims parallelism the numbers show."""
+    processes = plural(n, "process")
+    if n == 1:
+        return "1 process: nothing to run in parallel with"
+    if speed >= 1.3:
+        return f"{processes}, each with its own GIL: they ran in parallel"
+    if load.loaded(n):
+        return (
+            f"{processes}, but other programs left ~{load.free:.1f} CPUs free: "
+            "little room to run in parallel"
+        )
+    return f"{processes}, yet no faster this time: other programs may have taken the CPUs"
+
+
 def cpu_section(config: DemoConfig, out: TextIO) -> None:
-    """Times CPU-bound pure Python sequentially, on threads and on raylite tasks; prints a table.
+    """Times CPU-bound pure Python sequentially, on threads, on a ``multiprocessing.Pool``
+    and on raylite tasks, each ``config.repeats`` times; prints a table of medians.
 
     Args:
-        config: CPUs to use and work scale.
+        config: CPUs to use, work scale and repeats.
         out: Where to print the table.
 
     Raises:
-        DemoError: If the three ways do not find the same number of primes.
+        DemoError: If the ways (or two runs of one way) do not find the same number of primes.
     """
     chunks = make_chunks(config)
     first, last = chunks[0][0], chunks[-1][1]
@@ -149,40 +190,41 @@ def cpu_section(config: DemoConfig, out: TextIO) -> None:
     print(f"CPU-bound Python on {plural(n, 'CPU')}", file=out)
     print(
         f"  count primes in [{first:,}, {last:,}) by trial division, "
-        f"in {len(chunks)} chunks of ~{(last - first) // len(chunks):,} numbers",
+        f"in {len(chunks)} chunks of ~{(last - first) // len(chunks):,} numbers; "
+        f"each way {plural(config.repeats, 'time')}",
         file=out,
     )
+    load = measure_load()
+    for line in describe_load(load, n):
+        print(f"  {line}", file=out)
     step(out, "sequential")
-    sequential = run_sequential(chunks)
+    sequential = repeat("sequential", config.repeats, lambda: run_sequential(chunks))
     step(out, "threads")
-    threads = run_threads(chunks, n)
+    threads = repeat("threads", config.repeats, lambda: run_threads(chunks, n))
+    step(out, "multiprocessing.Pool")
+    pool = repeat("multiprocessing.Pool", config.repeats, lambda: run_pool(chunks, n))
     step(out, "raylite tasks")
-    tasks = run_raylite(chunks, n)
-    answer = check_same_answer(
-        {"sequential": sequential, "threads": threads, "raylite tasks": tasks}
-    )
+    tasks = repeat("raylite tasks", config.repeats, lambda: run_raylite(chunks, n))
+    ways = {"sequential": sequential, "threads": threads, "multiprocessing.Pool": pool,
+            "raylite tasks": tasks}  # fmt: skip
+    answer = check_same_answer({way: timed.runs[0] for way, timed in ways.items()})
+    threads_why = _threads_why() if ratio(sequential, threads) < 1.3 else "threads ran in parallel"
     rows = [
-        ["sequential", f"{sequential.seconds:.2f} s", "1.00x", "one thread, one core"],
-        [
-            f"threads ({plural(n, 'thread')})",
-            f"{threads.seconds:.2f} s",
-            speed_up(sequential, threads),
-            _threads_why(),
-        ],
-        [
-            f"raylite tasks ({plural(n, 'CPU')})",
-            f"{tasks.seconds:.2f} s",
-            speed_up(sequential, tasks),
-            f"{plural(n, 'worker process')}, each with its own GIL: real parallelism",
-        ],
-        [
-            "  of which init()",
-            f"{tasks.setup_seconds:.2f} s",
-            "",
-            "starting the worker processes, paid once per program",
-        ],
-    ]
+        ["sequential", f"{sequential.seconds:.2f} s", sequential.spread(), "1.00x",
+         "one thread, one core"],
+        [f"threads ({plural(n, 'thread')})", f"{threads.seconds:.2f} s", threads.spread(),
+         speed_up(sequential, threads), threads_why],
+        [f"multiprocessing.Pool ({n})", f"{pool.seconds:.2f} s", pool.spread(),
+         speed_up(sequential, pool), _processes_why(n, ratio(sequential, pool), load)],
+        ["  of which starting it", f"{pool.setup_seconds:.2f} s", "", "",
+         "forking the pool's processes, each run"],
+        [f"raylite tasks ({plural(n, 'CPU')})", f"{tasks.seconds:.2f} s", tasks.spread(),
+         speed_up(sequential, tasks), _processes_why(n, ratio(sequential, tasks), load)],
+        ["  of which init()", f"{tasks.setup_seconds:.2f} s", "", "",
+         "starting the worker processes, paid once per program"],
+    ]  # fmt: skip
     print(file=out)
-    print(format_table(["way", "wall", "speed-up", "why"], rows, "<>><"), file=out)
+    header = ["way", "wall (median)", "spread", "speed-up", "why"]
+    print(format_table(header, rows, "<>>><"), file=out)
     print(file=out)
-    print(f"  answer: {answer:,} primes, the same all three ways", file=out)
+    print(f"  answer: {answer:,} primes, the same all four ways", file=out)

@@ -30,10 +30,13 @@ from .common import (
     DemoConfig,
     DemoError,
     Run,
+    Timed,
+    bar,
     check_same_answer,
     format_table,
     get_with_bar,
     plural,
+    repeat,
     speed_up,
     step,
 )
@@ -176,14 +179,20 @@ def _digest(bodies: Sequence[bytes]) -> int:
     return int.from_bytes(hasher.digest(), "big")
 
 
-def _timed_fetch(server: SlowServer, fetch_all: Callable[[], list[bytes]]) -> tuple[Run, int]:
-    """Runs one way of fetching every page; returns its Run (answer: a digest of the bodies)
-    and the most requests the server saw at once meanwhile."""
+def _timed_fetch(
+    server: SlowServer, way: str, repeats: int, fetch_all: Callable[[], list[bytes]]
+) -> tuple[Timed, int]:
+    """Runs one way of fetching every page ``repeats`` times; returns its timings (answer: a
+    digest of the bodies) and the most requests the server saw at once meanwhile."""
     server.take_peak()
-    start = time.perf_counter()
-    bodies = fetch_all()
-    seconds = time.perf_counter() - start
-    return Run(answer=_digest(bodies), seconds=seconds), server.take_peak()
+
+    def once() -> Run:
+        start = time.perf_counter()
+        bodies = fetch_all()
+        return Run(answer=_digest(bodies), seconds=time.perf_counter() - start)
+
+    timed = repeat(way, repeats, once, work="fetching the pages")
+    return timed, server.take_peak()
 
 
 def io_section(config: DemoConfig, out: TextIO) -> None:
@@ -221,30 +230,33 @@ def io_section(config: DemoConfig, out: TextIO) -> None:
 
             def on_threads() -> list[bytes]:
                 with ThreadPoolExecutor(max_workers=_HTTP_SLOTS) as pool:
-                    return list(pool.map(fetch, urls))
+                    return list(bar(pool.map(fetch, urls), "threads", len(urls)))
 
+            r = config.repeats
             step(out, "sequential")
-            sequential = _timed_fetch(server, lambda: [fetch(url) for url in urls])
+            sequential = _timed_fetch(
+                server, "sequential", r, lambda: [fetch(u) for u in bar(urls, "sequential")]
+            )
             step(out, "threads")
-            threads = _timed_fetch(server, on_threads)
+            threads = _timed_fetch(server, "threads", r, on_threads)
             step(out, "raylite thread tasks")
             thread_tasks = _timed_fetch(
-                server,
+                server, "raylite thread tasks", r,
                 lambda: get_with_bar([fetch_in_thread.remote(u) for u in urls], "thread tasks"),
-            )
+            )  # fmt: skip
             step(out, "raylite process tasks")
             process_tasks = _timed_fetch(
-                server,
+                server, "raylite process tasks", r,
                 lambda: get_with_bar([fetch_in_process.remote(u) for u in urls], "process tasks"),
-            )
+            )  # fmt: skip
     finally:
         raylite.shutdown()
     check_same_answer(
         {
-            "sequential": sequential[0],
-            "threads": threads[0],
-            "raylite thread tasks": thread_tasks[0],
-            "raylite process tasks": process_tasks[0],
+            "sequential": sequential[0].runs[0],
+            "threads": threads[0].runs[0],
+            "raylite thread tasks": thread_tasks[0].runs[0],
+            "raylite process tasks": process_tasks[0].runs[0],
         },
         work="fetching the pages",
     )
@@ -267,12 +279,13 @@ def io_section(config: DemoConfig, out: TextIO) -> None:
         ),
     ]
     rows = [
-        [way, f"{run.seconds:.2f} s", speed_up(sequential[0], run), str(peak), why]
+        [way, f"{run.seconds:.2f} s", run.spread(), speed_up(sequential[0], run), str(peak), why]
         for way, (run, peak), why in ways
     ]
     size = sum(len(page_body(i)) for i in range(pages))
     print(file=out)
-    print(format_table(["way", "wall", "speed-up", "at once", "why"], rows, "<>>><"), file=out)
+    header = ["way", "wall (median)", "spread", "speed-up", "at once", "why"]
+    print(format_table(header, rows, "<>>>><"), file=out)
     print(file=out)
     print("  at once: the most requests the server was answering at the same time", file=out)
     print(f"  answer: {pages} pages, {size:,} bytes, the same bytes all four ways", file=out)
