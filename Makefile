@@ -6,17 +6,26 @@ PY := $(VENV)/bin/python
 
 .PHONY: demo test lint bench soak clean
 
+# make test: raylite and the dev toolchain (pytest, ruff, mypy, ray, playwright: ~650 MB).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+# make demo: only what the demo runs, raylite and numpy (~60 MB, seconds), so the first line
+# comes quickly on a fresh clone; no pip upgrade (the venv's own pip installs these fine).
+$(VENV)/.demo: pyproject.toml
+	@echo "make demo: installing raylite and numpy into $(VENV) (first run only)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[numpy]'
+	touch $@
+
 $(VENV)/.bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.demo
 	$(PY) -m raylite demo
 
 lint: $(VENV)/.installed
