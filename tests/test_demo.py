@@ -65,7 +65,7 @@ def test_every_section_at_a_tiny_scale(no_runtime, cache, capsys):
     assert [out.index(h) for h in headings] == sorted(out.index(h) for h in headings)
     assert "primes, the same all four ways" in out
     assert re.search(r"answer: 2 pages, [\d,]+ bytes, the same bytes all four ways", out)
-    assert "answer: the same best rows all three ways (64 queries)" in out
+    assert "answer: the same best rows all three ways (8 queries)" in out
     assert "answer: all 54 counters counted as expected" in out
 
     # The CPU table: median and spread of 2 runs per way, a Pool row, and no claim of

@@ -123,15 +123,46 @@ class Timed:
         return f"{min(times):.2f}-{max(times):.2f} s"
 
 
-def repeat(way: str, times: int, run: Callable[[], Run], work: str = "counting primes") -> Timed:
-    """Runs one way ``times`` times.
+def repeat_ways(
+    ways: dict[str, Callable[[], Run]], times: int, out: TextIO, work: str = "counting primes"
+) -> dict[str, Timed]:
+    """Runs every way ``times`` times, in rounds (each way once per round), so that a change
+    in the machine's load slows every way alike instead of the one that ran then.
+
+    Args:
+        ways: ``{way: run}``, in the order to run them each round.
+        times: Rounds.
+        out: Where to say which way runs now (:func:`step`).
+        work: The workload in words, for the error message.
+
+    Returns:
+        ``{way: Timed}``, in the order of ``ways``.
 
     Raises:
-        DemoError: If the runs do not all give the same answer.
+        DemoError: If two runs, of one way or of two, do not give the same answer.
     """
-    runs = tuple(run() for _ in range(times))
-    check_same_answer({f"{way} (run {i})": r for i, r in enumerate(runs, 1)}, work)
-    return Timed(runs)
+    runs: dict[str, list[Run]] = {way: [] for way in ways}
+    for round_ in range(1, times + 1):
+        for way, run in ways.items():
+            step(out, way if times == 1 else f"{way} (round {round_} of {times})")
+            runs[way].append(run())
+    check_same_answer(
+        {f"{way} (run {i})": r for way, rs in runs.items() for i, r in enumerate(rs, 1)}, work
+    )
+    return {way: Timed(tuple(rs)) for way, rs in runs.items()}
+
+
+def noisy(timed: Iterable[Timed]) -> bool:
+    """Whether some way's slowest run took over 1.5 times its fastest: the load changed."""
+    return any(
+        max(r.seconds for r in t.runs) > 1.5 * min(r.seconds for r in t.runs) for t in timed
+    )
+
+
+NOISY = (
+    "  the runs of one way differ by more than 1.5x: other programs' load changed while the "
+    "demo ran,\n  so trust the medians less than usual"
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,20 +17,20 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TextIO
 
 from .common import (
+    NOISY,
     DemoConfig,
     Load,
     Run,
     bar,
-    check_same_answer,
     describe_load,
     format_table,
     get_with_bar,
     measure_load,
+    noisy,
     plural,
     ratio,
-    repeat,
+    repeat_ways,
     speed_up,
-    step,
 )
 
 __all__ = [
@@ -150,11 +150,13 @@ def run_raylite(chunks: Sequence[Chunk], cpus: int) -> Run:
     return Run(answer=answer, seconds=seconds, setup_seconds=setup)
 
 
-def _threads_why() -> str:
+def _threads_why(speed: float) -> str:
     # Free-threaded builds (PEP 703, Python 3.13t) can run with the GIL off; say so honestly.
     gil_enabled: Callable[[], bool] | None = getattr(sys, "_is_gil_enabled", None)
     if gil_enabled is not None and not gil_enabled():
         return "this Python runs without a GIL, so threads run bytecode in parallel too"
+    if speed >= 1.3:  # one GIL: this can only be the machine's load changing between runs
+        return "one GIL, so no faster in truth: the sequential runs met more load"
     return "the GIL lets only one thread run Python bytecode at a time"
 
 
@@ -197,23 +199,24 @@ def cpu_section(config: DemoConfig, out: TextIO) -> None:
     load = measure_load()
     for line in describe_load(load, n):
         print(f"  {line}", file=out)
-    step(out, "sequential")
-    sequential = repeat("sequential", config.repeats, lambda: run_sequential(chunks))
-    step(out, "threads")
-    threads = repeat("threads", config.repeats, lambda: run_threads(chunks, n))
-    step(out, "multiprocessing.Pool")
-    pool = repeat("multiprocessing.Pool", config.repeats, lambda: run_pool(chunks, n))
-    step(out, "raylite tasks")
-    tasks = repeat("raylite tasks", config.repeats, lambda: run_raylite(chunks, n))
-    ways = {"sequential": sequential, "threads": threads, "multiprocessing.Pool": pool,
-            "raylite tasks": tasks}  # fmt: skip
-    answer = check_same_answer({way: timed.runs[0] for way, timed in ways.items()})
-    threads_why = _threads_why() if ratio(sequential, threads) < 1.3 else "threads ran in parallel"
+    ways = repeat_ways(
+        {
+            "sequential": lambda: run_sequential(chunks),
+            "threads": lambda: run_threads(chunks, n),
+            "multiprocessing.Pool": lambda: run_pool(chunks, n),
+            "raylite tasks": lambda: run_raylite(chunks, n),
+        },
+        config.repeats,
+        out,
+    )
+    sequential, threads = ways["sequential"], ways["threads"]
+    pool, tasks = ways["multiprocessing.Pool"], ways["raylite tasks"]
+    answer = sequential.answer
     rows = [
         ["sequential", f"{sequential.seconds:.2f} s", sequential.spread(), "1.00x",
          "one thread, one core"],
         [f"threads ({plural(n, 'thread')})", f"{threads.seconds:.2f} s", threads.spread(),
-         speed_up(sequential, threads), threads_why],
+         speed_up(sequential, threads), _threads_why(ratio(sequential, threads))],
         [f"multiprocessing.Pool ({n})", f"{pool.seconds:.2f} s", pool.spread(),
          speed_up(sequential, pool), _processes_why(n, ratio(sequential, pool), load)],
         ["  of which starting it", f"{pool.setup_seconds:.2f} s", "", "",
@@ -227,4 +230,6 @@ def cpu_section(config: DemoConfig, out: TextIO) -> None:
     header = ["way", "wall (median)", "spread", "speed-up", "why"]
     print(format_table(header, rows, "<>>><"), file=out)
     print(file=out)
+    if noisy(ways.values()):
+        print(NOISY, file=out)
     print(f"  answer: {answer:,} primes, the same all four ways", file=out)

@@ -27,18 +27,17 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from .common import (
+    NOISY,
     DemoConfig,
     DemoError,
     Run,
-    Timed,
     bar,
-    check_same_answer,
     format_table,
     get_with_bar,
+    noisy,
     plural,
-    repeat,
+    repeat_ways,
     speed_up,
-    step,
 )
 
 __all__ = ["SlowServer", "fetch", "io_section", "page_body", "slow_server"]
@@ -179,20 +178,22 @@ def _digest(bodies: Sequence[bytes]) -> int:
     return int.from_bytes(hasher.digest(), "big")
 
 
-def _timed_fetch(
-    server: SlowServer, way: str, repeats: int, fetch_all: Callable[[], list[bytes]]
-) -> tuple[Timed, int]:
-    """Runs one way of fetching every page ``repeats`` times; returns its timings (answer: a
-    digest of the bodies) and the most requests the server saw at once meanwhile."""
-    server.take_peak()
+class _Way:
+    """One way of fetching every page: a run per call (answer: a digest of the bodies),
+    keeping the most requests the server saw at once during its runs."""
 
-    def once() -> Run:
+    def __init__(self, server: SlowServer, fetch_all: Callable[[], list[bytes]]) -> None:
+        self._server = server
+        self._fetch_all = fetch_all
+        self.peak = 0
+
+    def __call__(self) -> Run:
+        self._server.take_peak()
         start = time.perf_counter()
-        bodies = fetch_all()
-        return Run(answer=_digest(bodies), seconds=time.perf_counter() - start)
-
-    timed = repeat(way, repeats, once, work="fetching the pages")
-    return timed, server.take_peak()
+        bodies = self._fetch_all()
+        seconds = time.perf_counter() - start
+        self.peak = max(self.peak, self._server.take_peak())
+        return Run(answer=_digest(bodies), seconds=seconds)
 
 
 def io_section(config: DemoConfig, out: TextIO) -> None:
@@ -232,60 +233,39 @@ def io_section(config: DemoConfig, out: TextIO) -> None:
                 with ThreadPoolExecutor(max_workers=_HTTP_SLOTS) as pool:
                     return list(bar(pool.map(fetch, urls), "threads", len(urls)))
 
-            r = config.repeats
-            step(out, "sequential")
-            sequential = _timed_fetch(
-                server, "sequential", r, lambda: [fetch(u) for u in bar(urls, "sequential")]
-            )
-            step(out, "threads")
-            threads = _timed_fetch(server, "threads", r, on_threads)
-            step(out, "raylite thread tasks")
-            thread_tasks = _timed_fetch(
-                server, "raylite thread tasks", r,
-                lambda: get_with_bar([fetch_in_thread.remote(u) for u in urls], "thread tasks"),
-            )  # fmt: skip
-            step(out, "raylite process tasks")
-            process_tasks = _timed_fetch(
-                server, "raylite process tasks", r,
-                lambda: get_with_bar([fetch_in_process.remote(u) for u in urls], "process tasks"),
-            )  # fmt: skip
+            runners = {
+                "sequential": _Way(server, lambda: [fetch(u) for u in bar(urls, "sequential")]),
+                "threads": _Way(server, on_threads),
+                "raylite thread tasks": _Way(server, lambda: get_with_bar(
+                    [fetch_in_thread.remote(u) for u in urls], "thread tasks")),
+                "raylite process tasks": _Way(server, lambda: get_with_bar(
+                    [fetch_in_process.remote(u) for u in urls], "process tasks")),
+            }  # fmt: skip
+            timed = repeat_ways(dict(runners), config.repeats, out, work="fetching the pages")
     finally:
         raylite.shutdown()
-    check_same_answer(
-        {
-            "sequential": sequential[0].runs[0],
-            "threads": threads[0].runs[0],
-            "raylite thread tasks": thread_tasks[0].runs[0],
-            "raylite process tasks": process_tasks[0].runs[0],
-        },
-        work="fetching the pages",
-    )
-    ways = [
-        ("sequential", sequential, f"one at a time: {pages} waits of {wait} in a row"),
-        (
-            f"threads ({plural(_HTTP_SLOTS, 'thread')})",
-            threads,
-            "waits overlap: waiting on I/O releases the GIL",
-        ),
-        (
-            "raylite thread tasks",
-            thread_tasks,
-            f"threads here, no pickling; capped by resource http={_HTTP_SLOTS}",
-        ),
-        (
-            f"raylite process tasks ({plural(n, 'CPU')})",
-            process_tasks,
-            f"capped by num_cpus={n}; a hop to a worker process each",
-        ),
-    ]
+    base = timed["sequential"]
+
+    ways = [  # (row label, way, why)
+        ("sequential", "sequential", f"one at a time: {pages} waits of {wait} in a row"),
+        (f"threads ({plural(_HTTP_SLOTS, 'thread')})", "threads",
+         "waits overlap: waiting on I/O releases the GIL"),
+        ("raylite thread tasks", "raylite thread tasks",
+         f"threads here, no pickling; capped by resource http={_HTTP_SLOTS}"),
+        (f"raylite process tasks ({plural(n, 'CPU')})", "raylite process tasks",
+         f"capped by num_cpus={n}; a hop to a worker process each"),
+    ]  # fmt: skip
     rows = [
-        [way, f"{run.seconds:.2f} s", run.spread(), speed_up(sequential[0], run), str(peak), why]
-        for way, (run, peak), why in ways
-    ]
+        [label, f"{timed[way].seconds:.2f} s", timed[way].spread(), speed_up(base, timed[way]),
+         str(runners[way].peak), why]
+        for label, way, why in ways
+    ]  # fmt: skip
     size = sum(len(page_body(i)) for i in range(pages))
     print(file=out)
     header = ["way", "wall (median)", "spread", "speed-up", "at once", "why"]
     print(format_table(header, rows, "<>>>><"), file=out)
     print(file=out)
     print("  at once: the most requests the server was answering at the same time", file=out)
+    if noisy(timed.values()):
+        print(NOISY, file=out)
     print(f"  answer: {pages} pages, {size:,} bytes, the same bytes all four ways", file=out)
