@@ -238,3 +238,34 @@ def test_a_holder_waiting_on_what_waits_for_it_gets_a_warning_at_the_driver_line
         raylite.cancel(ref, force=True)
     finally:
         raylite.shutdown()
+
+
+@pytest.mark.local_only("the pending-resources warning is raylite's own")
+def test_a_blocked_holder_whose_result_is_only_queued_gets_no_warning(monkeypatch):
+    monkeypatch.setenv("RAYLITE_PENDING_WARNING_S", "0.2")
+    raylite.init(num_cpus=1, resources={"lock": 1})
+
+    @raylite.remote
+    def nap(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    @raylite.remote(num_cpus=0, resources={"lock": 1})
+    def holder():  # holds the lock while it waits for nap(), which queues for the CPU
+        return raylite.get(nap.remote(0))
+
+    @raylite.remote(num_cpus=0, resources={"lock": 1})
+    def locked():
+        return "ran"
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            busy = nap.remote(2.5)  # the CPU, for 2.5 s: ordinary queueing behind it
+            held = holder.remote()
+            wait_until(lambda: raylite.available_resources().get("lock", 0) == 0, 10, "it")
+            later = locked.remote()  # waits for the lock, which comes back after the nap
+            assert raylite.get([busy, held, later], timeout=60) == [2.5, 0, "ran"]
+        assert _pending_warnings(caught) == []
+    finally:
+        raylite.shutdown()

@@ -103,9 +103,10 @@ class Watchdog:
     def _held_for_good(self: LocalRuntime) -> Request | None:
         """What the holders that cannot make progress on their own hold, summed (or None if
         every holder can): actors that hold resources and have no call to run, and tasks
-        blocked in get/wait on results that cannot come (their tasks wait for resources, or
-        run on such a holder; a wait with a timeout can always end). A blocked task has lent
-        its CPUs back, so only its other resources count."""
+        blocked in get/wait on results that cannot come (their tasks cannot start while such
+        holders hold what they need, or run on such a holder; a wait with a timeout can
+        always end). A blocked task has lent its CPUs back, so only its other resources
+        count."""
         leases = self.sched.leases()  # [(worker, request, task ids, blocked, dedicated)]
         ready = self.sched.ready_ids()
         on_lease = {tid: wid for wid, _, tids, _, _ in leases for tid in tids}
@@ -115,34 +116,37 @@ class Watchdog:
         }  # fmt: skip
         stuck = idle_actors | {wid for wid, _, _, blocked, _ in leases if blocked}
 
-        def can_arrive(oid: int) -> bool:
+        def held_by(holders: set[int]) -> Request:
+            cpu, gpu = 0, 0
+            custom: dict[str, int] = {}
+            for wid, request, _, blocked, _ in leases:
+                if wid in holders:
+                    cpu += 0 if blocked else request.cpu
+                    gpu += request.gpu
+                    for name, amount in request.custom:
+                        custom[name] = custom.get(name, 0) + amount
+            return Request(cpu, gpu, tuple(custom.items()))
+
+        def can_arrive(oid: int, held: Request) -> bool:
             entry = self._objs.get(oid)
             if entry is None or entry.payload is not None:
                 return True  # there, or gone: the wait ends
-            if entry.task_id in ready:
-                return False
+            if entry.task_id in ready:  # it starts unless what it needs is held for good
+                task = self._tasks.get(entry.task_id)
+                return task is None or self._fits_without(task.request, held)
             wid = on_lease.get(entry.task_id)
             return wid is None or wid not in stuck  # unknown producers count as progress
 
         changed = True
         while changed:  # free every blocked holder with a wait that can end, until none is left
             changed = False
+            held = held_by(stuck)
             for wid in stuck - idle_actors:
                 waits = self._workers[wid].waits.values() if wid in self._workers else [None]
-                if any(oids is None or any(map(can_arrive, oids)) for oids in waits):
+                if any(oids is None or any(can_arrive(o, held) for o in oids) for oids in waits):
                     stuck.discard(wid)
                     changed = True
-        if not stuck:
-            return None
-        cpu, gpu = 0, 0
-        custom: dict[str, int] = {}
-        for wid, request, _, blocked, _ in leases:
-            if wid in stuck:
-                cpu += 0 if blocked else request.cpu
-                gpu += request.gpu
-                for name, amount in request.custom:
-                    custom[name] = custom.get(name, 0) + amount
-        return Request(cpu, gpu, tuple(custom.items()))
+        return held_by(stuck) if stuck else None
 
     def _fits_without(self: LocalRuntime, request: Request, held: Request) -> bool:
         """Whether ``request`` could start once every holder but those of ``held`` finished."""
