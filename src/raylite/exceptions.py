@@ -241,7 +241,9 @@ class ActorUnschedulableError(RayError):
 
 
 class PendingTaskWarning(UserWarning):
-    """raylite's own: tasks have waited long for resources (says who holds them)."""
+    """raylite's own: tasks cannot start until the program acts, because what they need is
+    held by idle actors or by tasks blocked on them (says who holds it; points at the
+    ``.remote()`` line). Tasks that only queue behind running work never get one."""
 
     __module__ = "raylite.exceptions"
 
