@@ -2,12 +2,13 @@
 
 Each block is a user's first program: it must be complete (imports, ``init``, data) and
 finish by itself when run unattended (stdin gives blank lines, as when someone presses
-Enter). Blocks that connect to a Ray cluster (``address=``) need one, so they are left to
-the cluster tests (``tests/test_ray_backend.py``).
+Enter). Blocks that connect to a Ray cluster (``address=``) run against the test session's
+Ray head (``RAY_ADDRESS`` points ``address="auto"`` at it), with the Ray tests, last.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +28,20 @@ def _blocks() -> list[tuple[int, str]]:
     return [(text.count("\n", 0, m.start()) + 2, m.group(1)) for m in _BLOCK.finditer(text)]
 
 
+def _run(code: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,  # a block may write files (trace.json): not into the checkout
+        input="\n" * 10,
+        capture_output=True,
+        text=True,
+        timeout=_LIMIT_S,
+        env=env,
+    )
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 def test_the_readme_has_runnable_blocks():
     runnable = [code for _, code in _blocks() if "address=" not in code]
     assert len(runnable) >= 7, "the README's examples went missing"
@@ -38,13 +53,13 @@ def test_the_readme_has_runnable_blocks():
      if "address=" not in code],
 )  # fmt: skip
 def test_block_runs_as_written_in_a_fresh_process(code, tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,  # a block may write files (trace.json): not into the checkout
-        input="\n" * 10,
-        capture_output=True,
-        text=True,
-        timeout=_LIMIT_S,
-    )
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    assert "Traceback" not in done.stderr, done.stderr
+    _run(code, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [pytest.param(code, id=f"README.md:{line}") for line, code in _blocks()
+     if "address=" in code],
+)  # fmt: skip
+def test_cluster_block_runs_against_a_ray_head(code, tmp_path, ray_cluster):
+    _run(code, tmp_path, env={**os.environ, "RAY_ADDRESS": ray_cluster.address})
