@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import socket
+import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 from _helpers import live_children, wait_until
@@ -190,3 +193,21 @@ def test_the_load_once_section_reuses_the_table_it_made(no_runtime, cache):
 def test_bad_repeats_say_what_is_allowed():
     with pytest.raises(ValueError, match="repeats=0: run each way at least once"):
         _demo.DemoConfig(cpus=2, repeats=0)
+
+
+def test_make_demo_installs_only_what_the_demo_needs(tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("no make here; CI has it")
+    root = Path(__file__).resolve().parent.parent
+    venv = tmp_path / "venv"  # a fresh clone's: nothing installed yet
+
+    def plan(target: str) -> str:
+        return subprocess.run(
+            ["make", "-n", target, f"VENV={venv}"], cwd=root, capture_output=True, text=True,
+            check=True, timeout=60,
+        ).stdout  # fmt: skip
+
+    demo = plan("demo")
+    assert "-e '.[numpy]'" in demo and "[dev" not in demo and "--upgrade pip" not in demo
+    assert demo.index("installing raylite and numpy") < demo.index("pip install")
+    assert "-e '.[dev]'" in plan("test")  # the tests keep their toolchain
