@@ -89,7 +89,7 @@ def test_every_section_at_a_tiny_scale(no_runtime, cache, capsys):
         way: int(re.search(r"(-?[\d,]+) MB  ", _row(out, way)).group(1).replace(",", ""))
         for way in ("put once, share the ref", "load in every task")
     }  # fmt: skip
-    assert uss["put once, share the ref"] < 3 <= 8 < uss["load in every task"], uss  # 10 MB
+    assert uss["put once, share the ref"] < 3 <= 9 <= uss["load in every task"], uss  # 10 MB
 
     # The I/O table: a row per way.
     for way in ("sequential", "threads (16 threads)", "raylite thread tasks", "raylite process"):

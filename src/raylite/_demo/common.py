@@ -197,11 +197,12 @@ def measure_load(seconds: float = 0.5) -> Load:
     return Load(cpus=cpus, busy=cpus * busy_percent / 100)
 
 
-def describe_load(load: Load, wanted: int) -> list[str]:
-    """Lines that say how busy the machine is, and what that does to the numbers."""
+def describe_load(load: Load, wanted: int, when: str = "just now") -> list[str]:
+    """Lines that say how busy the machine is (``when``: e.g. "after the runs"), and what
+    that does to the numbers."""
     line = (
         f"this machine: {plural(load.cpus, 'CPU')}, {load.busy:.1f} of them busy with other "
-        f"programs just now ({load.free:.1f} free)"
+        f"programs {when} ({load.free:.1f} free)"
     )
     if not load.loaded(wanted):
         return [line]

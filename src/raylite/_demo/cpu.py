@@ -209,6 +209,11 @@ def cpu_section(config: DemoConfig, out: TextIO) -> None:
         config.repeats,
         out,
     )
+    after = measure_load()  # the load may have changed while the ways ran: take the worse
+    if after.busy > load.busy + 0.3:
+        load = after
+        for line in describe_load(load, n, when="after the runs"):
+            print(f"  {line}", file=out)
     sequential, threads = ways["sequential"], ways["threads"]
     pool, tasks = ways["multiprocessing.Pool"], ways["raylite tasks"]
     answer = sequential.answer
