@@ -297,6 +297,8 @@ def test_a_link_to_the_timeline_tab_opens_it_and_follows_the_run(
         expect(page.locator("#live")).to_be_hidden()
         info = page.locator("#tl-info")
         expect(info).to_have_text(re.compile(r"^1 tasks on 1 rows$"), timeout=10_000)
+        assert page.locator("#tl").get_attribute("data-bars") == "1"  # drawn, not just counted
+        assert page.locator("#tl").bounding_box()["width"] > 600  # across the page
         # Tasks that finish while the tab is open appear without a reload.
         raylite.get([square.remote(i) for i in range(3)])
         expect(info).to_have_text(re.compile(r"^4 tasks on "), timeout=15_000)
