@@ -97,7 +97,7 @@ def _ask(args: argparse.Namespace, req: dict[str, Any]) -> Any:
     if not sock.exists():
         raise SystemExit(
             f"raylite: no running driver in {session} (no control socket there): start the "
-            "program that calls raylite.init() first, or pick its session with --session DIR. "
+            "program that calls raylite.init() first, or pick its session with --session. "
             "`raylite logs` still shows a finished session's logs."
         )
     try:
@@ -194,7 +194,7 @@ def _run_timeline(args: argparse.Namespace) -> int:
 def _run_logs(args: argparse.Namespace) -> int:
     logs = _session(args) / "logs"
     if not logs.is_dir():
-        raise SystemExit(f"raylite: no logs at {logs}: pick a session with --session DIR.")
+        raise SystemExit(f"raylite: no logs at {logs}: pick a session with --session (`raylite sessions` lists the running ones).")
     files = sorted(logs.iterdir())
     if not args.name:
         for f in files:
@@ -220,9 +220,9 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     def command(name: str, help: str, handler: Any, fmt: bool = True) -> argparse.ArgumentParser:
         p = subparsers.add_parser(name, help=help, description=help)
         if name != "sessions":
-            p.add_argument("--session", metavar="DIR",
-                           help="a session folder (default: the running driver's; "
-                           "`raylite sessions` lists them)")  # fmt: skip
+            p.add_argument("--session", metavar="SESSION",
+                           help="a session's name as `raylite sessions` shows it, or its "
+                           "folder (default: the only running driver's)")  # fmt: skip
         if fmt:
             p.add_argument("--format", choices=["table", "json"], default="table")
         p.set_defaults(handler=handler)
