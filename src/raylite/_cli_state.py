@@ -194,7 +194,10 @@ def _run_timeline(args: argparse.Namespace) -> int:
 def _run_logs(args: argparse.Namespace) -> int:
     logs = _session(args) / "logs"
     if not logs.is_dir():
-        raise SystemExit(f"raylite: no logs at {logs}: pick a session with --session (`raylite sessions` lists the running ones).")
+        raise SystemExit(
+            f"raylite: no logs at {logs}: pick a session with --session (`raylite sessions` "
+            "lists the running ones)."
+        )
     files = sorted(logs.iterdir())
     if not args.name:
         for f in files:

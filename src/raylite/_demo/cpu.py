@@ -3,8 +3,8 @@ on a ``multiprocessing.Pool`` and on raylite tasks (a GIL per worker process), e
 times, and print the median wall times and their spread side by side.
 
 The building blocks (:func:`make_chunks`, :func:`run_sequential`, :func:`run_threads`,
-:func:`run_pool`, :func:`run_raylite`) take a work size, so a test runs each in a fraction of a second with
-``DemoConfig(cpus=2, scale=0.01)``.
+:func:`run_pool`, :func:`run_raylite`) take a work size, so a test runs each in a fraction
+of a second with ``DemoConfig(cpus=2, scale=0.01)``.
 """
 
 from __future__ import annotations

@@ -7,9 +7,9 @@ vec)`` of float32 vectors, made on the demo's first run in the cache folder (see
 ``DemoConfig.cache``) and reused after. Loading goes through :class:`Source`, two methods
 any client can provide, so a search engine's scroll API or a Postgres cursor drops in::
 
-    driver:  SQLiteSource.batches() ──> load_table() ──> numpy array ──> raylite.put ──┐
-                                                                         one segment   │
-    workers: score(table_ref, queries) <── a read-only view of that segment (no copy) ─┘
+    driver:  SQLiteSource.batches() ─> load_table() ─> numpy array ─> raylite.put ─┐
+                                                                    one segment │
+    workers: score(table_ref, queries) <─ a read-only view of that segment ─────┘
 
 Each task reports its worker's USS (memory only that process holds, psutil) while it holds
 the table, so the table shows memory as well as time.

@@ -256,7 +256,9 @@ class ActorManager:
     def idle(self, task_id: int) -> bool:
         """Whether the dedicated actor whose lease ``task_id`` is runs, with no call to run."""
         actor = self.actors.get(self.creations.get(task_id, 0))
-        return actor is not None and actor.state == _ALIVE and not actor.queue and not actor.inflight
+        if actor is None or actor.state != _ALIVE:
+            return False
+        return not actor.queue and not actor.inflight
 
     def site_of(self, task_id: int) -> CallSite | None:
         """Where the driver created the dedicated actor whose lease ``task_id`` is, if known."""
