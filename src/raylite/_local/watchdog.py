@@ -108,13 +108,15 @@ class Watchdog:
         always end). A blocked task has lent its CPUs back, so only its other resources
         count."""
         leases = self.sched.leases()  # [(worker, request, task ids, blocked, dedicated)]
-        ready = self.sched.ready_ids()
-        on_lease = {tid: wid for wid, _, tids, _, _ in leases for tid in tids}
         idle_actors = {
             wid for wid, _, tids, blocked, dedicated in leases
             if dedicated and not blocked and self._actors.idle(tids[0])
         }  # fmt: skip
         stuck = idle_actors | {wid for wid, _, _, blocked, _ in leases if blocked}
+        if not stuck:  # the common case, ordinary queueing: no need to look at every task
+            return None
+        ready = self.sched.ready_ids()
+        on_lease = {tid: wid for wid, _, tids, _, _ in leases for tid in tids}
 
         def held_by(holders: set[int]) -> Request:
             cpu, gpu = 0, 0
