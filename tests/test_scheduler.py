@@ -614,3 +614,19 @@ def test_oversubscribed_shape_does_not_cancel_other_demand():
     submit(s, 3)  # 1 CPU: cannot fit
     asked = submit(s, 4, req(0))  # 0 CPUs: fits, only a worker is missing
     assert asked.start_workers == 1
+
+
+def test_leases_and_ready_ids_show_who_holds_what_and_who_waits():
+    s = sched(cpus=2, workers=2, custom={"lock": 1})
+    lock = req(0, lock=1)
+    [(_, holder)] = pairs(submit(s, 1, lock))
+    [(_, actor)] = pairs(s.submit(2, CPU1, 0, [], dedicated=True))
+    assert pairs(submit(s, 3, lock)) == []  # the lock is taken
+    assert s.ready_ids() == {3}
+    s.worker_blocked(holder)
+    assert sorted(s.leases()) == sorted([
+        (holder, lock, (1,), True, False),  # blocked in get
+        (actor, CPU1, (2,), False, True),  # an actor's lease, held for its life
+    ])  # fmt: skip
+    s.task_done(holder, 1)
+    assert s.ready_ids() == set()  # task 3 took the lock
