@@ -153,31 +153,40 @@ def _best_rows(table: np.ndarray, queries: np.ndarray) -> int:
     return int((table @ queries.T).argmax(axis=0).sum())
 
 
+def _held(table: np.ndarray) -> int:
+    """This process's USS once it has read every page of ``table`` (a sum: no copy, no BLAS
+    buffers, which a first matrix product in a process adds and keeps)."""
+    table.sum()
+    return _uss()
+
+
 def score(table: np.ndarray, queries: np.ndarray) -> tuple[int, int]:
     """Scores ``queries`` against ``table``; returns the checksum and how much this
-    process's own memory (USS) grew while it read the table: a view of shared pages that
+    process's own memory (USS) grew by reading the table: a view of shared pages that
     another process maps too adds nothing; a copy of its own adds the table's size."""
     before = _uss()
-    return _best_rows(table, queries), _uss() - before
+    grown = _held(table) - before
+    return _best_rows(table, queries), grown
 
 
 def load_and_score(source: Source, queries: np.ndarray) -> tuple[int, int]:
     """:func:`score` on a table this task loads itself, as a task without ``put`` must."""
     before = _uss()
     table = load_table(source)
-    checksum = _best_rows(table, queries)
-    return checksum, _uss() - before  # measured while this task still holds its copy
+    grown = _held(table) - before
+    return _best_rows(table, queries), grown
 
 
 @dataclass(frozen=True, slots=True)
 class _Way:
     name: str
     why: str
-    run: Callable[[], tuple[int, int]]  # -> (checksum, the largest worker USS seen)
+    run: Callable[[], tuple[int, int]]  # -> (checksum, the most a worker's USS grew)
 
 
 class _Measured:
-    """Runs a way once per call, timing it and keeping the most a worker's USS grew in a task."""
+    """Runs a way once per call, timing it and keeping the most a worker's USS grew in a
+    task by getting at the table."""
 
     def __init__(self, run: Callable[[], tuple[int, int]]) -> None:
         self._run = run
@@ -261,8 +270,8 @@ def load_once_section(config: DemoConfig, out: TextIO) -> None:
             _Way("pass the array each time", f"a new {size_mb:,.0f} MB copy in shared memory "
                  "for every task, held by the worker that runs it", as_argument),
         ]  # fmt: skip
-        # A fresh worker's first scoring pays one-time costs (imports; ~10-30 MB of BLAS
-        # thread buffers) that would show up as the first way's time and memory.
+        # A fresh worker's first scoring pays one-time costs (imports, BLAS's thread
+        # buffers) that would show up in the first way's time.
         step(out, "warming up the workers (not timed)")
         put_once()
         measured = {way.name: _Measured(way.run) for way in ways}
@@ -286,7 +295,7 @@ def load_once_section(config: DemoConfig, out: TextIO) -> None:
     print(format_table(header, table_rows, "<>>>><"), file=out)
     print(file=out)
     print(
-        "  worker +USS: the most a worker process's own memory grew in one task (psutil USS)",
+        "  worker +USS: the most a worker's own memory grew in a task to read the table (psutil)",
         file=out,
     )
     if noisy(runs for _, runs, _ in results):
