@@ -33,6 +33,7 @@ The state API, the control socket and the dashboard read the runtime through
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import heapq
 import itertools
@@ -68,6 +69,7 @@ from .actors import ActorManager
 from .dashboard import DashboardServer
 from .history import NORMAL_TASK, Done, History
 from .inbox import WorkerMessages
+from .locking import DriverLock
 from .objects import ObjectTable, Waiter, lost
 from .pool import Zygote, describe_exit
 from .protocol import (
@@ -148,8 +150,12 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self.session_dir = str(self._session.path)
         # Fork the zygote first: no thread of ours runs yet (see pool.py).
         self._zygote = Zygote(worker_main)
-        self._lock = threading.Lock()
-        self._after: list[Callable[[], None]] = []  # run once the lock is released
+        self.pid = os.getpid()  # a forked child's copy of this runtime is not its runtime
+        self._closed = False
+        self._guard = DriverLock(self._wake)
+        self._lock = self._guard.lock  # sections are `with self._lock:` (see locking.py)
+        self._shutdown_requested = False  # by a signal handler inside a section
+        self._down = threading.Event()  # set once shutdown() is complete
         self._ids = itertools.count(1)
         self._tasks: dict[int, Task] = {}
         self._functions: dict[int, bytes] = {}  # {fn id: pickled body}
@@ -157,8 +163,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._by_pid: dict[int, _Worker] = {}
         self._dirty: set[_Worker] = set()
         self._deadlines: list[tuple[float, int, Callable[[], None]]] = []
-        self._options: dict[bytes, tuple[TaskOptions, Request]] = {}  # {pickled: parsed}
-        self._requests: dict[int, tuple[TaskOptions, Request]] = {}  # {id(opts): request}
+        # {pickled options from workers: parsed}, the newest _NESTED_OPTIONS kept
+        self._options: dict[bytes, tuple[TaskOptions, Request]] = {}
         spill = config.spilling
         self._memory = memory_resources(config.object_store_memory)  # reported, not reserved
         self._objs = ObjectTable(
@@ -183,7 +189,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._pending_checked = 0.0
         self._stalled: set[int] = set()  # ready tasks no worker can take (see _fail_stalled)
         self._pending_warning_s = float(os.environ.get("RAYLITE_PENDING_WARNING_S", "5"))
-        self._closed = False
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
 
         self._sel = selectors.DefaultSelector()
@@ -215,18 +220,40 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self.shutdown()
             raise
 
-    # ---- locking ------------------------------------------------------------------------
+    # ---- locking (see locking.py) -------------------------------------------------------
 
-    def _unlock(self) -> None:
-        """Applies queued releases, releases the lock, runs deferred callbacks."""
+    def _settle(self) -> None:
+        """Applies what was queued without the lock: ops deferred by calls made inside a
+        section, then releases (in that order: a deferred submit makes the objects whose
+        releases may follow). First thing in every section (lock held)."""
+        self._guard.settle()
         self._objs.drain()
-        if not self._after:
-            self._lock.release()
+
+    def _wake(self) -> None:
+        """Makes the I/O thread run a step soon (any thread; never blocks)."""
+        if self._closed:  # its pipe may be closed, its fd number reused
             return
-        after, self._after = self._after, []
-        self._lock.release()
-        for fn in after:
-            fn()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # full (it wakes anyway), or closed by a concurrent shutdown
+            pass
+
+    def _defer_call(self, return_ids: list[int], op: Callable[[], None]) -> list[ObjectRef]:
+        """A call made inside a section (see locking.py): ``op`` runs with the next holder of
+        the lock; its refs are returned now. If ``op`` fails, so do they, at ``get``."""
+
+        def run() -> None:
+            try:
+                op()
+            except Exception as exc:
+                payload = ser.dumps(exc)[0]
+                for oid in return_ids:
+                    entry = self._objs.get(oid) or self._objs.new(oid, 1)
+                    if entry.payload is None:
+                        self._store(oid, payload, True, [])
+
+        self._guard.defer(run)
+        return [ObjectRef(oid, self) for oid in return_ids]
 
     # ---- the Runtime interface ----------------------------------------------------------
 
@@ -242,8 +269,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
             body = ser.dumps_function(fn._function)
         task_id = next(self._ids)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
-        self._lock.acquire()
-        try:
+
+        def enqueue() -> None:  # lock held
             self._check_alive()
             args_value, contained = self._hold_args(packed)
             task = Task(
@@ -256,9 +283,17 @@ class LocalRuntime(WorkerMessages, Watchdog):
             for oid in return_ids:
                 self._objs.new(oid, 1, task_id)
             self._submit(task)
+
+        return self._run_call(return_ids, enqueue)
+
+    def _run_call(self, return_ids: list[int], enqueue: Callable[[], None]) -> list[ObjectRef]:
+        """Runs ``enqueue`` in a section (or defers it, inside one); returns the call's refs."""
+        if self._guard.held_here():
+            return self._defer_call(return_ids, enqueue)
+        with self._lock:
+            self._settle()
+            enqueue()
             return [ObjectRef(oid, self) for oid in return_ids]
-        finally:
-            self._unlock()
 
     def _submit_thread_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -268,8 +303,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
         args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)
         task_id = next(self._ids)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
-        self._lock.acquire()
-        try:
+
+        def enqueue() -> None:  # lock held
             self._check_alive()
             self._objs.hold(dep_ids)
             task = Task(
@@ -280,9 +315,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
             for oid in return_ids:
                 self._objs.new(oid, 1, task_id)
             self._submit(task)
-            return [ObjectRef(oid, self) for oid in return_ids]
-        finally:
-            self._unlock()
+
+        return self._run_call(return_ids, enqueue)
 
     def _thread_task_done(self, task: Task, outcome: Outcome) -> None:
         """Stores a thread task's outcome, if it is still wanted (lock held)."""
@@ -337,6 +371,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
     ) -> ActorHandle:
         check_local(opts)
+        self._guard.refuse_here(f"{cls.__name__}.remote()")
         local = None
         if opts.executor == "thread":  # runs in the driver: arguments stay as they are
             args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)
@@ -346,8 +381,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
         else:
             packed = self._pack_args(cls.__name__, args, kwargs)
             body = None if cls._cls_id in self._functions else ser.dumps_function(cls._cls)
-        self._lock.acquire()
-        try:
+        with self._lock:
+            self._settle()
             self._check_alive()
             if body is not None:
                 self._functions[cls._cls_id] = body
@@ -358,8 +393,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
             actor.site = actor.site or caller_site()
             self._flush_dirty()
             return ActorHandle(ObjectRef(actor_id, self), cls._meta)
-        finally:
-            self._unlock()
 
     def submit_actor_call(
         self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -373,22 +406,30 @@ class LocalRuntime(WorkerMessages, Watchdog):
         else:
             packed = self._pack_args(f"{handle._meta.class_name}.{method}", args, kwargs)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
-        self._lock.acquire()
-        try:
+
+        def enqueue() -> None:  # lock held
             self._check_alive()
             self._actors.call(handle._actor_id, method, packed, opts, return_ids, py_args=py_args)
-            return [ObjectRef(oid, self) for oid in return_ids]
-        finally:
-            self._unlock()
+
+        return self._run_call(return_ids, enqueue)
 
     def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None:
-        with self._lock:
+        def kill() -> None:  # lock held
             self._check_alive()
             self._actors.kill(handle._actor_id, no_restart)
             self._flush_dirty()
 
-    def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
+        if self._guard.held_here():
+            self._guard.defer(kill)
+            return
         with self._lock:
+            self._settle()
+            kill()
+
+    def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
+        self._guard.refuse_here("get_actor()")
+        with self._lock:
+            self._settle()
             self._check_alive()
             actor_id = self._actors.get_named(name, namespace or self.config.namespace)
             return ActorHandle(ObjectRef(actor_id, self), self._actors.meta(actor_id))
@@ -403,16 +444,15 @@ class LocalRuntime(WorkerMessages, Watchdog):
             s = ser.serialize(value)
         except ser.SerializationError as exc:
             raise ser.put_error(exc) from None
+        self._guard.refuse_here("put()")
         shm, mapping = self._write_shm(s, "an object put", keep=True) if s.buffers else (None, None)
-        self._lock.acquire()
-        try:
+        with self._lock:
+            self._settle()
             self._check_alive()
             oid = self._new_object(1, s.payload, shm, s.contained)
             if shm is not None and mapping is not None:
                 self._objs.books.keep(oid, shm, mapping)
             return ObjectRef(oid, self)
-        finally:
-            self._unlock()
 
     def _new_object(
         self, refcount: int, payload: bytes, shm: Shm | None, contained: list[int]
@@ -434,7 +474,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 has no memory left for the segment.
         """
         layout = layout_of(s.buffers)
+        self._guard.refuse_here(f"storing {what}")
         with self._lock:
+            self._settle()
             self._check_alive()
             segment, counted = self._objs.books.reserve(layout.size, what, self._objs.holders)
         try:
@@ -455,6 +497,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         return Shm(segment, layout, counted, what), mapping
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        self._refuse_blocking("get()")
         waiter = self._wait_for([r._id for r in refs], None, timeout)
         if waiter is not None and not self._block(waiter, timeout):
             raise GetTimeoutError(
@@ -468,6 +511,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self._refuse_blocking("wait()")
         waiter = self._wait_for([r._id for r in refs], num_returns, timeout)
         if waiter is not None:
             self._block(waiter, timeout)
@@ -482,8 +526,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
     ) -> Waiter | None:
         """Registers a waiter for ``num_returns`` of ``oids`` (all if ``None``) unless that
         many are ready already; flushes queued dispatches so the work gets going."""
-        self._lock.acquire()
-        try:
+        with self._lock:
+            self._settle()
             self._check_alive()
             pending = []
             pending_ids = []
@@ -503,8 +547,17 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._threads.note_wait(pending_ids, timeout)  # a thread task waiting: see there
             self._flush_dirty()
             return waiter
-        finally:
-            self._unlock()
+
+    def _refuse_blocking(self, what: str) -> None:
+        """Raises where a blocking call would wait forever: inside a section, or on the
+        I/O thread (a future's done-callback), which is what would answer it."""
+        self._guard.refuse_here(what)
+        if threading.current_thread() is self._io:
+            raise RuntimeError(
+                f"{what} was called on raylite's I/O thread (from a callback of "
+                "ObjectRef.future(), most likely), which is the thread that would answer it: "
+                "it would wait forever. Call it from another thread, or chain futures instead."
+            )
 
     def _block(self, waiter: Waiter, timeout: float | None) -> bool:
         assert waiter.event is not None
@@ -518,15 +571,21 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._threads.done_waiting()
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
-        self._lock.acquire()
-        try:
+        oid = ref._id
+
+        def cancel() -> None:  # lock held
             self._check_alive()
-            entry = self._objs.get(ref._id)
+            entry = self._objs.get(oid)
             if entry is not None and entry.task_id:
                 self._cancel_task(entry.task_id, force, recursive)
             self._flush_dirty()
-        finally:
-            self._unlock()
+
+        if self._guard.held_here():
+            self._guard.defer(cancel)
+            return
+        with self._lock:
+            self._settle()
+            cancel()
 
     def available_resources(self) -> dict[str, float]:
         with self._lock:
@@ -578,23 +637,24 @@ class LocalRuntime(WorkerMessages, Watchdog):
             "gpu_ids": [],
         }
 
+    # ObjectRef.__del__ and unpickling call these anywhere (the collector, signal handlers,
+    # any thread): they never take the lock, they queue for its next holder (locking.py).
     def add_ref(self, oid: int) -> None:
         self._objs.releases.append(-oid)  # a negative id is an increment, applied in order
-        if self._lock.acquire(blocking=False):
-            self._unlock()
 
     def release(self, oid: int) -> None:
-        # Apply now if the lock is free, but not once per ref when a list of 20,000 refs
-        # dies: a batch waits for the next lock holder (or the I/O thread, within 0.1 s).
         releases = self._objs.releases
         releases.append(oid)
-        if (len(releases) == 1 or len(releases) >= 1024) and self._lock.acquire(blocking=False):
-            self._unlock()
+        if len(releases) == 1:  # the first since the last settle: have it applied soon
+            self._wake()
 
     def future(self, oid: int) -> concurrent.futures.Future[Any]:
+        self._guard.refuse_here("ObjectRef.future()")
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
-        def resolve() -> None:
+        def resolve() -> None:  # lock not held: unpickling and the future's callbacks run
+            if not fut.set_running_or_notify_cancel():  # cancelled (a timed-out await)
+                return
             with self._lock:
                 entry = self._objs.get(oid)
                 ready = entry is not None and entry.payload is not None
@@ -606,36 +666,75 @@ class LocalRuntime(WorkerMessages, Watchdog):
             except BaseException as exc:
                 fut.set_exception(exc)
 
-        def on_ready() -> None:
-            self._after.append(resolve)
-
-        self._lock.acquire()
-        try:
+        with self._lock:
+            self._settle()
             self._check_alive()
             entry = self._objs.get(oid)
-            if entry is None or entry.payload is not None:
-                self._after.append(resolve)
-            else:
+            ready = entry is None or entry.payload is not None
+            if entry is not None and not ready:
                 self._objs.hold([oid])  # the future keeps the object alive until it resolves
                 if entry.waiters is None:
                     entry.waiters = []
-                entry.waiters.append(Waiter(1, on_ready))
+                entry.waiters.append(Waiter(1, lambda: self._guard.after_unlock(resolve)))
                 fut.add_done_callback(lambda _: self.release(oid))
             self._flush_dirty()
-        finally:
-            self._unlock()
+        if ready:
+            resolve()
         return fut
 
+    def forget_after_fork(self) -> None:
+        """In a child forked from the driver (right after the fork, on its one thread):
+        closes this copy's channels (worker and zygote sockets, the wake pipe, the
+        selector, the listening sockets) so that the zygote and the workers see EOF when
+        the driver closes its own, and marks the copy unusable. Shuts nothing down: the
+        session, its processes and its socket file are the driver's."""
+        self._closed = True  # also: _wake() writes nothing from now on
+        self._broken = (
+            f"This raylite session belongs to process {self.pid}, which this process was "
+            "forked from: it cannot be used here (this process starts a session of its own "
+            "on its first raylite call)."
+        )
+        for w in [*self._workers.values(), *self._new_workers]:
+            w.chan.close()
+        self._zygote.sock.close()
+        self._sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        if self._control is not None:
+            self._control.forget_after_fork()
+        if self._dashboard is not None:
+            self._dashboard.forget_after_fork()
+
     def shutdown(self) -> None:
+        if os.getpid() != self.pid:  # a forked child's copy: see forget_after_fork
+            return
+        if self._guard.held_here():
+            # A signal handler (or __del__) that interrupted this thread inside a section:
+            # the I/O thread shuts down once that section is over, or atexit does.
+            self._shutdown_requested = True
+            atexit.register(self.shutdown)
+            self._wake()
+            return
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            for w in self._workers.values():
-                w.gone = True
-            self._fail_everything("raylite was shut down before the task finished.")
-        os.write(self._wake_w, b"x")
-        self._io.join(timeout=5)
+            first = not self._closed
+            if first:
+                self._closed = True
+                for w in self._workers.values():
+                    w.gone = True
+                self._fail_everything("raylite was shut down before the task finished.")
+        if not first:  # shut down, or shutting down on another thread: return once it is
+            self._down.wait(timeout=30)
+            return
+        if threading.current_thread() is not self._io:
+            os.write(self._wake_w, b"x")
+            self._io.join(timeout=5)
+        try:
+            self._close_parts()
+        finally:
+            self._down.set()
+
+    def _close_parts(self) -> None:
+        """Stops the servers and threads and frees every process, socket and segment."""
         if self._control is not None:
             self._control.close()
         if self._dashboard is not None:
@@ -650,6 +749,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._guard.run_after()  # futures failed by the shutdown get their errors
 
     # ---- submission and dispatch (lock held) --------------------------------------------
 
@@ -671,18 +771,13 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def _request_for(self, opts: TaskOptions, name: str) -> Request:
         """The scheduler's request for ``opts``; fails at once if it can never fit here (too
         big, or a Ray option only a cluster honours)."""
-        cached = self._requests.get(id(opts))
-        if cached is not None and cached[0] is opts:
-            return cached[1]
-        check_local(opts)
-        request = Request.of(opts.cpus, opts.num_gpus, opts.resources)
+        request = opts.derived("local-request", lambda: _request_of(opts))
         why = self.sched.infeasible(request)
         if why is not None:
             raise TaskUnschedulableError(
                 f"Task {name}() can never run here: {why}. Ask for less, or start raylite with "
                 "more (raylite.init(num_cpus=..., num_gpus=..., resources={...}))."
             )
-        self._requests[id(opts)] = (opts, request)  # the options object lives as long
         return request
 
     def _submit(self, task: Task) -> None:
@@ -702,7 +797,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             # It waits: have the I/O thread look at waiting tasks each second.
             self._watching_pending = True
             if threading.current_thread() is not self._io:
-                os.write(self._wake_w, b"x")
+                self._wake()
 
     def _gpu_ids(self, wid: int) -> list[str] | None:
         """The GPU ids worker ``wid``'s lease holds, as CUDA names them (through the
@@ -902,7 +997,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         w = _Worker(wid, Channel(ours), slot)
         self._workers[wid] = w
         self._new_workers.append(w)
-        os.write(self._wake_w, b"x")  # the I/O thread registers it
+        self._wake()  # the I/O thread registers it
         return w
 
     def _kill_worker(self, w: _Worker) -> None:
@@ -1013,7 +1108,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             return
         self._dirty.add(w)
         if threading.current_thread() is not self._io and w not in self._want_write:
-            os.write(self._wake_w, b"x")
+            self._wake()
 
     def _run_deadlines(self) -> float | None:
         """Runs expired deadlines; returns seconds until the next one."""
@@ -1045,6 +1140,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 else:  # EOF: wait for the zygote's exit report, which has the status
                     self._sel.unregister(data.chan.sock)
         self._register_new()
+        timeout = self._run_deadlines()  # before the flush: an expiry queues a reply
         self._flush_dirty()
         # A full socket: ask to hear when it drains, and stop asking once it has.
         for w in self._dirty ^ self._want_write:
@@ -1052,7 +1148,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 write = selectors.EVENT_WRITE if w in self._dirty else 0
                 self._sel.modify(w.chan.sock, selectors.EVENT_READ | write, w)
         self._want_write = {w for w in self._dirty if not w.gone}
-        timeout = self._run_deadlines()
         self._watching_pending = self.sched.pending_count() > 0
         if self._watching_pending:  # look again within a second: see _warn_pending
             now = time.monotonic()
@@ -1063,11 +1158,43 @@ class LocalRuntime(WorkerMessages, Watchdog):
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         return timeout
 
+    def _io_turn(self, events: list[tuple[selectors.SelectorKey, int]]) -> float | None:
+        """One turn of the I/O thread: a step under the lock, then the work queued for
+        after it (futures to resolve). Returns the next select's timeout."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._settle()
+            timeout = self._io_step(events)
+            if self._objs.releases:  # releases queued during the step
+                timeout = 0.1 if timeout is None else min(timeout, 0.1)
+        self._guard.run_after()
+        return timeout
+
+    def _io_failed(self, details: str) -> None:
+        """The I/O thread failed: every task and waiter fails now with RaySystemError."""
+        try:
+            with self._lock:
+                if not self._closed and self._broken is None:
+                    self._break(f"raylite's I/O thread failed:\n{details}")
+        finally:
+            self._guard.run_after()  # futures get their errors too
+
     def _fail_everything(self, why: str) -> None:
         for task in list(self._tasks.values()):
             self._fail(task, RaySystemError(why))
         self._tasks.clear()
         self._actors.fail_all(ser.dumps(RaySystemError(why))[0])
+
+
+def _request_of(opts: TaskOptions) -> Request:
+    """The scheduler's request for ``opts`` (the same in any runtime: kept on ``opts``).
+
+    Raises:
+        ValueError: a Ray option only a cluster honours (see ``check_local``).
+    """
+    check_local(opts)
+    return Request.of(opts.cpus, opts.num_gpus, opts.resources)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -1079,7 +1206,11 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _io_main(ref: weakref.ref[LocalRuntime]) -> None:
-    """The I/O thread: holds only a weak reference, so the runtime can be collected."""
+    """The I/O thread: holds only a weak reference, so the runtime can be collected.
+
+    Nothing may end it but shutdown: whatever else fails here (a bug of ours) breaks the
+    runtime at once, so every waiter gets a ``RaySystemError`` that says why, never a hang.
+    """
     timeout: float | None = None
     while True:
         rt = ref()
@@ -1089,22 +1220,21 @@ def _io_main(ref: weakref.ref[LocalRuntime]) -> None:
         del rt
         try:
             events = sel.select(timeout)
-        except (OSError, ValueError):  # closed under us at shutdown
-            return
+        except (OSError, ValueError):  # closed under us at shutdown, or broken
+            events = None
         rt = ref()
         if rt is None:
             return
-        rt._lock.acquire()
         try:
-            if rt._closed:
+            if events is None:
+                if rt._closed:
+                    return
+                raise RuntimeError("the I/O thread's selector failed")
+            timeout = rt._io_turn(events)
+            if rt._shutdown_requested:  # by a signal handler: see shutdown()
+                rt.shutdown()
                 return
-            try:
-                timeout = rt._io_step(events)
-            except Exception:  # a bug of ours: fail loudly, never leave callers hanging
-                rt._break(f"raylite's I/O thread failed:\n{traceback.format_exc()}")
-                return
-            if rt._objs.releases:  # releases queued while the lock was busy
-                timeout = 0.1 if timeout is None else min(timeout, 0.1)
-        finally:
-            rt._unlock()
+        except BaseException:  # noqa: BLE001 (no exception may end this thread unnoticed)
+            rt._io_failed(traceback.format_exc())
+            return
         del rt
