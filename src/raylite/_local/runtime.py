@@ -662,9 +662,11 @@ class LocalRuntime(WorkerMessages, Watchdog):
             try:
                 if readable is None:
                     raise ObjectLostError(f"{oid:056x}", "It was freed before it was read.")
-                fut.set_result(ser.load_value(*readable))
-            except BaseException as exc:
+                value = ser.load_value(*readable)
+            except BaseException as exc:  # the task's error, or the value cannot be read
                 fut.set_exception(exc)
+                return
+            fut.set_result(value)
 
         with self._lock:
             self._settle()

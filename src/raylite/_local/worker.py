@@ -738,10 +738,14 @@ class WorkerRuntime:
             msg = reply.result()
             assert type(msg) is GetReply and msg.values is not None
             try:
-                if out.set_running_or_notify_cancel():  # else cancelled: a timed-out await
-                    out.set_result(self._load(msg.values[0][1], msg.values[0][0]))
-            except BaseException as exc:
-                out.set_exception(exc)
+                if not out.set_running_or_notify_cancel():  # cancelled: a timed-out await
+                    return
+                try:
+                    value = self._load(msg.values[0][1], msg.values[0][0])
+                except BaseException as exc:  # the task's error, or the value cannot be read
+                    out.set_exception(exc)
+                    return
+                out.set_result(value)
             finally:
                 self.release(oid)
 
