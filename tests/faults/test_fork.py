@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 import textwrap
@@ -53,8 +55,17 @@ def test_forked_children_get_their_own_values_and_the_parent_its_own(fault):
             finally:
                 os._exit(code)
         os.close(w)
-        mine = raylite.get([ident.remote(f"parent-{round_}-{i}") for i in range(3)], timeout=30)
-        assert mine == [f"parent-{round_}-{i}" for i in range(3)]
+        try:
+            mine = raylite.get([ident.remote(f"parent-{round_}-{i}") for i in range(3)],
+                               timeout=30)  # fmt: skip
+            assert mine == [f"parent-{round_}-{i}" for i in range(3)]
+            if not select.select([r], [], [], DEADLINE_S)[0]:
+                raise AssertionError(f"the forked child hung (no report in {DEADLINE_S} s)")
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(r)
+            raise
         with os.fdopen(r) as pipe:
             values, error = json.loads(pipe.read() or "[null, null]")
         _, status = os.waitpid(pid, 0)

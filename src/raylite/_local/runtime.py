@@ -10,16 +10,19 @@
       block on a _Waiter        │         ├ Submit/Put/Get/Wait/RefOps from workers
     put(): store inline         │         ├ zygote: started -> scheduler.worker_started
     ObjectRef.__del__: release ─┘         │         exited  -> drain socket, retry or fail
-                                          └ flush every channel with queued output
+      (queued, never locks)               ├ flush every channel with queued output
+                                          └ then, unlocked: resolve ref.future()s
 
 State: one lock (``_lock``) guards everything below; whoever holds it may queue messages on
-any worker's ``Channel``. Sockets are non-blocking on this side: a flush sends what fits and
+any worker's ``Channel``. Sections are ``with self._lock:`` blocks that start by applying
+what was queued without the lock (``_settle``); calls made inside a section by a ``__del__``
+or a signal handler are queued, not run (``locking.py``, docs/fork-and-signal-safety.md). Sockets are non-blocking on this side: a flush sends what fits and
 the I/O thread sends the rest when the socket is writable, so the driver never blocks on a
 slow worker (and a worker blocked on sending to us cannot deadlock us).
 
 Objects live in ``objects.ObjectTable`` (values, lifetimes, waiters, shared-memory books);
-``ObjectRef.__del__`` may run anywhere (GC), so ``release`` never blocks: it queues the id and
-whoever holds or next takes the lock applies it.
+``ObjectRef.__del__`` may run anywhere (GC), so ``release`` never blocks: it queues the id,
+wakes the I/O thread, and whoever next takes the lock applies it.
 
 Dispatch flushing: a task sent to an idle worker goes out at once (latency); one queued
 behind tasks in flight waits for the I/O thread's next flush, which comes with the next
@@ -82,7 +85,7 @@ from .protocol import (
 from .scheduler import Actions, Request, Scheduler
 from .session import ControlServer, SessionDir
 from .spill import SpillConfig, SpillDir
-from .state import KINDS, StateView, filter_records, summarize
+from .state import StateView, summarize
 from .store import Segment, Shm, layout_of, memory_resources, write_segment
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
@@ -209,7 +212,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._io.start()
         try:
             self._control = ControlServer(
-                self._session.control, self._answer_control, first=self._session.prune
+                self._session.control, self._state.answer_control, first=self._session.prune
             )
             if config.dashboard_host is not None:
                 self._dashboard = DashboardServer(
@@ -223,9 +226,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
     # ---- locking (see locking.py) -------------------------------------------------------
 
     def _settle(self) -> None:
-        """Applies what was queued without the lock: ops deferred by calls made inside a
-        section, then releases (in that order: a deferred submit makes the objects whose
-        releases may follow). First thing in every section (lock held)."""
+        """Applies what was queued without the lock: deferred calls, then releases (which
+        may be of their objects). First thing in every section (lock held)."""
         self._guard.settle()
         self._objs.drain()
 
@@ -419,12 +421,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._actors.kill(handle._actor_id, no_restart)
             self._flush_dirty()
 
-        if self._guard.held_here():
-            self._guard.defer(kill)
-            return
-        with self._lock:
-            self._settle()
-            kill()
+        self._run_op(kill)
 
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
         self._guard.refuse_here("get_actor()")
@@ -580,12 +577,16 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 self._cancel_task(entry.task_id, force, recursive)
             self._flush_dirty()
 
+        self._run_op(cancel)
+
+    def _run_op(self, op: Callable[[], None]) -> None:
+        """Runs ``op`` in a section, or defers it if called inside one (see locking.py)."""
         if self._guard.held_here():
-            self._guard.defer(cancel)
+            self._guard.defer(op)
             return
         with self._lock:
             self._settle()
-            cancel()
+            op()
 
     def available_resources(self) -> dict[str, float]:
         with self._lock:
@@ -599,9 +600,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self, kind: str, filters: list[tuple[str, str, Any]] | None, limit: int | None,
         detail: bool,
     ) -> list[dict[str, Any]]:  # fmt: skip
-        if kind not in KINDS:
-            raise ValueError(f"Unknown kind of state {kind!r}: pick one of {', '.join(KINDS)}.")
-        return filter_records(getattr(self._state, kind)(), filters, limit)
+        return self._state.records(kind, filters, limit)
 
     def summarize_tasks(self) -> dict[str, Any]:
         return summarize(self._state.tasks())
@@ -612,20 +611,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def status(self) -> dict[str, Any]:
         """What ``raylite status`` shows (see ``StateView.status``)."""
         return self._state.status()
-
-    def _answer_control(self, req: dict[str, Any]) -> Any:
-        """A request from the ``raylite`` command, on the control socket's thread."""
-        op = req.get("op")
-        if op == "status":
-            return self.status()
-        if op == "list":
-            filters = [tuple(f) for f in req.get("filters") or []]
-            return self.list_state(req["kind"], filters, req.get("limit"), True)  # type: ignore[arg-type]
-        if op == "summary":
-            return self.summarize_tasks()
-        if op == "timeline":
-            return self.timeline()
-        raise ValueError(f"unknown request {op!r}: status, list, summary or timeline")
 
     def context(self) -> dict[str, Any]:
         return {
@@ -685,11 +670,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
         return fut
 
     def forget_after_fork(self) -> None:
-        """In a child forked from the driver (right after the fork, on its one thread):
-        closes this copy's channels (worker and zygote sockets, the wake pipe, the
-        selector, the listening sockets) so that the zygote and the workers see EOF when
-        the driver closes its own, and marks the copy unusable. Shuts nothing down: the
-        session, its processes and its socket file are the driver's."""
+        """In a forked child: closes this copy's channels, so that the zygote and workers see
+        EOF when the driver closes its own, and marks it unusable. Shuts nothing down: the
+        session is the driver's (docs/fork-and-signal-safety.md)."""
         self._closed = True  # also: _wake() writes nothing from now on
         self._broken = (
             f"This raylite session belongs to process {self.pid}, which this process was "
@@ -1161,8 +1144,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         return timeout
 
     def _io_turn(self, events: list[tuple[selectors.SelectorKey, int]]) -> float | None:
-        """One turn of the I/O thread: a step under the lock, then the work queued for
-        after it (futures to resolve). Returns the next select's timeout."""
+        """A step under the lock, then the futures to resolve; returns select's timeout."""
         with self._lock:
             if self._closed:
                 return None
@@ -1190,11 +1172,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
 
 
 def _request_of(opts: TaskOptions) -> Request:
-    """The scheduler's request for ``opts`` (the same in any runtime: kept on ``opts``).
-
-    Raises:
-        ValueError: a Ray option only a cluster honours (see ``check_local``).
-    """
+    """The scheduler's request for ``opts`` (kept on ``opts``); ValueError for a Ray option
+    only a cluster honours (``check_local``)."""
     check_local(opts)
     return Request.of(opts.cpus, opts.num_gpus, opts.resources)
 
