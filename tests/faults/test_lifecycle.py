@@ -99,8 +99,11 @@ def test_shutdown_while_threads_call_the_api_returns_and_leaves_nothing(
             t.start()
         wait_until(lambda: raylite.get(echo.remote(2), timeout=30) == 2, 10, "calls to run")
         start = time.monotonic()
-        raylite.shutdown()
+        closer = threading.Thread(target=raylite.shutdown)  # a hang fails, not stalls, the test
+        closer.start()
+        closer.join(timeout=DEADLINE_S)
         took = time.monotonic() - start
+        assert not closer.is_alive(), f"shutdown() hung (still running after {DEADLINE_S} s)"
         stop.set()
         for t in threads:
             t.join(timeout=DEADLINE_S)
