@@ -122,13 +122,15 @@ def init(
         )
     with _runtime.lifecycle():  # not while another thread shuts down or auto-inits
         return _init(
-            address, num_cpus, num_gpus, resources, object_store_memory, local_mode,
-            ignore_reinit_error, include_dashboard, dashboard_host, dashboard_port, kwargs,
+            address=address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+            object_store_memory=object_store_memory, local_mode=local_mode,
+            ignore_reinit_error=ignore_reinit_error, include_dashboard=include_dashboard,
+            dashboard_host=dashboard_host, dashboard_port=dashboard_port, kwargs=kwargs,
         )  # fmt: skip
 
 
 def _init(
-    address: str | None, num_cpus: float | None, num_gpus: float | None,
+    *, address: str | None, num_cpus: float | None, num_gpus: float | None,
     resources: dict[str, float] | None, object_store_memory: int | None, local_mode: bool,
     ignore_reinit_error: bool, include_dashboard: bool | None, dashboard_host: str | None,
     dashboard_port: int | None, kwargs: dict[str, Any],
