@@ -48,7 +48,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +71,7 @@ from .actors import ActorManager
 from .dashboard import DashboardServer
 from .history import NORMAL_TASK, Done, History
 from .inbox import WorkerMessages
+from .io_thread import io_main
 from .locking import DriverLock
 from .objects import ObjectTable, Waiter, lost
 from .pool import Zygote, describe_exit
@@ -207,7 +207,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._spawn(self.sched.prestart(int(min(max(config.num_cpus, 1), config.max_workers))))
         self._register_new()
         self._io = threading.Thread(
-            target=_io_main, args=(weakref.ref(self),), name="raylite-io", daemon=True
+            target=io_main, args=(weakref.ref(self),), name="raylite-io", daemon=True
         )
         self._io.start()
         try:
@@ -1184,38 +1184,3 @@ def _signal(pid: int, sig: int) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-
-
-def _io_main(ref: weakref.ref[LocalRuntime]) -> None:
-    """The I/O thread: holds only a weak reference, so the runtime can be collected.
-
-    Nothing may end it but shutdown: whatever else fails here (a bug of ours) breaks the
-    runtime at once, so every waiter gets a ``RaySystemError`` that says why, never a hang.
-    """
-    timeout: float | None = None
-    while True:
-        rt = ref()
-        if rt is None or rt._closed:
-            return
-        sel = rt._sel
-        del rt
-        try:
-            events = sel.select(timeout)
-        except (OSError, ValueError):  # closed under us at shutdown, or broken
-            events = None
-        rt = ref()
-        if rt is None:
-            return
-        try:
-            if events is None:
-                if rt._closed:
-                    return
-                raise RuntimeError("the I/O thread's selector failed")
-            timeout = rt._io_turn(events)
-            if rt._shutdown_requested:  # by a signal handler: see shutdown()
-                rt.shutdown()
-                return
-        except BaseException:  # noqa: BLE001 (no exception may end this thread unnoticed)
-            rt._io_failed(traceback.format_exc())
-            return
-        del rt
