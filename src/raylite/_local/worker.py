@@ -457,6 +457,9 @@ class WorkerRuntime:
         with self._lock:
             if self._release or self._borrow or self._unmapped:
                 self._queue_ref_ops()
+            if threading.current_thread() is not self._main:  # cancels interrupt main only:
+                self.chan.flush()  # in_io and a pending interrupt are the main thread's
+                return
             self.in_io = True
             try:
                 self.chan.flush()
