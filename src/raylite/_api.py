@@ -548,10 +548,10 @@ def _owner_of(refs: Sequence[ObjectRef]) -> _runtime.Runtime:
     """The current runtime, checking that ``refs`` belong to it (not to an old session, nor
     to the session of the process this one was forked from)."""
     for r in refs:
-        owner = owner_of(r)
-        if isinstance(owner, LocalRuntime) and owner.pid != os.getpid():
+        parent = _runtime.parent_pid(owner_of(r))
+        if parent is not None:
             raise RaySystemError(
-                f"{r!r} belongs to the raylite session of process {owner.pid}, which this "
+                f"{r!r} belongs to the raylite session of process {parent}, which this "
                 "process was forked from: a forked process has no access to its parent's "
                 "objects (it starts a session of its own on its first raylite call). Pass "
                 "the values themselves to the child, or call raylite from the parent."

@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._object_ref import ObjectRef, set_unpickle_owner
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ._options import ActorOptions, MethodOptions, TaskOptions
     from ._remote_function import RemoteFunction
 
-__all__ = ["Runtime", "current", "current_or_none", "lifecycle", "set_current"]
+__all__ = ["Runtime", "current", "current_or_none", "lifecycle", "parent_pid", "set_current"]
 
 
 class Runtime(Protocol):
@@ -104,6 +105,8 @@ class Runtime(Protocol):
 _lock = threading.RLock()  # init, shutdown and auto-init: one at a time
 _current: Runtime | None = None
 _pid = 0  # the process _current serves
+# {a runtime this process inherited at a fork: the pid of the process it serves}
+_parents: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 def current_or_none() -> Runtime | None:
@@ -153,7 +156,16 @@ def _after_fork_in_child() -> None:
     _lock = threading.RLock()
     inherited, _current = _current, None
     if inherited is not None:
+        _parents[inherited] = _pid
         inherited.forget_after_fork()
+
+
+def parent_pid(rt: object) -> int | None:
+    """The pid ``rt`` serves if this process inherited it at a fork, else None."""
+    try:
+        return _parents.get(rt)
+    except TypeError:  # not weakly referenceable: not a runtime
+        return None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
