@@ -136,6 +136,7 @@ def _init(
     dashboard_port: int | None, kwargs: dict[str, Any],
 ) -> InitInfo:  # fmt: skip
     """``init`` once its keywords are known and the lifecycle lock is held."""
+    _runtime.wait_closed(timeout=30)  # a shutdown a signal handler queued: see shutdown()
     if _runtime.current_or_none() is not None:
         if ignore_reinit_error:
             return InitInfo(session=_runtime.current().context()["session"])

@@ -129,6 +129,21 @@ def lifecycle() -> threading.RLock:
     return _lock
 
 
+_closing: list[threading.Event] = []  # shutdowns under way on another thread (set: done)
+
+
+def closing(done: threading.Event) -> None:
+    """A shutdown goes on elsewhere (queued by a signal handler): the next session starts
+    once ``done`` is set (see ``wait_closed``)."""
+    _closing.append(done)
+
+
+def wait_closed(timeout: float) -> None:
+    """Waits for the shutdowns under way, so that no session starts while one goes down."""
+    while _closing:
+        _closing.pop(0).wait(timeout)
+
+
 def current() -> Runtime:
     """The runtime serving this process, auto-initialized if none is (see above)."""
     rt = current_or_none()

@@ -318,3 +318,35 @@ print("the handler did not run")
     wait_until(lambda: not any(pid_alive(p) for p in pids), 10, "the workers to exit")
     took = time.monotonic() - result.started
     record_property("fault", ("", "exit code 3, every process gone (whole run)", took, True))
+
+
+def test_a_program_going_on_after_a_handlers_shutdown_starts_afresh(baseline, record_property):
+    result = _run_child(
+        _INSIDE_A_SECTION
+        + """
+import os, signal
+import psutil
+import raylite
+raylite.init(num_cpus=1)
+
+@raylite.remote
+def one():
+    return 1
+
+raylite.get(one.remote())
+old = _runtime.current()
+signal.signal(signal.SIGUSR2, lambda signum, frame: raylite.shutdown())  # and goes on
+fired = inside_a_section(lambda: os.kill(os.getpid(), signal.SIGUSR2))
+one.remote()  # the handler runs in this call, with raylite's lock held
+sys.settrace(None)
+assert fired
+assert raylite.get(one.remote(), timeout=30) == 1  # a new session, once the old is down
+assert _runtime.current() is not old
+print("old zygote gone:", not psutil.pid_exists(old._zygote.pid))
+raylite.shutdown()
+"""
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "old zygote gone: True"
+    record_property("fault", ("", "a new session after the old one is down (whole run)",
+                              result.took, True))  # fmt: skip

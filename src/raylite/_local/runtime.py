@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import _runtime
 from .._actor import ActorClass, ActorHandle
 from .._object_ref import ObjectRef
 from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
@@ -698,6 +699,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             # the I/O thread shuts down once that section is over, or atexit does.
             self._shutdown_requested = True
             atexit.register(self.shutdown)
+            _runtime.closing(self._down)  # the next session waits for this one to be down
             self._wake()
             return
         with self._lock:
