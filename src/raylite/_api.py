@@ -120,6 +120,23 @@ def init(
             f"Unknown keyword argument(s) to raylite.init(): {', '.join(unknown)}. "
             "See help(raylite.init) for the supported ones."
         )
+    with _runtime.lifecycle():  # not while another thread shuts down or auto-inits
+        return _init(
+            address=address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+            object_store_memory=object_store_memory, local_mode=local_mode,
+            ignore_reinit_error=ignore_reinit_error, include_dashboard=include_dashboard,
+            dashboard_host=dashboard_host, dashboard_port=dashboard_port, kwargs=kwargs,
+        )  # fmt: skip
+
+
+def _init(
+    *, address: str | None, num_cpus: float | None, num_gpus: float | None,
+    resources: dict[str, float] | None, object_store_memory: int | None, local_mode: bool,
+    ignore_reinit_error: bool, include_dashboard: bool | None, dashboard_host: str | None,
+    dashboard_port: int | None, kwargs: dict[str, Any],
+) -> InitInfo:  # fmt: skip
+    """``init`` once its keywords are known and the lifecycle lock is held."""
+    _runtime.wait_closed(timeout=30)  # a shutdown a signal handler queued: see shutdown()
     if _runtime.current_or_none() is not None:
         if ignore_reinit_error:
             return InitInfo(session=_runtime.current().context()["session"])
@@ -253,12 +270,21 @@ def _detect_gpus() -> int:
 
 
 def shutdown() -> None:
-    """Stops raylite: ends every worker process and frees every object. Safe to repeat."""
-    rt = _runtime.current_or_none()
-    if rt is None:
-        return
-    _runtime.set_current(None)
-    rt.shutdown()
+    """Stops raylite: ends every worker process and frees every object. Safe to repeat,
+    and to call from any thread, a signal handler or ``atexit``.
+
+    Other threads' calls meanwhile raise ``RaySystemError`` (the session is shut down);
+    a call after it returns starts a new session, as any first call does. In a process
+    forked after ``init`` it does nothing to the parent's session.
+    """
+    with _runtime.lifecycle():  # no auto-init starts a session while this one goes down
+        rt = _runtime.current_or_none()
+        if rt is None:
+            return
+        try:
+            rt.shutdown()
+        finally:
+            _runtime.set_current(None)
 
 
 atexit.register(shutdown)
@@ -520,7 +546,17 @@ def get_gpu_ids() -> list[int]:
 
 
 def _owner_of(refs: Sequence[ObjectRef]) -> _runtime.Runtime:
-    """The current runtime, checking that ``refs`` belong to it (not to an old session)."""
+    """The current runtime, checking that ``refs`` belong to it (not to an old session, nor
+    to the session of the process this one was forked from)."""
+    for r in refs:
+        parent = _runtime.parent_pid(owner_of(r))
+        if parent is not None:
+            raise RaySystemError(
+                f"{r!r} belongs to the raylite session of process {parent}, which this "
+                "process was forked from: a forked process has no access to its parent's "
+                "objects (it starts a session of its own on its first raylite call). Pass "
+                "the values themselves to the child, or call raylite from the parent."
+            )
     rt = _runtime.current()
     for r in refs:
         if owner_of(r) is not rt:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 __all__ = [
     "ActorOptions",
@@ -144,6 +146,27 @@ class TaskOptions:
         if self.num_cpus is not None:
             return self.num_cpus
         return 0.0 if self.executor == "thread" else 1.0
+
+    def derived(self, key: str, make: Callable[[], _T]) -> _T:
+        """``make()``, computed once per options object and kept on it (not pickled, not
+        compared): what a runtime derives from the options, such as its scheduler request
+        or their pickled form.
+
+        Kept here rather than in a runtime's cache keyed by ``id(options)``: a dead options
+        object hands its id on to the next one (which then got the other call's options),
+        and such a cache keeps every options object ever used alive.
+        """
+        memo: dict[str, Any] = self.__dict__.setdefault("_derived", {})  # frozen: no setattr
+        try:
+            return memo[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = memo[key] = make()
+            return value
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_derived", None)  # derived values belong to this process's runtime
+        return state
 
 
 _TASK_CHECKS: dict[str, Callable[[Any], Any]] = {

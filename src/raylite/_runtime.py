@@ -12,12 +12,21 @@ The API layer (``_api.py``, ``_remote_function.py``) builds calls and hands them
 before ``ray.init()`` start a local Ray): it follows Ray if this process is connected to it
 (a Ray worker running a task, or a driver that called ``ray.init()``), else starts the local
 runtime with defaults.
+
+Lifecycle: ``init``, ``shutdown`` and auto-init run one at a time (``lifecycle()``), so no
+thread starts a session while another tears one down (the new fork server would inherit
+the old one's socket, which then never sees EOF). A runtime serves the process that made
+it: in a forked child ``current_or_none()`` is None (the child's first call starts a runtime
+of its own, as in any process), and the child's copy of the parent's runtime is told to let
+go of the parent's channels without touching the parent's session (``forget_after_fork``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._object_ref import ObjectRef, set_unpickle_owner
@@ -27,7 +36,7 @@ if TYPE_CHECKING:
     from ._options import ActorOptions, MethodOptions, TaskOptions
     from ._remote_function import RemoteFunction
 
-__all__ = ["Runtime", "current", "current_or_none", "set_current"]
+__all__ = ["Runtime", "current", "current_or_none", "lifecycle", "parent_pid", "set_current"]
 
 
 class Runtime(Protocol):
@@ -89,28 +98,60 @@ class Runtime(Protocol):
 
     def future(self, oid: int) -> concurrent.futures.Future[Any]: ...
 
+    # in a child forked from the process it serves (see the module docstring)
+    def forget_after_fork(self) -> None: ...
 
-_lock = threading.RLock()
+
+_lock = threading.RLock()  # init, shutdown and auto-init: one at a time
 _current: Runtime | None = None
+_pid = 0  # the process _current serves
+# {a runtime this process inherited at a fork: the pid of the process it serves}
+_parents: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 def current_or_none() -> Runtime | None:
-    return _current
+    """This process's runtime, or None (also in a child forked from a process that has one)."""
+    rt = _current
+    if rt is not None and _pid != os.getpid():
+        return None
+    return rt
 
 
 def set_current(rt: Runtime | None) -> None:
     """Installs ``rt`` as this process's runtime (``None`` after shutdown)."""
-    global _current
+    global _current, _pid
     _current = rt
+    _pid = os.getpid()
+
+
+def lifecycle() -> threading.RLock:
+    """The lock ``init``, ``shutdown`` and auto-init hold while they run."""
+    return _lock
+
+
+_closing: list[threading.Event] = []  # shutdowns under way on another thread (set: done)
+
+
+def closing(done: threading.Event) -> None:
+    """A shutdown goes on elsewhere (queued by a signal handler): the next session starts
+    once ``done`` is set (see ``wait_closed``)."""
+    _closing.append(done)
+
+
+def wait_closed(timeout: float) -> None:
+    """Waits for the shutdowns under way, so that no session starts while one goes down."""
+    while _closing:
+        _closing.pop(0).wait(timeout)
 
 
 def current() -> Runtime:
     """The runtime serving this process, auto-initialized if none is (see above)."""
-    rt = _current
+    rt = current_or_none()
     if rt is not None:
         return rt
     with _lock:
-        if _current is None:
+        rt = current_or_none()
+        if rt is None:
             from ._api import init
             from ._ray import attached
 
@@ -119,8 +160,28 @@ def current() -> Runtime:
                 set_current(ray_runtime)
             else:
                 init()
-        assert _current is not None
-        return _current
+            rt = current_or_none()
+        assert rt is not None
+        return rt
 
 
+def _after_fork_in_child() -> None:
+    """In a forked child: no runtime yet, and no lock held by a thread that is not here."""
+    global _lock, _current
+    _lock = threading.RLock()
+    inherited, _current = _current, None
+    if inherited is not None:
+        _parents[inherited] = _pid
+        inherited.forget_after_fork()
+
+
+def parent_pid(rt: object) -> int | None:
+    """The pid ``rt`` serves if this process inherited it at a fork, else None."""
+    try:
+        return _parents.get(rt)
+    except TypeError:  # not weakly referenceable: not a runtime
+        return None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 set_unpickle_owner(current_or_none)

@@ -112,6 +112,11 @@ class DashboardServer:
         )  # fmt: skip
         self._thread.start()
 
+    def forget_after_fork(self) -> None:
+        """In a child forked from the driver: closes this process's copy of the listening
+        socket (a shutdown() here would stop the driver's server too)."""
+        self._server.socket.close()
+
     def close(self) -> None:
         """Stops serving and closes the listening socket."""
         self._server.shutdown()  # returns once serve_forever has

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkerMessages"]
 
+_NESTED_OPTIONS = 256  # parsed options of nested tasks kept, by their pickled bytes
+
 
 class WorkerMessages:
     """The driver's handlers of worker messages (mixed into ``LocalRuntime``)."""
@@ -89,7 +91,8 @@ class WorkerMessages:
                 self._on_nested_wait(w, msg)  # type: ignore[arg-type]
             elif kind is Unblocked:
                 self._apply(self.sched.worker_unblocked(w.wid))
-            elif kind is TasksReturned:
+            elif kind is TasksReturned:  # it waits (blocked): it may hold no more tasks
+                self._apply(self.sched.worker_blocked(w.wid))
                 self._apply(self.sched.tasks_returned(w.wid, msg.task_ids))  # type: ignore[attr-defined]
             elif kind is CreateActorRequest or kind is GetActorRequest:
                 self._on_actor_request(w, msg)  # type: ignore[arg-type]
@@ -247,6 +250,8 @@ class WorkerMessages:
     def _nested_options(self: LocalRuntime, msg: SubmitTask) -> tuple[TaskOptions, Request]:
         opts = ser.loads(msg.options)
         pair = (opts, self._request_for(opts, msg.name))
+        if len(self._options) >= _NESTED_OPTIONS:  # the oldest goes: tasks may make many
+            del self._options[next(iter(self._options))]
         self._options[msg.options] = pair
         return pair
 

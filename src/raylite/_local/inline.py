@@ -220,6 +220,9 @@ class InlineRuntime:
             "gpu_ids": [],
         }
 
+    def forget_after_fork(self) -> None:
+        """Nothing to let go of: this runtime holds no process, socket or thread."""
+
     def shutdown(self) -> None:
         self._loop.close()
         with self._lock:

@@ -10,16 +10,19 @@
       block on a _Waiter        │         ├ Submit/Put/Get/Wait/RefOps from workers
     put(): store inline         │         ├ zygote: started -> scheduler.worker_started
     ObjectRef.__del__: release ─┘         │         exited  -> drain socket, retry or fail
-                                          └ flush every channel with queued output
+      (queued, never locks)               ├ flush every channel with queued output
+                                          └ then, unlocked: resolve ref.future()s
 
 State: one lock (``_lock``) guards everything below; whoever holds it may queue messages on
-any worker's ``Channel``. Sockets are non-blocking on this side: a flush sends what fits and
+any worker's ``Channel``. Sections are ``with self._lock:`` blocks that start by applying
+what was queued without the lock (``_settle``); calls made inside a section by a ``__del__``
+or a signal handler are queued, not run (``locking.py``, docs/fork-and-signal-safety.md). Sockets are non-blocking on this side: a flush sends what fits and
 the I/O thread sends the rest when the socket is writable, so the driver never blocks on a
 slow worker (and a worker blocked on sending to us cannot deadlock us).
 
 Objects live in ``objects.ObjectTable`` (values, lifetimes, waiters, shared-memory books);
-``ObjectRef.__del__`` may run anywhere (GC), so ``release`` never blocks: it queues the id and
-whoever holds or next takes the lock applies it.
+``ObjectRef.__del__`` may run anywhere (GC), so ``release`` never blocks: it queues the id,
+wakes the I/O thread, and whoever next takes the lock applies it.
 
 Dispatch flushing: a task sent to an idle worker goes out at once (latency); one queued
 behind tasks in flight waits for the I/O thread's next flush, which comes with the next
@@ -33,6 +36,7 @@ The state API, the control socket and the dashboard read the runtime through
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import heapq
 import itertools
@@ -44,13 +48,13 @@ import socket
 import sys
 import threading
 import time
-import traceback
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import _runtime
 from .._actor import ActorClass, ActorHandle
 from .._object_ref import ObjectRef
 from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
@@ -68,6 +72,8 @@ from .actors import ActorManager
 from .dashboard import DashboardServer
 from .history import NORMAL_TASK, Done, History
 from .inbox import WorkerMessages
+from .io_thread import io_main
+from .locking import DriverLock
 from .objects import ObjectTable, Waiter, lost
 from .pool import Zygote, describe_exit
 from .protocol import (
@@ -80,7 +86,7 @@ from .protocol import (
 from .scheduler import Actions, Request, Scheduler
 from .session import ControlServer, SessionDir
 from .spill import SpillConfig, SpillDir
-from .state import KINDS, StateView, filter_records, summarize
+from .state import StateView, summarize
 from .store import Segment, Shm, layout_of, memory_resources, write_segment
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
@@ -148,8 +154,12 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self.session_dir = str(self._session.path)
         # Fork the zygote first: no thread of ours runs yet (see pool.py).
         self._zygote = Zygote(worker_main)
-        self._lock = threading.Lock()
-        self._after: list[Callable[[], None]] = []  # run once the lock is released
+        self.pid = os.getpid()  # a forked child's copy of this runtime is not its runtime
+        self._closed = False
+        self._guard = DriverLock(self._wake)
+        self._lock = self._guard.lock  # sections are `with self._lock:` (see locking.py)
+        self._shutdown_requested = False  # by a signal handler inside a section
+        self._down = threading.Event()  # set once shutdown() is complete
         self._ids = itertools.count(1)
         self._tasks: dict[int, Task] = {}
         self._functions: dict[int, bytes] = {}  # {fn id: pickled body}
@@ -157,8 +167,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._by_pid: dict[int, _Worker] = {}
         self._dirty: set[_Worker] = set()
         self._deadlines: list[tuple[float, int, Callable[[], None]]] = []
-        self._options: dict[bytes, tuple[TaskOptions, Request]] = {}  # {pickled: parsed}
-        self._requests: dict[int, tuple[TaskOptions, Request]] = {}  # {id(opts): request}
+        # {pickled options from workers: parsed}, the newest _NESTED_OPTIONS kept
+        self._options: dict[bytes, tuple[TaskOptions, Request]] = {}
         spill = config.spilling
         self._memory = memory_resources(config.object_store_memory)  # reported, not reserved
         self._objs = ObjectTable(
@@ -183,7 +193,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._pending_checked = 0.0
         self._stalled: set[int] = set()  # ready tasks no worker can take (see _fail_stalled)
         self._pending_warning_s = float(os.environ.get("RAYLITE_PENDING_WARNING_S", "5"))
-        self._closed = False
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
 
         self._sel = selectors.DefaultSelector()
@@ -199,12 +208,12 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._spawn(self.sched.prestart(int(min(max(config.num_cpus, 1), config.max_workers))))
         self._register_new()
         self._io = threading.Thread(
-            target=_io_main, args=(weakref.ref(self),), name="raylite-io", daemon=True
+            target=io_main, args=(weakref.ref(self),), name="raylite-io", daemon=True
         )
         self._io.start()
         try:
             self._control = ControlServer(
-                self._session.control, self._answer_control, first=self._session.prune
+                self._session.control, self._state.answer_control, first=self._session.prune
             )
             if config.dashboard_host is not None:
                 self._dashboard = DashboardServer(
@@ -215,18 +224,39 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self.shutdown()
             raise
 
-    # ---- locking ------------------------------------------------------------------------
+    # ---- locking (see locking.py) -------------------------------------------------------
 
-    def _unlock(self) -> None:
-        """Applies queued releases, releases the lock, runs deferred callbacks."""
+    def _settle(self) -> None:
+        """Applies what was queued without the lock: deferred calls, then releases (which
+        may be of their objects). First thing in every section (lock held)."""
+        self._guard.settle()
         self._objs.drain()
-        if not self._after:
-            self._lock.release()
+
+    def _wake(self) -> None:
+        """Makes the I/O thread run a step soon (any thread; never blocks)."""
+        if self._closed:  # its pipe may be closed, its fd number reused
             return
-        after, self._after = self._after, []
-        self._lock.release()
-        for fn in after:
-            fn()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # full (it wakes anyway), or closed by a concurrent shutdown
+            pass
+
+    def _defer_call(self, return_ids: list[int], op: Callable[[], None]) -> list[ObjectRef]:
+        """A call made inside a section (see locking.py): ``op`` runs with the next holder of
+        the lock; its refs are returned now. If ``op`` fails, so do they, at ``get``."""
+
+        def run() -> None:
+            try:
+                op()
+            except Exception as exc:
+                payload = ser.dumps(exc)[0]
+                for oid in return_ids:
+                    entry = self._objs.get(oid) or self._objs.new(oid, 1)
+                    if entry.payload is None:
+                        self._store(oid, payload, True, [])
+
+        self._guard.defer(run)
+        return [ObjectRef(oid, self) for oid in return_ids]
 
     # ---- the Runtime interface ----------------------------------------------------------
 
@@ -242,8 +272,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
             body = ser.dumps_function(fn._function)
         task_id = next(self._ids)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
-        self._lock.acquire()
-        try:
+
+        def enqueue() -> None:  # lock held
             self._check_alive()
             args_value, contained = self._hold_args(packed)
             task = Task(
@@ -256,9 +286,17 @@ class LocalRuntime(WorkerMessages, Watchdog):
             for oid in return_ids:
                 self._objs.new(oid, 1, task_id)
             self._submit(task)
+
+        return self._run_call(return_ids, enqueue)
+
+    def _run_call(self, return_ids: list[int], enqueue: Callable[[], None]) -> list[ObjectRef]:
+        """Runs ``enqueue`` in a section (or defers it, inside one); returns the call's refs."""
+        if self._guard.held_here():
+            return self._defer_call(return_ids, enqueue)
+        with self._lock:
+            self._settle()
+            enqueue()
             return [ObjectRef(oid, self) for oid in return_ids]
-        finally:
-            self._unlock()
 
     def _submit_thread_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -268,8 +306,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
         args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)
         task_id = next(self._ids)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
-        self._lock.acquire()
-        try:
+
+        def enqueue() -> None:  # lock held
             self._check_alive()
             self._objs.hold(dep_ids)
             task = Task(
@@ -280,9 +318,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
             for oid in return_ids:
                 self._objs.new(oid, 1, task_id)
             self._submit(task)
-            return [ObjectRef(oid, self) for oid in return_ids]
-        finally:
-            self._unlock()
+
+        return self._run_call(return_ids, enqueue)
 
     def _thread_task_done(self, task: Task, outcome: Outcome) -> None:
         """Stores a thread task's outcome, if it is still wanted (lock held)."""
@@ -337,6 +374,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
     ) -> ActorHandle:
         check_local(opts)
+        self._guard.refuse_here(f"{cls.__name__}.remote()")
         local = None
         if opts.executor == "thread":  # runs in the driver: arguments stay as they are
             args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)
@@ -346,8 +384,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
         else:
             packed = self._pack_args(cls.__name__, args, kwargs)
             body = None if cls._cls_id in self._functions else ser.dumps_function(cls._cls)
-        self._lock.acquire()
-        try:
+        with self._lock:
+            self._settle()
             self._check_alive()
             if body is not None:
                 self._functions[cls._cls_id] = body
@@ -358,8 +396,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
             actor.site = actor.site or caller_site()
             self._flush_dirty()
             return ActorHandle(ObjectRef(actor_id, self), cls._meta)
-        finally:
-            self._unlock()
 
     def submit_actor_call(
         self, handle: ActorHandle, method: str, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -373,22 +409,25 @@ class LocalRuntime(WorkerMessages, Watchdog):
         else:
             packed = self._pack_args(f"{handle._meta.class_name}.{method}", args, kwargs)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
-        self._lock.acquire()
-        try:
+
+        def enqueue() -> None:  # lock held
             self._check_alive()
             self._actors.call(handle._actor_id, method, packed, opts, return_ids, py_args=py_args)
-            return [ObjectRef(oid, self) for oid in return_ids]
-        finally:
-            self._unlock()
+
+        return self._run_call(return_ids, enqueue)
 
     def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None:
-        with self._lock:
+        def kill() -> None:  # lock held
             self._check_alive()
             self._actors.kill(handle._actor_id, no_restart)
             self._flush_dirty()
 
+        self._run_op(kill)
+
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
+        self._guard.refuse_here("get_actor()")
         with self._lock:
+            self._settle()
             self._check_alive()
             actor_id = self._actors.get_named(name, namespace or self.config.namespace)
             return ActorHandle(ObjectRef(actor_id, self), self._actors.meta(actor_id))
@@ -403,16 +442,15 @@ class LocalRuntime(WorkerMessages, Watchdog):
             s = ser.serialize(value)
         except ser.SerializationError as exc:
             raise ser.put_error(exc) from None
+        self._guard.refuse_here("put()")
         shm, mapping = self._write_shm(s, "an object put", keep=True) if s.buffers else (None, None)
-        self._lock.acquire()
-        try:
+        with self._lock:
+            self._settle()
             self._check_alive()
             oid = self._new_object(1, s.payload, shm, s.contained)
             if shm is not None and mapping is not None:
                 self._objs.books.keep(oid, shm, mapping)
             return ObjectRef(oid, self)
-        finally:
-            self._unlock()
 
     def _new_object(
         self, refcount: int, payload: bytes, shm: Shm | None, contained: list[int]
@@ -434,7 +472,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 has no memory left for the segment.
         """
         layout = layout_of(s.buffers)
+        self._guard.refuse_here(f"storing {what}")
         with self._lock:
+            self._settle()
             self._check_alive()
             segment, counted = self._objs.books.reserve(layout.size, what, self._objs.holders)
         try:
@@ -455,6 +495,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         return Shm(segment, layout, counted, what), mapping
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
+        self._refuse_blocking("get()")
         waiter = self._wait_for([r._id for r in refs], None, timeout)
         if waiter is not None and not self._block(waiter, timeout):
             raise GetTimeoutError(
@@ -468,6 +509,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        self._refuse_blocking("wait()")
         waiter = self._wait_for([r._id for r in refs], num_returns, timeout)
         if waiter is not None:
             self._block(waiter, timeout)
@@ -482,8 +524,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
     ) -> Waiter | None:
         """Registers a waiter for ``num_returns`` of ``oids`` (all if ``None``) unless that
         many are ready already; flushes queued dispatches so the work gets going."""
-        self._lock.acquire()
-        try:
+        with self._lock:
+            self._settle()
             self._check_alive()
             pending = []
             pending_ids = []
@@ -503,8 +545,17 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._threads.note_wait(pending_ids, timeout)  # a thread task waiting: see there
             self._flush_dirty()
             return waiter
-        finally:
-            self._unlock()
+
+    def _refuse_blocking(self, what: str) -> None:
+        """Raises where a blocking call would wait forever: inside a section, or on the
+        I/O thread (a future's done-callback), which is what would answer it."""
+        self._guard.refuse_here(what)
+        if threading.current_thread() is self._io:
+            raise RuntimeError(
+                f"{what} was called on raylite's I/O thread (from a callback of "
+                "ObjectRef.future(), most likely), which is the thread that would answer it: "
+                "it would wait forever. Call it from another thread, or chain futures instead."
+            )
 
     def _block(self, waiter: Waiter, timeout: float | None) -> bool:
         assert waiter.event is not None
@@ -518,15 +569,25 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._threads.done_waiting()
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
-        self._lock.acquire()
-        try:
+        oid = ref._id
+
+        def cancel() -> None:  # lock held
             self._check_alive()
-            entry = self._objs.get(ref._id)
+            entry = self._objs.get(oid)
             if entry is not None and entry.task_id:
                 self._cancel_task(entry.task_id, force, recursive)
             self._flush_dirty()
-        finally:
-            self._unlock()
+
+        self._run_op(cancel)
+
+    def _run_op(self, op: Callable[[], None]) -> None:
+        """Runs ``op`` in a section, or defers it if called inside one (see locking.py)."""
+        if self._guard.held_here():
+            self._guard.defer(op)
+            return
+        with self._lock:
+            self._settle()
+            op()
 
     def available_resources(self) -> dict[str, float]:
         with self._lock:
@@ -540,9 +601,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self, kind: str, filters: list[tuple[str, str, Any]] | None, limit: int | None,
         detail: bool,
     ) -> list[dict[str, Any]]:  # fmt: skip
-        if kind not in KINDS:
-            raise ValueError(f"Unknown kind of state {kind!r}: pick one of {', '.join(KINDS)}.")
-        return filter_records(getattr(self._state, kind)(), filters, limit)
+        return self._state.records(kind, filters, limit)
 
     def summarize_tasks(self) -> dict[str, Any]:
         return summarize(self._state.tasks())
@@ -554,20 +613,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
         """What ``raylite status`` shows (see ``StateView.status``)."""
         return self._state.status()
 
-    def _answer_control(self, req: dict[str, Any]) -> Any:
-        """A request from the ``raylite`` command, on the control socket's thread."""
-        op = req.get("op")
-        if op == "status":
-            return self.status()
-        if op == "list":
-            filters = [tuple(f) for f in req.get("filters") or []]
-            return self.list_state(req["kind"], filters, req.get("limit"), True)  # type: ignore[arg-type]
-        if op == "summary":
-            return self.summarize_tasks()
-        if op == "timeline":
-            return self.timeline()
-        raise ValueError(f"unknown request {op!r}: status, list, summary or timeline")
-
     def context(self) -> dict[str, Any]:
         return {
             "worker_id": DRIVER,
@@ -578,23 +623,24 @@ class LocalRuntime(WorkerMessages, Watchdog):
             "gpu_ids": [],
         }
 
+    # ObjectRef.__del__ and unpickling call these anywhere (the collector, signal handlers,
+    # any thread): they never take the lock, they queue for its next holder (locking.py).
     def add_ref(self, oid: int) -> None:
         self._objs.releases.append(-oid)  # a negative id is an increment, applied in order
-        if self._lock.acquire(blocking=False):
-            self._unlock()
 
     def release(self, oid: int) -> None:
-        # Apply now if the lock is free, but not once per ref when a list of 20,000 refs
-        # dies: a batch waits for the next lock holder (or the I/O thread, within 0.1 s).
         releases = self._objs.releases
         releases.append(oid)
-        if (len(releases) == 1 or len(releases) >= 1024) and self._lock.acquire(blocking=False):
-            self._unlock()
+        if len(releases) == 1:  # the first since the last settle: have it applied soon
+            self._wake()
 
     def future(self, oid: int) -> concurrent.futures.Future[Any]:
+        self._guard.refuse_here("ObjectRef.future()")
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
-        def resolve() -> None:
+        def resolve() -> None:  # lock not held: unpickling and the future's callbacks run
+            if not fut.set_running_or_notify_cancel():  # cancelled (a timed-out await)
+                return
             with self._lock:
                 entry = self._objs.get(oid)
                 ready = entry is not None and entry.payload is not None
@@ -602,40 +648,80 @@ class LocalRuntime(WorkerMessages, Watchdog):
             try:
                 if readable is None:
                     raise ObjectLostError(f"{oid:056x}", "It was freed before it was read.")
-                fut.set_result(ser.load_value(*readable))
-            except BaseException as exc:
+                value = ser.load_value(*readable)
+            except BaseException as exc:  # the task's error, or the value cannot be read
                 fut.set_exception(exc)
+                return
+            fut.set_result(value)
 
-        def on_ready() -> None:
-            self._after.append(resolve)
-
-        self._lock.acquire()
-        try:
+        with self._lock:
+            self._settle()
             self._check_alive()
             entry = self._objs.get(oid)
-            if entry is None or entry.payload is not None:
-                self._after.append(resolve)
-            else:
+            ready = entry is None or entry.payload is not None
+            if entry is not None and not ready:
                 self._objs.hold([oid])  # the future keeps the object alive until it resolves
                 if entry.waiters is None:
                     entry.waiters = []
-                entry.waiters.append(Waiter(1, on_ready))
+                entry.waiters.append(Waiter(1, lambda: self._guard.after_unlock(resolve)))
                 fut.add_done_callback(lambda _: self.release(oid))
             self._flush_dirty()
-        finally:
-            self._unlock()
+        if ready:
+            resolve()
         return fut
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: closes this copy's channels, so that the zygote and workers see
+        EOF when the driver closes its own, and marks it unusable. Shuts nothing down: the
+        session is the driver's (docs/fork-and-signal-safety.md)."""
+        self._closed = True  # also: _wake() writes nothing from now on
+        self._broken = (
+            f"This raylite session belongs to process {self.pid}, which this process was "
+            "forked from: it cannot be used here (this process starts a session of its own "
+            "on its first raylite call)."
+        )
+        for w in [*self._workers.values(), *self._new_workers]:
+            w.chan.close()
+        self._zygote.sock.close()
+        self._sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        if self._control is not None:
+            self._control.forget_after_fork()
+        if self._dashboard is not None:
+            self._dashboard.forget_after_fork()
+
     def shutdown(self) -> None:
+        if os.getpid() != self.pid:  # a forked child's copy: see forget_after_fork
+            return
+        if self._guard.held_here():
+            # A signal handler (or __del__) that interrupted this thread inside a section:
+            # the I/O thread shuts down once that section is over, or atexit does.
+            self._shutdown_requested = True
+            atexit.register(self.shutdown)
+            _runtime.closing(self._down)  # the next session waits for this one to be down
+            self._wake()
+            return
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            for w in self._workers.values():
-                w.gone = True
-            self._fail_everything("raylite was shut down before the task finished.")
-        os.write(self._wake_w, b"x")
-        self._io.join(timeout=5)
+            first = not self._closed
+            if first:
+                self._closed = True
+                for w in self._workers.values():
+                    w.gone = True
+                self._fail_everything("raylite was shut down before the task finished.")
+        if not first:  # shut down, or shutting down on another thread: return once it is
+            self._down.wait(timeout=30)
+            return
+        if threading.current_thread() is not self._io:
+            os.write(self._wake_w, b"x")
+            self._io.join(timeout=5)
+        try:
+            self._close_parts()
+        finally:
+            self._down.set()
+
+    def _close_parts(self) -> None:
+        """Stops the servers and threads and frees every process, socket and segment."""
         if self._control is not None:
             self._control.close()
         if self._dashboard is not None:
@@ -650,6 +736,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._guard.run_after()  # futures failed by the shutdown get their errors
 
     # ---- submission and dispatch (lock held) --------------------------------------------
 
@@ -671,18 +758,13 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def _request_for(self, opts: TaskOptions, name: str) -> Request:
         """The scheduler's request for ``opts``; fails at once if it can never fit here (too
         big, or a Ray option only a cluster honours)."""
-        cached = self._requests.get(id(opts))
-        if cached is not None and cached[0] is opts:
-            return cached[1]
-        check_local(opts)
-        request = Request.of(opts.cpus, opts.num_gpus, opts.resources)
+        request = opts.derived("local-request", lambda: _request_of(opts))
         why = self.sched.infeasible(request)
         if why is not None:
             raise TaskUnschedulableError(
                 f"Task {name}() can never run here: {why}. Ask for less, or start raylite with "
                 "more (raylite.init(num_cpus=..., num_gpus=..., resources={...}))."
             )
-        self._requests[id(opts)] = (opts, request)  # the options object lives as long
         return request
 
     def _submit(self, task: Task) -> None:
@@ -702,7 +784,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             # It waits: have the I/O thread look at waiting tasks each second.
             self._watching_pending = True
             if threading.current_thread() is not self._io:
-                os.write(self._wake_w, b"x")
+                self._wake()
 
     def _gpu_ids(self, wid: int) -> list[str] | None:
         """The GPU ids worker ``wid``'s lease holds, as CUDA names them (through the
@@ -902,7 +984,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         w = _Worker(wid, Channel(ours), slot)
         self._workers[wid] = w
         self._new_workers.append(w)
-        os.write(self._wake_w, b"x")  # the I/O thread registers it
+        self._wake()  # the I/O thread registers it
         return w
 
     def _kill_worker(self, w: _Worker) -> None:
@@ -1013,7 +1095,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             return
         self._dirty.add(w)
         if threading.current_thread() is not self._io and w not in self._want_write:
-            os.write(self._wake_w, b"x")
+            self._wake()
 
     def _run_deadlines(self) -> float | None:
         """Runs expired deadlines; returns seconds until the next one."""
@@ -1045,6 +1127,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 else:  # EOF: wait for the zygote's exit report, which has the status
                     self._sel.unregister(data.chan.sock)
         self._register_new()
+        timeout = self._run_deadlines()  # before the flush: an expiry queues a reply
         self._flush_dirty()
         # A full socket: ask to hear when it drains, and stop asking once it has.
         for w in self._dirty ^ self._want_write:
@@ -1052,7 +1135,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 write = selectors.EVENT_WRITE if w in self._dirty else 0
                 self._sel.modify(w.chan.sock, selectors.EVENT_READ | write, w)
         self._want_write = {w for w in self._dirty if not w.gone}
-        timeout = self._run_deadlines()
         self._watching_pending = self.sched.pending_count() > 0
         if self._watching_pending:  # look again within a second: see _warn_pending
             now = time.monotonic()
@@ -1063,11 +1145,39 @@ class LocalRuntime(WorkerMessages, Watchdog):
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         return timeout
 
+    def _io_turn(self, events: list[tuple[selectors.SelectorKey, int]]) -> float | None:
+        """A step under the lock, then the futures to resolve; returns select's timeout."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._settle()
+            timeout = self._io_step(events)
+            if self._objs.releases:  # releases queued during the step
+                timeout = 0.1 if timeout is None else min(timeout, 0.1)
+        self._guard.run_after()
+        return timeout
+
+    def _io_failed(self, details: str) -> None:
+        """The I/O thread failed: every task and waiter fails now with RaySystemError."""
+        try:
+            with self._lock:
+                if not self._closed and self._broken is None:
+                    self._break(f"raylite's I/O thread failed:\n{details}")
+        finally:
+            self._guard.run_after()  # futures get their errors too
+
     def _fail_everything(self, why: str) -> None:
         for task in list(self._tasks.values()):
             self._fail(task, RaySystemError(why))
         self._tasks.clear()
         self._actors.fail_all(ser.dumps(RaySystemError(why))[0])
+
+
+def _request_of(opts: TaskOptions) -> Request:
+    """The scheduler's request for ``opts`` (kept on ``opts``); ValueError for a Ray option
+    only a cluster honours (``check_local``)."""
+    check_local(opts)
+    return Request.of(opts.cpus, opts.num_gpus, opts.resources)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -1076,35 +1186,3 @@ def _signal(pid: int, sig: int) -> None:
             os.kill(pid, sig)
         except ProcessLookupError:
             pass
-
-
-def _io_main(ref: weakref.ref[LocalRuntime]) -> None:
-    """The I/O thread: holds only a weak reference, so the runtime can be collected."""
-    timeout: float | None = None
-    while True:
-        rt = ref()
-        if rt is None or rt._closed:
-            return
-        sel = rt._sel
-        del rt
-        try:
-            events = sel.select(timeout)
-        except (OSError, ValueError):  # closed under us at shutdown
-            return
-        rt = ref()
-        if rt is None:
-            return
-        rt._lock.acquire()
-        try:
-            if rt._closed:
-                return
-            try:
-                timeout = rt._io_step(events)
-            except Exception:  # a bug of ours: fail loudly, never leave callers hanging
-                rt._break(f"raylite's I/O thread failed:\n{traceback.format_exc()}")
-                return
-            if rt._objs.releases:  # releases queued while the lock was busy
-                timeout = 0.1 if timeout is None else min(timeout, 0.1)
-        finally:
-            rt._unlock()
-        del rt

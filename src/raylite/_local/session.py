@@ -192,6 +192,11 @@ class ControlServer:
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         conn.sendall(json.dumps(reply, default=str).encode() + b"\n")
 
+    def forget_after_fork(self) -> None:
+        """In a child forked from the driver: closes this process's copy of the listening
+        socket, leaving the driver's socket and its file as they are."""
+        self._sock.close()
+
     def close(self) -> None:
         """Stops the thread and removes the socket file."""
         try:

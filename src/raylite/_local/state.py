@@ -205,6 +205,32 @@ class StateView:
             "tasks_recorded": rt._history.recorded,
         }  # fmt: skip
 
+    def records(
+        self, kind: str, filters: list[tuple[str, str, Any]] | None, limit: int | None
+    ) -> list[dict[str, Any]]:
+        """``list_tasks``/``list_actors``/...: the records of ``kind``, filtered.
+
+        Raises:
+            ValueError: an unknown kind.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"Unknown kind of state {kind!r}: pick one of {', '.join(KINDS)}.")
+        return filter_records(getattr(self, kind)(), filters, limit)
+
+    def answer_control(self, req: dict[str, Any]) -> Any:
+        """A request from the ``raylite`` command (on the control socket's thread)."""
+        op = req.get("op")
+        if op == "status":
+            return self.status()
+        if op == "list":
+            filters = [tuple(f) for f in req.get("filters") or []]
+            return self.records(req["kind"], filters, req.get("limit"))  # type: ignore[arg-type]
+        if op == "summary":
+            return summarize(self.tasks())
+        if op == "timeline":
+            return self.timeline()
+        raise ValueError(f"unknown request {op!r}: status, list, summary or timeline")
+
     def timeline(self, since: float = 0.0) -> list[dict[str, Any]]:
         """Trace events of the finished tasks that ended at ``since`` (epoch seconds) or later."""
         rt = self._rt

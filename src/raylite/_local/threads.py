@@ -119,14 +119,12 @@ class ThreadRunner:
             task.start, task.end = outcome.start, outcome.end
             task.lane = threading.get_native_id()
         rt = self.rt
-        rt._lock.acquire()
-        try:
+        with rt._lock:
+            rt._settle()
             if outcome is not None:
                 rt._thread_task_done(task, outcome)
             rt._apply(rt.sched.task_done(thread_worker(task.task_id), task.task_id))
             rt._flush_dirty()
-        finally:
-            rt._unlock()
 
     def note_wait(self, oids: list[int], timeout: float | None) -> None:
         """The calling thread is about to block in get/wait for ``oids`` (lock held).
@@ -267,11 +265,9 @@ class LocalActor:
         except BaseException as exc:
             error = ser.dumps_error(f"{self.class_name}.__init__", exc, os.getpid())
         rt = self.runner.rt
-        rt._lock.acquire()
-        try:
+        with rt._lock:
+            rt._settle()
             rt._actors.ready(self.actor_id, error)
-        finally:
-            rt._unlock()
         self._ready.set()
 
     def call(self, call: _Call) -> None:
@@ -287,12 +283,10 @@ class LocalActor:
             call.name, method, args, kwargs, call.positions, call.dep_ids, len(call.return_ids)
         )
         rt = self.runner.rt
-        rt._lock.acquire()
-        try:
+        with rt._lock:
+            rt._settle()
             if not self.dead:
                 rt._actors.done_local(call, outcome)
-        finally:
-            rt._unlock()
 
     def stop(self) -> None:
         self.dead = True

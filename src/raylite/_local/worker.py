@@ -6,9 +6,12 @@
     serve(): queue <- receive(); run the oldest task; results -> out queue
     driver <--TaskDone/SubmitTask/PutObject/GetRequest/RefOps/...--- flush() <-- out queue
 
-One thread does everything: it reads the socket only when its queue is empty (or, between
-short tasks, every millisecond to see cancellations), and flushes replies when it is about to
-wait or once a millisecond, so a burst of tiny tasks travels as a few large frames.
+The main thread does everything: it reads the socket only when its queue is empty (or,
+between short tasks, every millisecond to see cancellations), and flushes replies when it is
+about to wait or once a millisecond, so a burst of tiny tasks travels as a few large frames.
+While it runs user code, a thread of that code (or an actor thread) that waits for a reply
+reads the socket itself: reading takes turns (``replies.Replies``), and what another thread
+reads for the main thread waits in an inbox for its next look.
 
 Inside a task, ``raylite.get``/``put``/``wait``/``.remote()`` go to the driver through
 ``WorkerRuntime``. A ``get`` that has to wait hands the worker's queued tasks back to the
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .. import _runtime
 from .._actor import ActorHandle
 from .._object_ref import ObjectRef
-from ..exceptions import GetTimeoutError, TaskCancelledError
+from ..exceptions import GetTimeoutError, RaySystemError, TaskCancelledError
 from . import serialization as ser
 from .actor_host import HostedActor
 from .protocol import (
@@ -71,6 +74,7 @@ from .protocol import (
     WaitReply,
     WaitRequest,
 )
+from .replies import Replies
 from .store import Mappings, Segment, layout_of, write_segment
 
 if TYPE_CHECKING:
@@ -93,6 +97,7 @@ RUNNING_SLOT = struct.Struct("<q")
 SLOT_SIZE = CANCEL_SLOT.size + RUNNING_SLOT.size
 ID_BITS = 44  # ids made in worker w are (w + 1) << ID_BITS | n; the driver's are below 2**44
 _POLL_SECONDS = 0.001
+_DRIVER_GONE = "raylite's driver is gone (it exited or was killed): this worker stops."
 _DRIVER_ONLY = (
     "{} can be called from the driver only (the process that called raylite.init()), not "
     "inside a task or actor: call it there, or use `raylite list tasks` from a shell."
@@ -150,20 +155,22 @@ class WorkerRuntime:
         self._lock = threading.RLock()  # serialises senders (actor threads) and ref counts
         self._main = threading.current_thread()
         self._actors: dict[int, HostedActor] = {}
-        self._reply_futures: dict[int, concurrent.futures.Future[Message]] = {}
+        self._inbound = Replies(self.chan, self._adopt_msg, self._main, self._divert)
+        self._helper: threading.Thread | None = None  # reads for futures: see future()
+        self._main_idle = False  # the main thread waits for messages (so it reads them)
         self._ids = itertools.count(((wid + 1) << ID_BITS) + 1)
         self._fns: dict[int, Any] = {}  # {fn id: function, or its pickled body until first use}
         self._driver_fns: set[int] = set()  # fn ids the driver has the body of
         self._queue: deque[TaskRequest] = deque()
-        self._replies: dict[int, Message] = {}  # {request id: GetReply/WaitReply}
         self._local_refs: dict[int, int] = {}  # {object id: live ObjectRefs here}
         self._borrow: list[int] = []
         self._release: list[int] = []
-        self._options_cache: dict[int, bytes] = {}  # {id(TaskOptions): pickled}
         self._unmapped: list[int] = []  # appended by Mappings' finalizers (any thread)
         self._maps = Mappings(self._unmapped.append)
         self._last_poll = 0.0
-        self._blocked = False
+        self._blocked = False  # the main thread waits for a reply (see _blocking_request)
+        self._running = False  # the main thread runs a task (the user's code)
+        self._waits = 0  # requests whose replies are awaited, by any thread
         self.interruptible = False  # running the user's code: a cancel may interrupt it
         self.in_io = False  # inside a send or receive that a cancel must not cut in two
         self.interrupt_pending = False
@@ -198,20 +205,31 @@ class WorkerRuntime:
 
     def serve(self) -> None:
         """Runs tasks until the driver closes the socket."""
+        inbound = self._inbound
         while True:
-            if not self._queue:
+            if inbound.inbox:
+                self._handle(inbound.take_inbox())
+            with self._lock:  # other threads hand queued tasks back: see _request_from_thread
+                req = self._queue.popleft() if self._queue else None
+                self._running = req is not None
+            if req is None:
                 self._flush()
-                msgs = self.chan.receive()
-                if msgs is None:
-                    return
-                self._handle(msgs)
+                self._main_idle = True
+                try:
+                    if not inbound.read_once(lambda: bool(inbound.inbox)):
+                        return
+                finally:
+                    self._main_idle = False
                 self._last_poll = time.perf_counter()
                 continue
-            req = self._queue.popleft()
+            if inbound.futures:  # other threads wait for replies: see future()
+                self._start_helper()
             try:
                 self._run(req)
             except KeyboardInterrupt:  # a cancel that landed while _run handled an error
                 self._out(TaskDone(req.task_id, [], [], _cancelled(req.task_id), 0.0))
+            finally:
+                self._running = False
             if time.perf_counter() - self._last_poll > _POLL_SECONDS:
                 self._flush()
                 self._poll()
@@ -219,20 +237,24 @@ class WorkerRuntime:
     def _poll(self) -> None:
         """Reads whatever the driver sent meanwhile, without waiting."""
         self._last_poll = time.perf_counter()
-        try:
-            chunk = self.chan.read(socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return
-        if not chunk:
+        if not self._inbound.read_once(lambda: False, block=False):
             raise SystemExit(0)  # the driver is gone
-        self._handle(self.chan.feed(chunk))
+        self._handle(self._inbound.take_inbox())
+
+    def _adopt_msg(self, msg: Message) -> None:
+        """Maps the segments whose fds ``msg`` brought (in message order: as it is read)."""
+        if isinstance(msg, (TaskRequest, ActorCall, CreateActor)):
+            self._adopt(msg.args)
+            for value in msg.dep_values:
+                self._adopt(value)
+        elif type(msg) is GetReply:
+            for _, value in msg.values or ():
+                self._adopt(value)
 
     def _handle(self, msgs: list[Message]) -> None:
+        """Handles what the driver sent (main thread; fds already adopted, replies routed)."""
         for msg in msgs:
             if type(msg) is TaskRequest:
-                self._adopt(msg.args)  # fds come in message order: map them now
-                for value in msg.dep_values:
-                    self._adopt(value)
                 if self._blocked:
                     self._out(TasksReturned([msg.task_id]))
                 else:
@@ -241,25 +263,10 @@ class WorkerRuntime:
                 self._fns[msg.fn_id] = msg.payload
                 self._driver_fns.add(msg.fn_id)
             elif type(msg) is ActorCall:
-                self._adopt(msg.args)
-                for value in msg.dep_values:
-                    self._adopt(value)
                 actor = self._actors.get(msg.actor_id)
                 if actor is not None:
                     actor.call(msg)
-            elif type(msg) is GetReply or type(msg) is WaitReply or type(msg) is ActorInfo:
-                if type(msg) is GetReply:
-                    for _, value in msg.values or ():
-                        self._adopt(value)
-                future = self._reply_futures.pop(msg.req_id, None)
-                if future is not None:  # an actor thread waits for it
-                    future.set_result(msg)
-                else:
-                    self._replies[msg.req_id] = msg
             elif type(msg) is CreateActor:
-                self._adopt(msg.args)
-                for value in msg.dep_values:
-                    self._adopt(value)
                 self._actors[msg.actor_id] = HostedActor(self, msg, ser.loads(msg.config))
             elif type(msg) is KillActor:
                 hosted = self._actors.pop(msg.actor_id, None)
@@ -375,11 +382,11 @@ class WorkerRuntime:
         return (s.payload, oid, layout.size, layout.spans, True), [segment.fd]
 
     def _cancel_queued(self, task_id: int) -> None:
-        for req in self._queue:
-            if req.task_id == task_id:
+        with self._lock:
+            req = next((r for r in self._queue if r.task_id == task_id), None)
+            if req is not None:
                 self._queue.remove(req)
-                error = _cancelled(task_id)
-                self._out(TaskDone(task_id, [], [], error, 0.0))
+                self._out(TaskDone(task_id, [], [], _cancelled(task_id), 0.0))
                 return
         if any(actor.cancel(task_id) for actor in self._actors.values()):  # an actor call
             self._out(TaskDone(task_id, [], [], _cancelled(task_id), 0.0))
@@ -450,6 +457,9 @@ class WorkerRuntime:
         with self._lock:
             if self._release or self._borrow or self._unmapped:
                 self._queue_ref_ops()
+            if threading.current_thread() is not self._main:  # cancels interrupt main only:
+                self.chan.flush()  # in_io and a pending interrupt are the main thread's
+                return
             self.in_io = True
             try:
                 self.chan.flush()
@@ -482,9 +492,7 @@ class WorkerRuntime:
             # The driver now counts this process as knowing the function: it must.
             self._fns.setdefault(fn._fn_id, fn._function)
         s, positions, dep_ids, args_value, fds = self._pack(fn.function_name, args, kwargs)
-        pickled_opts = self._options_cache.get(id(opts))
-        if pickled_opts is None:
-            pickled_opts = self._options_cache[id(opts)] = ser.dumps(opts)[0]
+        pickled_opts = opts.derived("pickled", lambda: ser.dumps(opts)[0])
         task_id = next(self._ids)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
         msg = SubmitTask(
@@ -529,42 +537,87 @@ class WorkerRuntime:
     def _blocking_request(self, request: Any, fds: list[int] | None = None) -> Message:
         """Sends ``request`` and waits for its reply, handing queued tasks back meanwhile."""
         if threading.current_thread() is not self._main:
-            return self._request_from_thread(request, fds).result()
-        self._out(request, fds)
-        if self._queue:
-            self._out(TasksReturned([t.task_id for t in self._queue]))
-            self._queue.clear()
+            future = self._request_from_thread(request, fds)
+            while not future.done():  # read, in turns with the others (see replies.py)
+                if not self._inbound.read_once(future.done):
+                    raise RaySystemError(_DRIVER_GONE)
+            return future.result()
+        inbound = self._inbound
+        with self._lock:
+            self._waits += 1
+            self._out(request, fds)
+            self._hand_back_queued()
         self._flush()
         self._blocked = True
         try:
-            while request.req_id not in self._replies:
+            while request.req_id not in inbound.replies:
                 self.in_io = True
                 try:
-                    msgs = self.chan.receive()
-                    if msgs is None:
+                    if not inbound.read_once(lambda: request.req_id in inbound.replies
+                                             or bool(inbound.inbox)):  # fmt: skip
                         raise SystemExit(0)  # the driver is gone
-                    self._handle(msgs)
+                    self._handle(inbound.take_inbox())
                     with self._lock:  # tasks handed back by _handle must reach the driver
                         self.chan.flush()  # now: they may be what this request waits for
                 finally:
                     self._io_done()
         finally:
             self._blocked = False
-            self._send(Unblocked())
-        return self._replies.pop(request.req_id)
+            self._wait_done()
+        return inbound.replies.pop(request.req_id)
+
+    def _hand_back_queued(self) -> None:
+        """Returns the queued tasks to the driver: they would wait behind a task that
+        waits, and may be what it waits for (lock held)."""
+        if self._queue:
+            self._out(TasksReturned([t.task_id for t in self._queue]))
+            self._queue.clear()
+
+    def _wait_done(self) -> None:
+        """A reply came: once none is awaited any more, the driver hears this process runs
+        again (it lent its CPU meanwhile: every request counts as a wait there)."""
+        with self._lock:
+            self._waits -= 1
+            if self._waits == 0:
+                self._out(Unblocked())
+                self._flush()
+
+    def _divert(self, msg: Message) -> bool:
+        """A message another thread read for the main thread: a task that arrives while
+        the main thread runs one goes back to the driver at once, since this thread waits
+        (see _hand_back_queued); anything else goes to the main thread's inbox."""
+        if type(msg) is TaskRequest and self._running:
+            self.send_from_thread(TasksReturned([msg.task_id]))
+            return True
+        return False
 
     def _request_from_thread(
         self, request: Any, fds: list[int] | None = None
     ) -> concurrent.futures.Future[Message]:
-        """An actor thread's request: the main thread, which reads the socket, hands the
-        reply over through the returned future."""
-        future: concurrent.futures.Future[Message] = concurrent.futures.Future()
+        """Another thread's request: the returned future gets the reply from whichever
+        thread reads it (the caller itself, if it waits, see _blocking_request)."""
+        future = self._inbound.expect(request.req_id)
         with self._lock:
-            self._reply_futures[request.req_id] = future
+            self._waits += 1
             self._out(request, fds)
+            if self._running:  # the main thread's task runs on: tasks queued behind it wait
+                self._hand_back_queued()
             self._flush()
-        future.add_done_callback(lambda _: self.send_from_thread(Unblocked()))
+        future.add_done_callback(lambda _: self._wait_done())
         return future
+
+    def _start_helper(self) -> None:
+        """Starts a thread that reads for the futures other threads wait on, unless one
+        runs: while the main thread runs user code, nobody else may read for them."""
+        if self._helper is not None and self._helper.is_alive():
+            return
+        self._helper = threading.Thread(target=self._help, name="raylite-replies", daemon=True)
+        self._helper.start()
+
+    def _help(self) -> None:
+        inbound = self._inbound
+        while inbound.futures and inbound.read_once(lambda: not inbound.futures):
+            pass
 
     def create_actor(
         self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
@@ -655,6 +708,10 @@ class WorkerRuntime:
     def shutdown(self) -> None:
         raise RuntimeError("shutdown() can be called from the driver only, not inside a task.")
 
+    def forget_after_fork(self) -> None:
+        """A child forked inside a task: its raylite calls start a session of its own
+        (``_runtime``); this copy is never used again."""
+
     def add_ref(self, oid: int) -> None:
         with self._lock:
             n = self._local_refs.get(oid, 0)
@@ -684,15 +741,22 @@ class WorkerRuntime:
             msg = reply.result()
             assert type(msg) is GetReply and msg.values is not None
             try:
-                out.set_result(self._load(msg.values[0][1], msg.values[0][0]))
-            except BaseException as exc:
-                out.set_exception(exc)
+                if not out.set_running_or_notify_cancel():  # cancelled: a timed-out await
+                    return
+                try:
+                    value = self._load(msg.values[0][1], msg.values[0][0])
+                except BaseException as exc:  # the task's error, or the value cannot be read
+                    out.set_exception(exc)
+                    return
+                out.set_result(value)
             finally:
                 self.release(oid)
 
         self._request_from_thread(GetRequest(next(self._ids), [oid], None)).add_done_callback(
             resolve
         )
+        if not self._main_idle:  # the main thread runs a task: it reads nothing meanwhile
+            self._start_helper()
         return out
 
 

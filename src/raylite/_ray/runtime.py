@@ -211,6 +211,9 @@ class RayRuntime:
 
         return state.summarize_tasks()  # type: ignore[no-any-return]
 
+    def forget_after_fork(self) -> None:
+        """Nothing of raylite's to let go of: Ray's connection follows Ray's fork rules."""
+
     def shutdown(self) -> None:
         if self._owns_connection:
             ray.shutdown()
