@@ -17,7 +17,7 @@ from typing import Any, overload
 
 from . import _ray, _runtime
 from ._actor import ActorClass, ActorHandle
-from ._object_ref import ObjectRef, owner_of
+from ._object_ref import ObjectRef, ObjectRefGenerator, owner_of
 from ._options import actor_options, check_amount, task_options, validate_resources
 from ._remote_function import RemoteFunction
 from .exceptions import RaySystemError
@@ -389,6 +389,8 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
     _check_timeout(timeout)
     if isinstance(object_refs, ObjectRef):
         return _owner_of([object_refs]).get([object_refs], timeout)[0]
+    if isinstance(object_refs, ObjectRefGenerator):
+        return object_refs  # as Ray: iterate it for the values' refs
     if not isinstance(object_refs, (list, tuple)):
         raise ValueError(
             f"Invalid type of object refs, {type(object_refs).__name__}, is given. "
@@ -444,6 +446,8 @@ def cancel(ray_waitable: ObjectRef, *, force: bool = False, recursive: bool = Tr
     process). ``get`` on its result then raises ``TaskCancelledError``. ``recursive``
     cancels the tasks it submitted too. Cancelling a finished task does nothing.
     """
+    if isinstance(ray_waitable, ObjectRefGenerator):  # its task
+        ray_waitable = ray_waitable.completed()
     if not isinstance(ray_waitable, ObjectRef):
         raise TypeError(
             f"cancel() expected an ObjectRef, got {type(ray_waitable).__name__} {ray_waitable!r}."

@@ -22,6 +22,9 @@ runs with the runtime's lock held and uses its object table, workers and schedul
 
 from __future__ import annotations
 
+import functools
+import itertools
+import math
 import os
 import sys
 from collections import deque
@@ -43,7 +46,9 @@ from . import serialization as ser
 from .history import ACTOR_TASK, Done
 from .objects import Waiter
 from .protocol import ActorCall, CancelTask, CreateActor, KillActor, TaskDone
-from .scheduler import Request
+from .scheduler import UNIT, Request, thread_worker
+from .tasks import DRIVER
+from .worker import stream_mode
 
 if TYPE_CHECKING:
     from .runtime import LocalRuntime, _Worker
@@ -71,6 +76,9 @@ class _Call:
     group: str | None
     retries_left: int
     py_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # a thread actor's call
+    stream: int = 0  # protocol.STREAMING/DYNAMIC for a generator method
+    caller: int = DRIVER  # the worker whose handle made it (max_pending_calls counts per caller)
+    waiting: bool = False  # out of order: a waiter on its arguments is registered
 
 
 @dataclass(slots=True)
@@ -88,7 +96,11 @@ class _Actor:
     restarts_left: int
     state: str = _PENDING
     wid: int | None = None  # the process it lives in, once placed
-    creation_task: int = 0  # the scheduler task holding a dedicated actor's lease
+    # The scheduler task of its placement: a dedicated actor's lease of a process, or a
+    # packed one's reservation (held for life when it names resources, see _place).
+    creation_task: int = 0
+    holds_lease: bool = False  # a packed actor's reservation is held until it stops
+    out_of_order: bool = False  # calls go as their arguments get ready, not in order
     queue: deque[_Call] = field(default_factory=deque)  # not yet sent
     inflight: dict[int, _Call] = field(default_factory=dict)  # sent, not done
     death: bytes | None = None  # the pickled error calls fail with once DEAD
@@ -111,7 +123,7 @@ class ActorManager:
         self.max_hosts = max_hosts
         self.actors: dict[int, _Actor] = {}
         self.calls: dict[int, _Call] = {}  # {task id: call in flight or queued}
-        self.creations: dict[int, int] = {}  # {scheduler task id: actor id} (dedicated)
+        self.creations: dict[int, int] = {}  # {scheduler task id: actor id} (placements)
         self.hosts: dict[int, set[int]] = {}  # {host worker id: actor ids on it}
         self.names: dict[tuple[str, str], int] = {}  # {(namespace, name): actor id}
 
@@ -141,14 +153,16 @@ class ActorManager:
                 "Pick another name, use get_if_exists=True, or get it with "
                 "raylite.get_actor(name)."
             )
-        if opts.dedicated:
-            request = Request.of(opts.num_cpus or 0, opts.num_gpus, opts.resources)
-            why = rt.sched.infeasible(request)
+        out_of_order = _out_of_order(meta, opts)
+        if local is None:
+            why = rt.sched.infeasible(_placement(opts))
             if why is not None:
                 raise ActorUnschedulableError(
                     f"Actor {meta.class_name} can never be placed here: {why}. Ask for less, or "
                     "start raylite with more (raylite.init(num_cpus=..., num_gpus=..., ...))."
                 )
+            if opts.dedicated:
+                self._check_process_cap(meta.class_name)
         args, contained = rt._hold_args(packed)
         actor_id = next(rt._ids)
         detached = opts.lifetime == "detached"
@@ -169,6 +183,7 @@ class ActorManager:
             actor_id, cls_id, meta.class_name, meta, opts, args, packed.positions,
             packed.dep_ids, contained, config, restarts, name_key=key,
         )  # fmt: skip
+        actor.out_of_order = out_of_order
         if local is not None:
             actor.local_cls, actor.py_args = local[0], (local[1], local[2])
         self.actors[actor_id] = actor
@@ -231,14 +246,35 @@ class ActorManager:
             actor.local = self.rt._threads.start_actor(actor, actor.local_cls, *actor.py_args)
             actor.state = _ALIVE
             self._pump(actor)
-        elif actor.opts.dedicated:
+        else:  # through the scheduler: it waits for the resources it needs to be placed
+            if self.creations.pop(actor.creation_task, None) is not None:
+                self.rt.sched.cancel(actor.creation_task)  # an earlier try, still queued
             actor.creation_task = next(self.rt._ids)
             self.creations[actor.creation_task] = actor.actor_id
-            opts = actor.opts
-            request = Request.of(opts.num_cpus or 0, opts.num_gpus, opts.resources)
-            self.rt._apply(self.rt.sched.submit(actor.creation_task, request, 0, [], True))
-        else:
-            self._start(actor, self._pick_host())
+            packed = not actor.opts.dedicated  # holds resources, not a process: "threaded"
+            self.rt._apply(
+                self.rt.sched.submit(
+                    actor.creation_task, _placement(actor.opts), 0, [], True, threaded=packed
+                )
+            )
+
+    def _check_process_cap(self, class_name: str) -> None:
+        """Raises if one more actor with a process of its own would leave tasks too few
+        worker processes (the cap is ``max_workers``; tasks keep one per CPU)."""
+        sched = self.rt.sched
+        keep = max(1, math.ceil(sched.total_cpu / UNIT))
+        room = sched.max_workers - keep
+        dedicated = sum(
+            1 for a in self.actors.values() if a.opts.dedicated and a.state != _DEAD
+        )
+        if dedicated >= room:
+            raise ActorUnschedulableError(
+                f"Actor {class_name} would need a worker process of its own (it reserves "
+                f"whole CPUs or GPUs), but {dedicated} actors hold processes already and "
+                f"raylite keeps {keep} of its {sched.max_workers} worker processes for tasks. "
+                "Give such actors num_cpus < 1 and no GPU so they share host processes, end "
+                "some (raylite.kill), or raise RAYLITE_MAX_WORKERS."
+            )
 
     def _pick_host(self) -> _Worker:
         if len(self.hosts) < self.max_hosts:
@@ -266,12 +302,30 @@ class ActorManager:
         return actor.site if actor is not None else None
 
     def dispatch_creation(self, task_id: int, wid: int) -> None:
-        """The scheduler placed a dedicated actor's lease on worker ``wid``."""
+        """The scheduler placed actor creation ``task_id``: a dedicated actor's lease on
+        worker ``wid``, or (``wid < 0``) a packed actor's reservation."""
         actor = self.actors.get(self.creations.get(task_id, 0))
-        if actor is None or actor.state == _DEAD:
+        if actor is None or actor.state == _DEAD or actor.creation_task != task_id:
+            self.creations.pop(task_id, None)
             self.rt._apply(self.rt.sched.task_done(wid, task_id))
             return
-        self._start(actor, self.rt._workers[wid])
+        if actor.opts.dedicated:
+            self._start(actor, self.rt._workers[wid])
+            return
+        if actor.opts.specified:  # it holds what it named for its life
+            actor.holds_lease = True
+        else:  # Ray's default: 1 CPU to be placed, none while it lives
+            self.creations.pop(task_id, None)
+            self.rt._apply(self.rt.sched.task_done(wid, task_id))
+        self._start(actor, self._pick_host())
+
+    def _release_lease(self, actor: _Actor) -> None:
+        """Gives back a packed actor's reservation (it stopped, or died)."""
+        if actor.holds_lease:
+            actor.holds_lease = False
+            self.creations.pop(actor.creation_task, None)
+            task_id = actor.creation_task
+            self.rt._apply(self.rt.sched.task_done(thread_worker(task_id), task_id))
 
     def _start(self, actor: _Actor, w: _Worker) -> None:
         rt = self.rt
@@ -327,11 +381,14 @@ class ActorManager:
                 "handle comes from an earlier raylite session): create the actor again with "
                 "ActorClass.remote(...) and call the new handle."
             )
+        caller = DRIVER if borrower is None else borrower.wid
         limit = actor.opts.max_pending_calls
-        if limit > 0 and len(actor.queue) + len(actor.inflight) >= limit:
+        if limit > 0 and self._pending_from(actor, caller) >= limit:
             raise PendingCallsLimitExceeded(
-                f"Actor {actor.class_name} has {limit} calls pending (max_pending_calls="
-                f"{limit}): wait for some results before calling it again."
+                f"The call {actor.class_name}.{method}() could not be submitted: {limit} "
+                f"calls from this handle are pending on the actor (max_pending_calls={limit}, "
+                "counted per caller). Wait for some results (raylite.get/wait) before "
+                "calling it again, or raise max_pending_calls."
             )
         args, contained = rt._hold_args(packed)
         task_id = next(rt._ids)
@@ -343,17 +400,24 @@ class ActorManager:
             task_id, actor.actor_id, sys.intern(f"{actor.class_name}.{method}"), method, args,
             packed.positions,
             packed.dep_ids, contained, return_ids, mopts.concurrency_group,
-            actor.opts.max_task_retries, py_args,
+            actor.opts.max_task_retries, py_args, stream_mode(mopts.num_returns), caller,
         )  # fmt: skip
         self.calls[task_id] = call
+        rt._open_stream(task_id, return_ids, mopts.num_returns)
         if actor.state == _DEAD:
             self._fail_call(call, actor.death or b"")
         else:
             actor.queue.append(call)
             self._pump(actor)
 
+    def _pending_from(self, actor: _Actor, caller: int) -> int:
+        """Calls of ``caller`` to ``actor`` not finished yet."""
+        calls = itertools.chain(actor.queue, actor.inflight.values())
+        return sum(1 for call in calls if call.caller == caller)
+
     def _pump(self, actor: _Actor) -> None:
-        """Sends queued calls, in order, while the head's arguments are ready."""
+        """Sends queued calls, in order, while the head's arguments are ready (or, out of
+        order, every call whose arguments are ready)."""
         if actor.state != _ALIVE or actor.waiting:
             return
         rt = self.rt
@@ -364,19 +428,24 @@ class ActorManager:
         w = rt._workers.get(actor.wid) if actor.wid is not None else None
         if w is None:
             return
-        idle = not actor.inflight
+        # Latency: a call to an idle actor goes out now, and so does one to an actor that
+        # runs calls side by side (the call it runs now may take a while).
+        flush_now = not actor.inflight or actor.out_of_order
+        sent = False
         for call in self._ready_calls(actor):
+            sent = True
             args, values, fds = objs.wire_call(w.wid, w.mapped, call.args, call.dep_ids)
             w.chan.queue(
                 ActorCall(
                     call.task_id, actor.actor_id, call.method, args, call.positions, values,
-                    call.return_ids, call.group,
+                    call.return_ids, call.group, call.stream,
                 ),
                 fds,
             )  # fmt: skip
-        if idle and actor.inflight:
-            rt._flush_now(w)  # latency: a call to an idle actor goes out now
-        rt._dirty.add(w)
+        if flush_now and sent:
+            rt._flush_now(w)
+        else:
+            rt._dirty.add(w)
 
     def _pump_local(self, actor: _Actor) -> None:
         """``_pump`` for a thread actor: calls go to its lanes, arguments unpickled."""
@@ -387,6 +456,9 @@ class ActorManager:
         """Takes queued calls in order while the head's arguments are ready (failing a
         call whose arguments failed), marking each in flight; stops at the first that
         waits, with a waiter that resumes the pump."""
+        if actor.out_of_order:
+            yield from self._ready_calls_any_order(actor)
+            return
         objs = self.rt._objs
         while actor.queue:
             call = actor.queue[0]
@@ -402,6 +474,34 @@ class ActorManager:
                 continue
             actor.inflight[call.task_id] = call
             yield call
+
+    def _ready_calls_any_order(self, actor: _Actor) -> Iterator[_Call]:
+        """``_ready_calls`` for an out-of-order actor (async, threaded, or
+        ``allow_out_of_order_execution=True``): every call whose arguments are ready goes,
+        in submission order among them; a call still waiting holds back no other."""
+        objs = self.rt._objs
+        waiting: deque[_Call] = deque()
+        queue, actor.queue = actor.queue, waiting
+        while queue:
+            call = queue.popleft()
+            pending = [objs[o] for o in dict.fromkeys(call.dep_ids) if objs[o].payload is None]
+            if pending:
+                if not call.waiting:
+                    call.waiting = True
+                    resume = functools.partial(self._resume_call, actor, call)
+                    objs.add_waiter(pending, Waiter(len(pending), resume))
+                waiting.append(call)
+                continue
+            failed = next((objs[o] for o in call.dep_ids if objs[o].is_error), None)
+            if failed is not None:
+                self._fail_call(call, failed.payload)  # type: ignore[arg-type]
+                continue
+            actor.inflight[call.task_id] = call
+            yield call
+
+    def _resume_call(self, actor: _Actor, call: _Call) -> None:
+        call.waiting = False
+        self._pump(actor)
 
     def done_local(self, call: _Call, outcome: Any) -> None:
         """A thread actor's call finished (lock held)."""
@@ -545,6 +645,7 @@ class ActorManager:
             self._lost_process(actor, why, restart=True)
 
     def _lost_process(self, actor: _Actor, why: bytes, restart: bool) -> None:
+        self._release_lease(actor)
         can_restart = restart and actor.restarts_left != 0
         inflight, actor.inflight = list(actor.inflight.values()), {}
         for call in reversed(inflight):  # retried calls go first, in their order
@@ -572,6 +673,7 @@ class ActorManager:
             if w is not None:
                 self.creations.pop(actor.creation_task, None)
                 self.rt._kill_worker(w)
+        self._release_lease(actor)
         actor.state = _DEAD
         actor.death = why
         for call in list(actor.queue) + list(actor.inflight.values()):
@@ -601,3 +703,37 @@ class ActorManager:
                 actor.death = why
         for call in list(self.calls.values()):
             self._fail_call(call, why)
+
+
+def _placement(opts: ActorOptions) -> Request:
+    """What the scheduler must find free to place an actor with ``opts`` (Ray's rule):
+    1 CPU for one that names no resource (it holds none once placed), else what it holds
+    for its life: ``num_cpus`` (1 if unset), ``num_gpus`` and custom resources."""
+    if not opts.specified:
+        return Request.of(1, 0, {})
+    return Request.of(opts.held_cpus, opts.num_gpus, opts.resources)
+
+
+def _out_of_order(meta: ActorMeta, opts: ActorOptions) -> bool:
+    """Whether the actor's calls may run out of submission order (Ray's
+    ``allow_out_of_order_execution``: by default for async and threaded actors).
+
+    Raises:
+        ValueError: ``False`` for an async or threaded actor, as in Ray.
+    """
+    threaded = (opts.max_concurrency or 1) > 1
+    allowed = opts.allow_out_of_order_execution
+    if allowed is None:
+        return meta.is_async or threaded
+    if not allowed and meta.is_async:
+        raise ValueError(
+            f"Actor {meta.class_name} is an async actor, whose calls cannot run in order: "
+            "set allow_out_of_order_execution=True (or leave it unset)."
+        )
+    if not allowed and threaded:
+        raise ValueError(
+            f"Actor {meta.class_name} has max_concurrency={opts.max_concurrency}, so its calls "
+            "cannot run in order: set allow_out_of_order_execution=True (or leave it unset), "
+            "or use max_concurrency=1."
+        )
+    return allowed

@@ -49,10 +49,10 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .._actor import ActorClass, ActorHandle
-from .._object_ref import ObjectRef
+from .._object_ref import ObjectRef, ObjectRefGenerator
 from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
 from ..exceptions import (
     GetTimeoutError,
@@ -82,10 +82,19 @@ from .session import ControlServer, SessionDir
 from .spill import SpillConfig, SpillDir
 from .state import KINDS, StateView, filter_records, summarize
 from .store import Segment, Shm, layout_of, memory_resources, write_segment
+from .streams import StreamTable
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
 from .watchdog import Watchdog, caller_site
-from .worker import CANCEL_SIGNAL, CANCEL_SLOT, RUNNING_SLOT, SLOT_SIZE, worker_main
+from .worker import (
+    CANCEL_SIGNAL,
+    CANCEL_SLOT,
+    RUNNING_SLOT,
+    SLOT_SIZE,
+    n_refs,
+    stream_mode,
+    worker_main,
+)
 
 if TYPE_CHECKING:
     from .._remote_function import RemoteFunction
@@ -164,10 +173,11 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._objs = ObjectTable(
             int(self._memory["object_store_memory"]),
             self._forget,
-            lambda actor_id: self._actors.freed(actor_id),
+            lambda oid: self._streams.freed(oid) or self._actors.freed(oid),
             SpillDir.for_session(spill, self._session) if spill.enabled else None,
             self._busy_objects,
         )
+        self._streams = StreamTable(self._objs, lambda oid: ObjectRef(oid, self))
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
         self._threads = ThreadRunner(self, max_threads=64)
         self._history = History()  # finished tasks, for timeline() and the state API
@@ -241,7 +251,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if fn._fn_id not in self._functions:
             body = ser.dumps_function(fn._function)
         task_id = next(self._ids)
-        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        return_ids = [next(self._ids) for _ in range(n_refs(opts.num_returns))]
         self._lock.acquire()
         try:
             self._check_alive()
@@ -255,16 +265,35 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 self._functions[fn._fn_id] = body
             for oid in return_ids:
                 self._objs.new(oid, 1, task_id)
+            self._open_stream(task_id, return_ids, opts.num_returns)
             self._submit(task)
-            return [ObjectRef(oid, self) for oid in return_ids]
+            return self._refs_of(return_ids, opts.num_returns)
         finally:
             self._unlock()
+
+    def _open_stream(self, task_id: int, return_ids: list[int], num_returns: int | str) -> None:
+        """Starts the stream of a generator task (lock held); nothing for other tasks."""
+        if isinstance(num_returns, str):
+            self._streams.open(task_id, return_ids[0], num_returns == "dynamic")
+
+    def _refs_of(self, return_ids: list[int], num_returns: int | str) -> list[ObjectRef]:
+        """What ``.remote()`` gives: the refs, or an ObjectRefGenerator for a streaming
+        generator (typed as a ref: the API layer hands it on as it is)."""
+        refs = [ObjectRef(oid, self) for oid in return_ids]
+        if num_returns == "streaming":
+            return [cast(ObjectRef, ObjectRefGenerator(refs[0], self))]
+        return refs
 
     def _submit_thread_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
         opts: TaskOptions, request: Request,
     ) -> list[ObjectRef]:  # fmt: skip
         """A task for the thread executor: its arguments are kept as they are."""
+        if isinstance(opts.num_returns, str):
+            raise ValueError(
+                f"{fn.function_name}() is a generator (num_returns={opts.num_returns!r}), which "
+                "runs in a worker process only: remove executor='thread', or return a list."
+            )
         args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)
         task_id = next(self._ids)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
@@ -372,12 +401,12 @@ class LocalRuntime(WorkerMessages, Watchdog):
             py_args = (args, kwargs)
         else:
             packed = self._pack_args(f"{handle._meta.class_name}.{method}", args, kwargs)
-        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        return_ids = [next(self._ids) for _ in range(n_refs(opts.num_returns))]
         self._lock.acquire()
         try:
             self._check_alive()
             self._actors.call(handle._actor_id, method, packed, opts, return_ids, py_args=py_args)
-            return [ObjectRef(oid, self) for oid in return_ids]
+            return self._refs_of(return_ids, opts.num_returns)
         finally:
             self._unlock()
 
@@ -626,6 +655,28 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._unlock()
         return fut
 
+    def stream_next(self, gen_oid: int) -> ObjectRef | None:
+        claim = self.stream_future(gen_oid)
+        try:
+            return claim.result()
+        except BaseException:  # interrupted (Ctrl-C): give the turn back
+            claim.cancel()
+            raise
+
+    def stream_future(self, gen_oid: int) -> concurrent.futures.Future[ObjectRef | None]:
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            claim = self._streams.claim(gen_oid)
+            self._flush_dirty()
+            return claim
+        finally:
+            self._unlock()
+
+    def stream_status(self, gen_oid: int) -> tuple[bool, bool]:
+        with self._lock:
+            return self._streams.status(gen_oid)
+
     def shutdown(self) -> None:
         with self._lock:
             if self._closed:
@@ -783,7 +834,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         chan.queue(
             TaskRequest(
                 task_id, task.fn_id, task.name, args, task.dep_positions, values,
-                task.return_ids, self._gpu_ids(wid),
+                task.return_ids, self._gpu_ids(wid), stream_mode(task.opts.num_returns),
             ),
             fds,
         )  # fmt: skip
