@@ -53,7 +53,7 @@ class _Lane:
 
     def __init__(self, name: str, limit: int, run: Callable[[Any], None],
                  ready: threading.Event, idle: Callable[[], None],
-                 ended: Callable[[], None]) -> None:  # fmt: skip
+                 ended: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.name = name
         self.limit = limit
         self._run = run
@@ -93,7 +93,8 @@ class _Lane:
         try:
             self._serve_calls()
         finally:
-            self._ended()
+            if self._ended is not None:
+                self._ended()
 
     def _serve_calls(self) -> None:
         while True:

@@ -163,7 +163,7 @@ class WorkerMessages:
         else:
             self._objs.hold(msg.contained)
             self._store(msg.oid, payload, False, msg.contained, shm)
-        if not self._streams.item(msg.task_id, msg.index, msg.oid):
+        if not self._streams.item(msg.task_id, msg.nth, msg.oid):
             self._objs.decref(msg.oid)  # nobody will take it (generator gone, or a rerun's)
 
     def _on_stream_next(self: LocalRuntime, w: _Worker, msg: StreamNextRequest) -> None:

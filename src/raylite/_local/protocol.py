@@ -200,12 +200,12 @@ DYNAMIC = 2  # the same, then the TaskDone's value is a DynamicObjectRefGenerato
 
 @_message
 class GeneratorItem(NamedTuple):
-    """The ``index``-th value a generator task yielded, stored under ``oid``; sent before
-    the task's ``TaskDone``. ``is_error``: ``value`` is the pickled error a dynamic
+    """The ``nth`` value (from 0) a generator task yielded, stored under ``oid``; sent
+    before the task's ``TaskDone``. ``is_error``: ``value`` is the pickled error a dynamic
     generator raised (its last item)."""
 
     task_id: int
-    index: int
+    nth: int
     oid: int
     value: Value
     contained: list[int]

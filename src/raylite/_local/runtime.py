@@ -173,7 +173,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._objs = ObjectTable(
             int(self._memory["object_store_memory"]),
             self._forget,
-            lambda oid: self._streams.freed(oid) or self._actors.freed(oid),
+            self._object_freed,
             SpillDir.for_session(spill, self._session) if spill.enabled else None,
             self._busy_objects,
         )
@@ -224,6 +224,11 @@ class LocalRuntime(WorkerMessages, Watchdog):
         except BaseException:
             self.shutdown()
             raise
+
+    def _object_freed(self, oid: int) -> None:
+        """An object its owner hears of was freed: a generator's ref, or an actor's id."""
+        if not self._streams.freed(oid):
+            self._actors.freed(oid)
 
     # ---- locking ------------------------------------------------------------------------
 

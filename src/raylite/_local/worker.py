@@ -44,6 +44,8 @@ from ..exceptions import GetTimeoutError
 from . import serialization as ser
 from .actor_host import HostedActor
 from .protocol import (
+    DYNAMIC,
+    STREAMING,
     ActorCall,
     ActorInfo,
     CancelRequest,
@@ -51,7 +53,6 @@ from .protocol import (
     Channel,
     CreateActor,
     CreateActorRequest,
-    DYNAMIC,
     Forget,
     FunctionDef,
     GeneratorItem,
@@ -64,7 +65,6 @@ from .protocol import (
     PutObject,
     RefOps,
     ShmValue,
-    STREAMING,
     StreamNextReply,
     StreamNextRequest,
     SubmitActorCall,
@@ -371,6 +371,7 @@ class WorkerRuntime:
         value's object id. ``is_error``: ``value`` is a pickled error."""
         oid = next(self._ids)
         wire: Value
+        fds: list[int]
         if is_error:
             wire, fds, contained = value, [], []
         else:
