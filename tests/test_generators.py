@@ -24,6 +24,15 @@ def _wait_for_file(path: str, timeout: float = 30.0) -> None:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.01)
 
+@pytest.fixture
+def go(tmp_path):
+    """The file a test's tasks wait for; made at the end whatever happens, so that no task
+    is left waiting (the Ray runs share one cluster)."""
+    path = tmp_path / "go"
+    yield str(path)
+    path.touch()
+
+
 
 @raylite.remote
 def count(n, fail_at=None):
@@ -56,8 +65,7 @@ def test_streaming_is_the_default_for_generator_functions(rl):
     assert raylite.get(gen) is gen  # as Ray: get() of a generator hands it back
 
 
-def test_values_reach_the_driver_as_they_are_yielded(rl, tmp_path):
-    go = str(tmp_path / "go")
+def test_values_reach_the_driver_as_they_are_yielded(rl, go):
 
     @raylite.remote
     def two_steps(go):
@@ -155,13 +163,11 @@ def test_streaming_needs_a_generator_function(rl):
         raylite.remote(plain).options(num_returns="dynamic")
 
 
-def test_cancel_a_running_generator(rl, tmp_path):
-    go = str(tmp_path / "never")
-
+def test_cancel_a_running_generator(rl, go):
     @raylite.remote
     def endless(go):
         yield 0
-        _wait_for_file(go, timeout=60)
+        _wait_for_file(go, timeout=60)  # the test never makes it: only the cancel ends this
         yield 1
 
     gen = endless.remote(go)
@@ -192,3 +198,16 @@ def test_a_dropped_generator_frees_the_values_it_never_handed_out(rl):
     assert raylite.get(first)[0] == 0  # a ref handed out stays valid
     del first
     wait_until(lambda: live() == before, 30, "the untaken values to be freed")
+
+
+@pytest.mark.local_only("init(local_mode=True) is raylite's")
+def test_generators_in_local_mode():
+    raylite.init(local_mode=True)
+    try:
+        assert [raylite.get(r) for r in count.remote(3)] == [0, 1, 2]
+        out = _values(count.remote(4, fail_at=2))
+        assert out[:2] == [0, 1] and isinstance(out[2], ValueError) and len(out) == 3
+        dyn = raylite.get(count.options(num_returns="dynamic").remote(2))
+        assert [raylite.get(r) for r in dyn] == [0, 1]
+    finally:
+        raylite.shutdown()

@@ -41,6 +41,7 @@ __all__ = [
     "ObjectRefGenerator",
     "collect_refs",
     "owner_of",
+    "register_foreign_generators",
     "register_foreign_refs",
 ]
 
@@ -231,7 +232,17 @@ def _unbound_error(ref: ObjectRef) -> Exception:
     )
 
 
-class ObjectRefGenerator:
+# Other runtimes' generator classes: each function tells one of them (Ray's, without
+# importing ray), so that isinstance(gen, ObjectRefGenerator) holds for those too.
+_foreign_generators: list[Callable[[type], bool]] = []
+
+
+def register_foreign_generators(is_generator_class: Callable[[type], bool]) -> None:
+    """Makes another runtime's ref generators instances of :class:`ObjectRefGenerator`."""
+    _foreign_generators.append(is_generator_class)
+
+
+class ObjectRefGenerator(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for virtual subclasses)
     """The ObjectRefs of a generator task's values, in order, as the task yields them.
 
     Returned by ``f.remote()`` for a generator function (``num_returns="streaming"``, the
@@ -255,6 +266,13 @@ class ObjectRefGenerator:
         # The task's completion ref: while it lives, so does the stream of refs not taken.
         self._generator_ref = generator_ref
         self._owner = owner
+
+    @classmethod
+    def __subclasshook__(cls, subclass: type) -> Any:
+        # ABCMeta caches the answer per class, so this runs once per class, not per check.
+        if cls is ObjectRefGenerator and any(is_gen(subclass) for is_gen in _foreign_generators):
+            return True
+        return NotImplemented
 
     def __iter__(self) -> ObjectRefGenerator:
         return self

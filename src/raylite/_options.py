@@ -325,8 +325,8 @@ class ActorOptions:
     @property
     def specified(self) -> bool:
         """Whether any resource is given (``num_cpus=0`` counts): as in Ray, an actor
-        that gives none needs 1 CPU free to be placed and holds none while it lives; one
-        that gives any holds them for its life, with 1 CPU unless ``num_cpus`` says."""
+        that gives none needs a machine with 1 CPU and holds none while it lives; one that
+        gives any holds them for its life, with 1 CPU unless ``num_cpus`` says."""
         return self.num_cpus is not None or bool(self.num_gpus) or bool(self.resources)
 
     @property

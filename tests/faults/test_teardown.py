@@ -36,14 +36,13 @@ def test_shutdown_while_tasks_run_returns_promptly_and_leaves_nothing(
     def forever():
         time.sleep(60)
 
-    # The actor first: as on Ray, it needs a CPU free to be placed (none while it runs).
+    running = [forever.remote() for _ in range(2)]
+    queued = forever.remote()
     actor_started = tmp_path / "actor-started"
     holder = Holder.remote()
     actor_call = holder.hold.remote(str(actor_started))
-    wait_until(actor_started.exists, 10, "the actor's call to start")
-    running = [forever.remote() for _ in range(2)]
-    queued = forever.remote()
     wait_until(lambda: raylite.available_resources().get("CPU", 0) == 0, 10, "tasks to start")
+    wait_until(actor_started.exists, 10, "the actor's call to start")
 
     errors: list[BaseException] = []
 

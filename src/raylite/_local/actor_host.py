@@ -244,6 +244,8 @@ class HostedActor:
         start = time.time()
         try:
             async with group.semaphore:
+                if not self._ready.is_set():  # __init__ runs on the default group's loop
+                    await asyncio.get_running_loop().run_in_executor(None, self._ready.wait)
                 if self.dead:
                     return
                 start = time.time()

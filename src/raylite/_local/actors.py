@@ -5,19 +5,25 @@
     create_actor ─> record (PENDING) ─ args ready ─> placed: CreateActor to its process
                                                      ├ packed: a shared host process
                                                      └ dedicated: a lease of its own
-    call ─> record.queue (FIFO) ─ head's args ready ─> ActorCall ─> TaskDone ─> results
+    call ─> record.queue ─ args ready ─> ActorCall ─> TaskDone ─> results
     process died / kill / __init__ raised ─> restart (max_restarts) or DEAD: calls fail
 
-Actors that reserve nothing (Ray's default: 0 CPUs while running) are *packed*: up to
-``max_hosts`` host processes serve all of them, one thread (or event loop) per actor,
-so a thousand actors cost a few processes. An actor that reserves CPUs, GPUs or custom
-resources gets a worker process of its own, holding them for its life (a scheduler task
-that never finishes, with a lease nothing else is pipelined onto); it is killed with its
-actor, so a restart starts from a clean process.
+Actors that reserve no whole CPU and no GPU are *packed*: up to ``max_hosts`` host
+processes serve all of them, one thread (or event loop) per actor, so a thousand actors
+cost a few processes. Ray's default actor (no resource named) reserves nothing and is
+placed at once; one that names resources (``num_cpus=0.1``, custom ones; 1 CPU if
+``num_cpus`` is unset, as Ray) holds them for its life through a scheduler task on a
+pseudo-worker (a "threaded" lease), placed once they are free. An actor that reserves
+whole CPUs or GPUs gets a worker process of its own, holding them for its life (a
+scheduler task that never finishes, with a lease nothing else is pipelined onto); it is
+killed with its actor, so a restart starts from a clean process. Such processes may not
+take the slots tasks need (``_check_process_cap``).
 
 Calls of one actor are sent in submission order: a call whose arguments are not ready
-holds back the ones behind it (Ray's ordering). The manager is part of the runtime: it
-runs with the runtime's lock held and uses its object table, workers and scheduler.
+holds back the ones behind it (Ray's ordering), unless the actor runs calls out of order
+(async, ``max_concurrency > 1`` or ``allow_out_of_order_execution=True``): then each call
+goes once its own arguments are ready. The manager is part of the runtime: it runs with
+the runtime's lock held and uses its object table, workers and scheduler.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import itertools
 import math
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -246,7 +253,9 @@ class ActorManager:
             actor.local = self.rt._threads.start_actor(actor, actor.local_cls, *actor.py_args)
             actor.state = _ALIVE
             self._pump(actor)
-        else:  # through the scheduler: it waits for the resources it needs to be placed
+        elif not actor.opts.specified:  # Ray's default: placed at once, holding nothing
+            self._start(actor, self._pick_host())
+        else:  # through the scheduler: it waits for the resources it holds for its life
             if self.creations.pop(actor.creation_task, None) is not None:
                 self.rt.sched.cancel(actor.creation_task)  # an earlier try, still queued
             actor.creation_task = next(self.rt._ids)
@@ -285,7 +294,7 @@ class ActorManager:
         return self.rt._workers[wid]
 
     def creating(self, task_id: int) -> str | None:
-        """The class name of the dedicated actor whose lease ``task_id`` is, if any."""
+        """The class name of the actor whose placement ``task_id`` is, if any."""
         actor = self.actors.get(self.creations.get(task_id, 0))
         return actor.class_name if actor is not None else None
 
@@ -311,13 +320,9 @@ class ActorManager:
             return
         if actor.opts.dedicated:
             self._start(actor, self.rt._workers[wid])
-            return
-        if actor.opts.specified:  # it holds what it named for its life
+        else:  # packed, holding what it named (its reservation) for its life
             actor.holds_lease = True
-        else:  # Ray's default: 1 CPU to be placed, none while it lives
-            self.creations.pop(task_id, None)
-            self.rt._apply(self.rt.sched.task_done(wid, task_id))
-        self._start(actor, self._pick_host())
+            self._start(actor, self._pick_host())
 
     def _release_lease(self, actor: _Actor) -> None:
         """Gives back a packed actor's reservation (it stopped, or died)."""
@@ -706,9 +711,10 @@ class ActorManager:
 
 
 def _placement(opts: ActorOptions) -> Request:
-    """What the scheduler must find free to place an actor with ``opts`` (Ray's rule):
-    1 CPU for one that names no resource (it holds none once placed), else what it holds
-    for its life: ``num_cpus`` (1 if unset), ``num_gpus`` and custom resources."""
+    """What an actor with ``opts`` needs to be placed (Ray's rule). One that names no
+    resource needs a machine with 1 CPU, not a free CPU: it holds none once placed, so it
+    is placed at once. One that names any holds for its life ``num_cpus`` (1 if unset),
+    ``num_gpus`` and its custom resources, and waits until they are free."""
     if not opts.specified:
         return Request.of(1, 0, {})
     return Request.of(opts.held_cpus, opts.num_gpus, opts.resources)

@@ -303,7 +303,8 @@ def ray_task_options(opts: TaskOptions, function_name: str) -> dict[str, Any]:
         )
     retry = opts.retry_exceptions
     options: dict[str, Any] = {
-        "num_cpus": opts.num_cpus,
+        # Ray's .options(num_cpus=None) reserves no CPU at all: pass Ray's default, 1.
+        "num_cpus": opts.cpus,
         "num_gpus": opts.num_gpus,
         "resources": dict(opts.resources),
         "num_returns": opts.num_returns,
