@@ -211,3 +211,18 @@ def test_generators_in_local_mode():
         assert [raylite.get(r) for r in dyn] == [0, 1]
     finally:
         raylite.shutdown()
+
+
+def test_a_generator_rerun_after_its_worker_died_yields_each_value_once(rl, tmp_path):
+    first_try = str(tmp_path / "first-try")
+
+    @raylite.remote(max_retries=1)
+    def crashes_once(first_try):
+        yield 0
+        yield 1
+        if not os.path.exists(first_try):
+            Path(first_try).touch()
+            os._exit(1)  # the worker dies mid-stream; the rerun yields 0 and 1 again
+        yield 2
+
+    assert [raylite.get(r, timeout=60) for r in crashes_once.remote(first_try)] == [0, 1, 2]

@@ -439,8 +439,11 @@ def wait(
     return _owner_of(ray_waitables).wait(list(ray_waitables), num_returns, timeout)
 
 
-def cancel(ray_waitable: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancels the task that produces ``ray_waitable``.
+def cancel(
+    ray_waitable: ObjectRef | ObjectRefGenerator, *, force: bool = False, recursive: bool = True
+) -> None:
+    """Cancels the task that produces ``ray_waitable`` (a ref, or a generator task's
+    ObjectRefGenerator).
 
     A queued task never runs; a running one is interrupted (``force=True`` kills its worker
     process). ``get`` on its result then raises ``TaskCancelledError``. ``recursive``

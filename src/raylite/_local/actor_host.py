@@ -135,7 +135,7 @@ class HostedActor:
         groups: dict[str, int] = dict(config["groups"])
         self._loops: dict[str | None, _GroupLoop] = {}
         self._lanes: dict[str | None, _Lane] = {}
-        self._running: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Task[None]]] = {}
+        self._running: dict[int, asyncio.Task[None]] = {}  # {task id: async call} (loops)
         if self._is_async:
             for group, n in [(None, limit), *groups.items()]:
                 name = f"{self.class_name}.{group or 'default'}"
@@ -180,12 +180,14 @@ class HostedActor:
         """Drops call ``task_id`` if it has not started; True if it did (the caller reports
         it cancelled). A running async call's asyncio task is cancelled: it reports itself.
         As in Ray, a running sync call is not interrupted (an actor has state)."""
-        running = self._running.get(task_id)
-        if running is not None:
-            loop, task = running
-            loop.call_soon_threadsafe(task.cancel)
-            return False
+        for group in self._loops.values():  # after the call's _spawn_async, if it came here
+            group.loop.call_soon_threadsafe(self._cancel_async, task_id)
         return any(lane.drop(task_id) for lane in self._lanes.values())
+
+    def _cancel_async(self, task_id: int) -> None:
+        task = self._running.get(task_id)
+        if task is not None:
+            task.cancel()
 
     def stop(self) -> None:
         """Drops queued calls; a running one finishes and its result is not sent. The
@@ -236,7 +238,7 @@ class HostedActor:
     def _spawn_async(self, group: _GroupLoop, msg: ActorCall) -> None:
         self.rt.set_context(label=self.class_name, actor_id=self.actor_id)  # this loop's thread
         task = group.loop.create_task(self._call_async(group, msg))
-        self._running[msg.task_id] = (group.loop, task)
+        self._running[msg.task_id] = task
         task.add_done_callback(lambda _: self._running.pop(msg.task_id, None))
 
     async def _call_async(self, group: _GroupLoop, msg: ActorCall) -> None:
