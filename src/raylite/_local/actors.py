@@ -29,10 +29,12 @@ the runtime's lock held and uses its object table, workers and scheduler.
 from __future__ import annotations
 
 import functools
+import heapq
 import itertools
 import math
 import os
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = ["ActorManager"]
 
 _PENDING, _ALIVE, _DEAD = "PENDING", "ALIVE", "DEAD"
+FLUSH_DELAY_S = 0.002  # calls queued for a busy out-of-order actor go out within this
 
 
 @dataclass(slots=True)
@@ -133,6 +136,7 @@ class ActorManager:
         self.creations: dict[int, int] = {}  # {scheduler task id: actor id} (placements)
         self.hosts: dict[int, set[int]] = {}  # {host worker id: actor ids on it}
         self.names: dict[tuple[str, str], int] = {}  # {(namespace, name): actor id}
+        self._flush_due: set[int] = set()  # workers with a flush deadline pending
 
     # ---- creation -----------------------------------------------------------------------
 
@@ -433,9 +437,7 @@ class ActorManager:
         w = rt._workers.get(actor.wid) if actor.wid is not None else None
         if w is None:
             return
-        # Latency: a call to an idle actor goes out now, and so does one to an actor that
-        # runs calls side by side (the call it runs now may take a while).
-        flush_now = not actor.inflight or actor.out_of_order
+        idle = not actor.inflight  # latency: a call to an idle actor goes out now
         sent = False
         for call in self._ready_calls(actor):
             sent = True
@@ -447,10 +449,24 @@ class ActorManager:
                 ),
                 fds,
             )  # fmt: skip
-        if flush_now and sent:
+        if idle and sent:
             rt._flush_now(w)
-        else:
-            rt._dirty.add(w)
+            return
+        rt._dirty.add(w)
+        if sent and actor.out_of_order and w.wid not in self._flush_due:
+            # It runs calls side by side, and the one it runs may take long, so no reply
+            # may come to flush these with: the I/O thread sends them within FLUSH_DELAY_S,
+            # a burst of calls as one frame.
+            self._flush_due.add(w.wid)
+            due = (time.monotonic() + FLUSH_DELAY_S, next(rt._ids), lambda: self._flush_due_now(w))
+            heapq.heappush(rt._deadlines, due)
+            if threading.current_thread() is not rt._io:
+                os.write(rt._wake_w, b"x")  # it recomputes its timeout
+
+    def _flush_due_now(self, w: _Worker) -> None:
+        self._flush_due.discard(w.wid)
+        if not w.gone:
+            self.rt._flush_now(w)
 
     def _pump_local(self, actor: _Actor) -> None:
         """``_pump`` for a thread actor: calls go to its lanes, arguments unpickled."""
