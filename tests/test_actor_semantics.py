@@ -297,3 +297,13 @@ def test_actors_with_processes_of_their_own_fail_clearly_at_the_process_cap(monk
         )
     finally:
         raylite.shutdown()
+
+
+def test_cancel_of_an_out_of_order_call_waiting_for_its_argument(rl, go):
+    e = AsyncEcho.remote()
+    assert raylite.get(e.echo.remote(0), timeout=60) == 0
+    waiting = e.echo.remote(after.remote(go, "never sent"))
+    raylite.cancel(waiting)
+    with pytest.raises(TaskCancelledError):
+        raylite.get(waiting, timeout=30)
+    assert raylite.get(e.echo.remote("next"), timeout=30) == "next"

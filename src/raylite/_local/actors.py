@@ -88,7 +88,6 @@ class _Call:
     py_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # a thread actor's call
     stream: int = 0  # protocol.STREAMING/DYNAMIC for a generator method
     caller: int = DRIVER  # the worker whose handle made it (max_pending_calls counts per caller)
-    waiting: bool = False  # out of order: a waiter on its arguments is registered
 
 
 @dataclass(slots=True)
@@ -112,6 +111,9 @@ class _Actor:
     holds_lease: bool = False  # a packed actor's reservation is held until it stops
     out_of_order: bool = False  # calls go as their arguments get ready, not in order
     queue: deque[_Call] = field(default_factory=deque)  # not yet sent
+    # Out of order only: calls waiting for their arguments, each with a waiter that moves
+    # it back to the queue ({task id: call}).
+    parked: dict[int, _Call] = field(default_factory=dict)
     inflight: dict[int, _Call] = field(default_factory=dict)  # sent, not done
     death: bytes | None = None  # the pickled error calls fail with once DEAD
     name_key: tuple[str, str] | None = None
@@ -421,7 +423,7 @@ class ActorManager:
 
     def _pending_from(self, actor: _Actor, caller: int) -> int:
         """Calls of ``caller`` to ``actor`` not finished yet."""
-        calls = itertools.chain(actor.queue, actor.inflight.values())
+        calls = itertools.chain(actor.queue, actor.parked.values(), actor.inflight.values())
         return sum(1 for call in calls if call.caller == caller)
 
     def _pump(self, actor: _Actor) -> None:
@@ -499,19 +501,17 @@ class ActorManager:
     def _ready_calls_any_order(self, actor: _Actor) -> Iterator[_Call]:
         """``_ready_calls`` for an out-of-order actor (async, threaded, or
         ``allow_out_of_order_execution=True``): every call whose arguments are ready goes,
-        in submission order among them; a call still waiting holds back no other."""
+        in submission order among them; a call still waiting is parked and holds back no
+        other (so each pump looks at new and resumed calls only)."""
         objs = self.rt._objs
-        waiting: deque[_Call] = deque()
-        queue, actor.queue = actor.queue, waiting
+        queue = actor.queue
         while queue:
             call = queue.popleft()
             pending = [objs[o] for o in dict.fromkeys(call.dep_ids) if objs[o].payload is None]
             if pending:
-                if not call.waiting:
-                    call.waiting = True
-                    resume = functools.partial(self._resume_call, actor, call)
-                    objs.add_waiter(pending, Waiter(len(pending), resume))
-                waiting.append(call)
+                actor.parked[call.task_id] = call
+                resume = functools.partial(self._resume_call, actor, call)
+                objs.add_waiter(pending, Waiter(len(pending), resume))
                 continue
             failed = next((objs[o] for o in call.dep_ids if objs[o].is_error), None)
             if failed is not None:
@@ -521,8 +521,9 @@ class ActorManager:
             yield call
 
     def _resume_call(self, actor: _Actor, call: _Call) -> None:
-        call.waiting = False
-        self._pump(actor)
+        if actor.parked.pop(call.task_id, None) is not None:  # not cancelled meanwhile
+            actor.queue.append(call)
+            self._pump(actor)
 
     def done_local(self, call: _Call, outcome: Any) -> None:
         """A thread actor's call finished (lock held)."""
@@ -603,9 +604,12 @@ class ActorManager:
                 "actor runs). Use force=False, or raylite.kill(actor)."
             )
         actor = self.actors.get(call.actor_id)
-        if actor is not None and call in actor.queue:
+        cancelled = ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0]
+        if actor is not None and actor.parked.pop(task_id, None) is not None:
+            self._fail_call(call, cancelled)  # never sent: waited for its arguments
+        elif actor is not None and call in actor.queue:
             actor.queue.remove(call)
-            self._fail_call(call, ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0])
+            self._fail_call(call, cancelled)
         elif actor is not None and task_id in actor.inflight and actor.wid is not None:
             w = self.rt._workers.get(actor.wid)
             if w is not None:  # sent: its process drops it unless it has started
@@ -631,7 +635,8 @@ class ActorManager:
         self._maybe_end(actor)
 
     def _maybe_end(self, actor: _Actor) -> None:
-        if actor.handles_gone and not actor.queue and not actor.inflight and actor.state != _DEAD:
+        busy = actor.queue or actor.parked or actor.inflight
+        if actor.handles_gone and not busy and actor.state != _DEAD:
             self._stop(actor, self._died(actor, "all its handles were deleted"), restart=False)
 
     def _stop(self, actor: _Actor, why: bytes, restart: bool) -> None:
@@ -697,9 +702,10 @@ class ActorManager:
         self._release_lease(actor)
         actor.state = _DEAD
         actor.death = why
-        for call in list(actor.queue) + list(actor.inflight.values()):
+        for call in [*actor.queue, *actor.parked.values(), *actor.inflight.values()]:
             self._fail_call(call, why)
         actor.queue.clear()
+        actor.parked.clear()
         actor.inflight.clear()
         if actor.name_key is not None:
             self.names.pop(actor.name_key, None)
