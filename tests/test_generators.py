@@ -35,6 +35,12 @@ def go(tmp_path):
 
 
 @raylite.remote
+def after(go):
+    _wait_for_file(go)
+    return "after"
+
+
+@raylite.remote
 def count(n, fail_at=None):
     for i in range(n):
         if i == fail_at:
@@ -226,3 +232,26 @@ def test_a_generator_rerun_after_its_worker_died_yields_each_value_once(rl, tmp_
         yield 2
 
     assert [raylite.get(r, timeout=60) for r in crashes_once.remote(first_try)] == [0, 1, 2]
+
+
+def test_wait_on_generators_and_refs(rl, go):
+    @raylite.remote
+    def gated(go):
+        yield "now"
+        _wait_for_file(go)
+        yield "later"
+
+    gen = gated.remote(go)
+    blocked = after.remote(go)
+    ready, rest = raylite.wait([gen, blocked], num_returns=1, timeout=30)
+    assert ready == [gen] and rest == [blocked]  # its next ref is there
+    assert raylite.get(next(gen)) == "now"
+    ready, _ = raylite.wait([gen], timeout=0.5)
+    assert ready == []  # the next one waits for the file
+    Path(go).touch()
+    ready, rest = raylite.wait([gen, blocked], num_returns=2, timeout=30)
+    assert ready == [gen, blocked] and rest == []
+    assert raylite.get(next(gen)) == "later"
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert raylite.wait([gen], timeout=30)[0] == [gen]  # an ended generator is ready

@@ -425,7 +425,9 @@ def wait(
             f"wait() expected a list of ObjectRef, got {type(ray_waitables).__name__}. "
             "Wrap a single ref in a list: raylite.wait([ref])."
         )
-    _check_refs("wait", ray_waitables)
+    # An ObjectRefGenerator is ready once its next ref is (or it has ended), as in Ray.
+    refs = [g.completed() if isinstance(g, ObjectRefGenerator) else g for g in ray_waitables]
+    _check_refs("wait", refs)
     _check_timeout(timeout)
     if len(set(ray_waitables)) != len(ray_waitables):
         raise ValueError("Wait requires a list of unique object refs.")
@@ -436,7 +438,7 @@ def wait(
             f"Invalid number of objects to return {num_returns}/{len(ray_waitables)}: "
             "num_returns cannot exceed the number of refs."
         )
-    return _owner_of(ray_waitables).wait(list(ray_waitables), num_returns, timeout)
+    return _owner_of(refs).wait(list(ray_waitables), num_returns, timeout)
 
 
 def cancel(

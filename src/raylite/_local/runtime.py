@@ -502,6 +502,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        if any(type(r) is ObjectRefGenerator for r in refs):
+            return self._wait_with_generators(refs, num_returns, timeout)
         waiter = self._wait_for([r._id for r in refs], num_returns, timeout)
         if waiter is not None:
             self._block(waiter, timeout)
@@ -510,6 +512,47 @@ class LocalRuntime(WorkerMessages, Watchdog):
         done = ready[:num_returns]
         taken = {r._id for r in done}
         return done, [r for r in refs if r._id not in taken]
+
+    def _wait_with_generators(
+        self, items: list[Any], num_returns: int, timeout: float | None
+    ) -> tuple[list[Any], list[Any]]:
+        """``wait`` over refs and ObjectRefGenerators: a generator is ready once its next
+        ref is there or it has ended (Ray's rule). Wakes on any change and looks again."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            waiter = Waiter(1)
+            assert waiter.event is not None
+            with self._lock:
+                self._check_alive()
+                ready = [x for x in items if self._ready_now(x)]
+                timed_out = deadline is not None and time.monotonic() >= deadline
+                if len(ready) >= num_returns or timed_out:
+                    break
+                for x in items:
+                    if type(x) is ObjectRefGenerator:
+                        self._streams.watch(x.completed()._id, waiter.hit)
+                    elif self._objs[x._id].payload is None:
+                        self._objs.add_waiter([self._objs[x._id]], waiter)
+                self._flush_dirty()
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            waiter.event.acquire(timeout=-1 if left is None else left)
+            with self._lock:
+                waiter.fired = True  # a late hit must not release anything
+        done = ready[:num_returns]
+        return done, [x for x in items if not any(x is d for d in done)]
+
+    def _ready_now(self, item: Any) -> bool:
+        """Whether a ref's value, or an ObjectRefGenerator's next ref, is there (lock held).
+
+        Raises:
+            ObjectLostError: a ref's object is gone.
+        """
+        if type(item) is ObjectRefGenerator:
+            return self._streams.status(item.completed()._id)[0]
+        entry = self._objs.get(item._id)
+        if entry is None:
+            raise lost(item._id)
+        return entry.payload is not None
 
     def _wait_for(
         self, oids: list[int], num_returns: int | None, timeout: float | None

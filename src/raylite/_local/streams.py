@@ -6,6 +6,7 @@
               the stream ─> StreamTable.item(): appended; the oldest waiting claim gets it
     user   ── next(gen) / gen.__anext__() ─> claim(): a future, resolved with the next ref
               (the stream's hold passes to that ObjectRef), or None once the stream ends
+           ── wait([gen, ...]) ─> watch(): a callback once a ref waits or the stream ends
     task done (its completion ref is stored) ─> finished(): the claims past the last item
               get the completion ref if the task failed (it raises the error), then None
     the generator's ref freed (the ObjectRefGenerator is gone) ─> freed(): the refs never
@@ -51,6 +52,7 @@ class _Stream:
     failed: bool = False  # the completion ref holds the task's error
     error_taken: bool = False
     claims: deque[Claim[ObjectRef | None]] = field(default_factory=deque)
+    watchers: list[Callable[[], None]] = field(default_factory=list)  # wait() on it
 
 
 class StreamTable:
@@ -108,6 +110,15 @@ class StreamTable:
         )  # fmt: skip
         return exhausted or stream.taken < len(stream.items), exhausted
 
+    def watch(self, gen_oid: int, callback: Callable[[], None]) -> bool:
+        """Calls ``callback`` once the stream's next ref is there or it ends; False (and
+        no call) if that is so already."""
+        stream = self._by_gen.get(gen_oid)
+        if stream is None or self.status(gen_oid)[0]:
+            return False
+        stream.watchers.append(callback)
+        return True
+
     def freed(self, oid: int) -> bool:
         """Object ``oid`` was freed; if it is a generator's ref, its stream closes and the
         refs it never handed out are released. False if ``oid`` is no generator's."""
@@ -138,7 +149,15 @@ class StreamTable:
                 claim.set_result(None)
 
     def _serve(self, stream: _Stream) -> None:
-        """Resolves waiting claims, in order, with what the stream has."""
+        """Resolves waiting claims, in order, with what the stream has; then tells the
+        watchers if a ref waits or the stream ended."""
+        self._serve_claims(stream)
+        if stream.watchers and (stream.done or stream.taken < len(stream.items)):
+            watchers, stream.watchers = stream.watchers, []
+            for callback in watchers:
+                callback()
+
+    def _serve_claims(self, stream: _Stream) -> None:
         claims = stream.claims
         while claims:
             if stream.taken < len(stream.items):

@@ -607,6 +607,11 @@ class WorkerRuntime:
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        if any(type(r) is ObjectRefGenerator for r in refs):
+            raise NotImplementedError(
+                "wait() on an ObjectRefGenerator works in the driver only; inside a task or "
+                "actor, iterate the generator (next() waits for its next ref)."
+            )
         req_id = next(self._ids)
         oids = [r._id for r in refs]
         reply = self._blocking_request(WaitRequest(req_id, oids, num_returns, timeout))
