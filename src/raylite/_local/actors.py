@@ -309,7 +309,7 @@ class ActorManager:
         actor = self.actors.get(self.creations.get(task_id, 0))
         if actor is None or actor.state != _ALIVE:
             return False
-        return not actor.queue and not actor.inflight
+        return not actor.queue and not actor.parked and not actor.inflight
 
     def site_of(self, task_id: int) -> CallSite | None:
         """Where the driver created the dedicated actor whose lease ``task_id`` is, if known."""
