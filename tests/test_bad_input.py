@@ -91,7 +91,7 @@ def test_bad_task_options_name_the_option_and_what_is_allowed(options, error, wo
     "options, error, words",
     [
         ({"max_concurency": 2}, ValueError, "Invalid option keyword 'max_concurency' for actors. "
-         "Valid ones are concurrency_groups"),
+         "Valid ones are allow_out_of_order_execution, concurrency_groups"),
         ({"max_restarts": "x"}, TypeError, "max_restarts must be an int, got str 'x'"),
         ({"max_concurrency": 0}, ValueError, "max_concurrency must be >= 1, got 0"),
         ({"lifetime": "forever"}, ValueError, "lifetime must be None, 'detached' or"),

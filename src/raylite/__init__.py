@@ -27,7 +27,9 @@ from ._api import remote as remote
 from ._api import shutdown as shutdown
 from ._api import timeline as timeline
 from ._api import wait as wait
+from ._object_ref import DynamicObjectRefGenerator as DynamicObjectRefGenerator
 from ._object_ref import ObjectRef as ObjectRef
+from ._object_ref import ObjectRefGenerator as ObjectRefGenerator
 from ._remote_function import RemoteFunction as RemoteFunction
 
 __version__ = "0.1.0"
@@ -44,6 +46,8 @@ __all__ = [
     "wait",
     "cancel",
     "ObjectRef",
+    "ObjectRefGenerator",
+    "DynamicObjectRefGenerator",
     "RemoteFunction",
     # actors
     "method",

@@ -13,12 +13,19 @@ import abc
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import _runtime
 from ._object_ref import ObjectRef
-from ._options import ActorOptions, MethodOptions, actor_options, method_options
+from ._options import (
+    ActorOptions,
+    MethodOptions,
+    actor_options,
+    is_generator_function,
+    method_options,
+    resolve_num_returns,
+)
 
 __all__ = [
     "ActorClass",
@@ -60,11 +67,13 @@ class ActorMeta:
     methods: dict[str, MethodOptions]
     missing_self: frozenset[str]  # methods declared without a `self` parameter
     is_async: bool
+    generators: frozenset[str] = frozenset()  # methods that yield
 
 
 def _meta_of(cls: type) -> ActorMeta:
     methods: dict[str, MethodOptions] = {}
     missing_self = set()
+    generators: set[str] = set()
     is_async = False
     for name, attr in inspect.getmembers(cls):
         if name.startswith("__") and name not in ("__call__",):
@@ -72,9 +81,15 @@ def _meta_of(cls: type) -> ActorMeta:
         raw = inspect.getattr_static(cls, name, None)
         if isinstance(raw, (staticmethod, classmethod)) or not inspect.isfunction(attr):
             if isinstance(raw, (staticmethod, classmethod)):
-                methods[name] = MethodOptions()
+                methods[name] = MethodOptions(num_returns=1)
             continue
-        methods[name] = getattr(attr, _METHOD_OPTIONS, MethodOptions())
+        opts = getattr(attr, _METHOD_OPTIONS, MethodOptions())
+        if is_generator_function(attr):
+            generators.add(name)
+        returns = resolve_num_returns(
+            opts.num_returns, name in generators, f"{cls.__name__}.{name}()"
+        )
+        methods[name] = replace(opts, num_returns=returns)
         params = list(inspect.signature(attr).parameters.values())
         if not params or params[0].kind not in (
             inspect.Parameter.POSITIONAL_ONLY,
@@ -84,7 +99,7 @@ def _meta_of(cls: type) -> ActorMeta:
             missing_self.add(name)
         if inspect.iscoroutinefunction(attr) or inspect.isasyncgenfunction(attr):
             is_async = True
-    return ActorMeta(cls.__name__, methods, frozenset(missing_self), is_async)
+    return ActorMeta(cls.__name__, methods, frozenset(missing_self), is_async, frozenset(generators))
 
 
 class ActorClass:
@@ -217,7 +232,11 @@ class ActorMethod:
         )
 
     def options(self, **options: Any) -> ActorMethod:
-        return ActorMethod(self._handle, self._name, method_options(self._options, **options))
+        opts = method_options(self._options, **options)
+        meta = self._handle._meta
+        what = f"{meta.class_name}.{self._name}()"
+        returns = resolve_num_returns(opts.num_returns, self._name in meta.generators, what)
+        return ActorMethod(self._handle, self._name, replace(opts, num_returns=returns))
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Calls the method on the actor; returns ObjectRef(s) (as ``num_returns`` says)."""
@@ -232,6 +251,6 @@ class ActorMethod:
             self._handle, self._name, args, kwargs, self._options
         )
         n = self._options.num_returns
-        if n == 1:
+        if n == 1 or isinstance(n, str):
             return refs[0]
         return None if n == 0 else refs

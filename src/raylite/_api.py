@@ -17,7 +17,7 @@ from typing import Any, overload
 
 from . import _ray, _runtime
 from ._actor import ActorClass, ActorHandle
-from ._object_ref import ObjectRef, owner_of
+from ._object_ref import ObjectRef, ObjectRefGenerator, owner_of
 from ._options import actor_options, check_amount, task_options, validate_resources
 from ._remote_function import RemoteFunction
 from .exceptions import RaySystemError
@@ -415,6 +415,8 @@ def get(object_refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None =
     _check_timeout(timeout)
     if isinstance(object_refs, ObjectRef):
         return _owner_of([object_refs]).get([object_refs], timeout)[0]
+    if isinstance(object_refs, ObjectRefGenerator):
+        return object_refs  # as Ray: iterate it for the values' refs
     if not isinstance(object_refs, (list, tuple)):
         raise ValueError(
             f"Invalid type of object refs, {type(object_refs).__name__}, is given. "
@@ -449,7 +451,9 @@ def wait(
             f"wait() expected a list of ObjectRef, got {type(ray_waitables).__name__}. "
             "Wrap a single ref in a list: raylite.wait([ref])."
         )
-    _check_refs("wait", ray_waitables)
+    # An ObjectRefGenerator is ready once its next ref is (or it has ended), as in Ray.
+    refs = [g.completed() if isinstance(g, ObjectRefGenerator) else g for g in ray_waitables]
+    _check_refs("wait", refs)
     _check_timeout(timeout)
     if len(set(ray_waitables)) != len(ray_waitables):
         raise ValueError("Wait requires a list of unique object refs.")
@@ -460,16 +464,21 @@ def wait(
             f"Invalid number of objects to return {num_returns}/{len(ray_waitables)}: "
             "num_returns cannot exceed the number of refs."
         )
-    return _owner_of(ray_waitables).wait(list(ray_waitables), num_returns, timeout)
+    return _owner_of(refs).wait(list(ray_waitables), num_returns, timeout)
 
 
-def cancel(ray_waitable: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancels the task that produces ``ray_waitable``.
+def cancel(
+    ray_waitable: ObjectRef | ObjectRefGenerator, *, force: bool = False, recursive: bool = True
+) -> None:
+    """Cancels the task that produces ``ray_waitable`` (a ref, or a generator task's
+    ObjectRefGenerator).
 
     A queued task never runs; a running one is interrupted (``force=True`` kills its worker
     process). ``get`` on its result then raises ``TaskCancelledError``. ``recursive``
     cancels the tasks it submitted too. Cancelling a finished task does nothing.
     """
+    if isinstance(ray_waitable, ObjectRefGenerator):  # its task
+        ray_waitable = ray_waitable.completed()
     if not isinstance(ray_waitable, ObjectRef):
         raise TypeError(
             f"cancel() expected an ObjectRef, got {type(ray_waitable).__name__} {ray_waitable!r}."

@@ -10,6 +10,12 @@ in the pickler's context (:func:`collect_refs`), so the runtime knows which obje
 value contains and keeps them alive with it. Unpickling binds the ref to the runtime of the
 process that unpickles it.
 
+Generator tasks: ``num_returns="streaming"`` (a generator function's default) gives an
+:class:`ObjectRefGenerator`, whose ``next()`` returns each yielded value's ObjectRef as the
+task yields it; ``num_returns="dynamic"`` gives one ref whose value, once the task is done,
+is a :class:`DynamicObjectRefGenerator` of them all. The runtime that owns the task keeps
+the stream (``_StreamOwner``): the refs not taken yet, and the cursor.
+
 Refs of another runtime: on a Ray cluster the refs users get are Ray's own ``ray.ObjectRef``
 (so Ray's APIs, Ray's argument resolution and ``ray.get`` inside tasks work on them). That
 runtime registers its ref class here (:func:`register_foreign_refs`), which makes
@@ -29,7 +35,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["ObjectRef", "collect_refs", "owner_of", "register_foreign_refs"]
+__all__ = [
+    "DynamicObjectRefGenerator",
+    "ObjectRef",
+    "ObjectRefGenerator",
+    "collect_refs",
+    "owner_of",
+    "register_foreign_generators",
+    "register_foreign_refs",
+]
 
 
 class _RefOwner(Protocol):
@@ -40,6 +54,23 @@ class _RefOwner(Protocol):
     def release(self, oid: int) -> None: ...
 
     def future(self, oid: int) -> concurrent.futures.Future[Any]: ...
+
+
+class _StreamOwner(Protocol):
+    """What an ObjectRefGenerator needs from the runtime that runs its task. ``gen_id`` is
+    the id of the generator's ref (the task's completion)."""
+
+    def stream_next(self, gen_id: int) -> ObjectRef | None:
+        """Blocks until the next ref, or None at the end."""
+        ...
+
+    def stream_future(self, gen_id: int) -> concurrent.futures.Future[ObjectRef | None]:
+        """The next ref (None at the end) as a future; cancelling it gives its turn back."""
+        ...
+
+    def stream_status(self, gen_id: int) -> tuple[bool, bool]:
+        """``(next_ready, exhausted)``: whether ``next`` would not block, whether it ends."""
+        ...
 
 
 _pickling = threading.local()
@@ -199,3 +230,111 @@ def _unbound_error(ref: ObjectRef) -> Exception:
         f"{ref!r} belongs to no running raylite session (it was made before the last "
         "shutdown() or unpickled outside raylite). Recreate it after raylite.init()."
     )
+
+
+# Other runtimes' generator classes: each function tells one of them (Ray's, without
+# importing ray), so that isinstance(gen, ObjectRefGenerator) holds for those too.
+_foreign_generators: list[Callable[[type], bool]] = []
+
+
+def register_foreign_generators(is_generator_class: Callable[[type], bool]) -> None:
+    """Makes another runtime's ref generators instances of :class:`ObjectRefGenerator`."""
+    _foreign_generators.append(is_generator_class)
+
+
+class ObjectRefGenerator(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for virtual subclasses)
+    """The ObjectRefs of a generator task's values, in order, as the task yields them.
+
+    Returned by ``f.remote()`` for a generator function (``num_returns="streaming"``, the
+    default) and by generator actor methods. ``next(gen)`` blocks until the task yields
+    its next value and returns that value's ObjectRef; ``async for ref in gen`` does the
+    same without blocking the event loop. If the task raises after k yields, the first k
+    refs hold their values, the next one raises the error at ``get``, and iteration ends.
+
+    Example:
+        >>> @raylite.remote
+        ... def count(n):
+        ...     for i in range(n):
+        ...         yield i
+        >>> [raylite.get(ref) for ref in count.remote(3)]
+        [0, 1, 2]
+    """
+
+    __module__ = "raylite"
+
+    def __init__(self, generator_ref: ObjectRef, owner: _StreamOwner) -> None:
+        # The task's completion ref: while it lives, so does the stream of refs not taken.
+        self._generator_ref = generator_ref
+        self._owner = owner
+
+    @classmethod
+    def __subclasshook__(cls, subclass: type) -> Any:
+        # ABCMeta caches the answer per class, so this runs once per class, not per check.
+        if cls is ObjectRefGenerator and any(is_gen(subclass) for is_gen in _foreign_generators):
+            return True
+        return NotImplemented
+
+    def __iter__(self) -> ObjectRefGenerator:
+        return self
+
+    def __next__(self) -> ObjectRef:
+        ref = self._owner.stream_next(self._generator_ref._id)
+        if ref is None:
+            raise StopIteration
+        return ref
+
+    def __aiter__(self) -> ObjectRefGenerator:
+        return self
+
+    async def __anext__(self) -> ObjectRef:
+        import asyncio  # imported here: it costs ~50 ms, and most programs never await
+
+        ref = await asyncio.wrap_future(self._owner.stream_future(self._generator_ref._id))
+        if ref is None:
+            raise StopAsyncIteration
+        return ref
+
+    def completed(self) -> ObjectRef:
+        """A ref that is ready once the task has finished (its ``get`` raises the task's
+        error, if it failed)."""
+        return self._generator_ref
+
+    def is_finished(self) -> bool:
+        """Whether every ref has been taken and the task is done (``next`` would stop)."""
+        return self._owner.stream_status(self._generator_ref._id)[1]
+
+    def next_ready(self) -> bool:
+        """Whether ``next`` would return at once (a ref is waiting, or the stream ended)."""
+        return self._owner.stream_status(self._generator_ref._id)[0]
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "An ObjectRefGenerator cannot be pickled or passed to a task or actor: iterate "
+            "it where it was made and pass the ObjectRefs it gives."
+        )
+
+    def __repr__(self) -> str:
+        return f"ObjectRefGenerator({self._generator_ref.hex()})"
+
+
+class DynamicObjectRefGenerator:
+    """The value of a ``num_returns="dynamic"`` task: the ObjectRefs of every value it
+    yielded, in order (iterate it, or ``len()``). If the task raised after k yields, there
+    are k + 1 refs and the last one raises the error at ``get``."""
+
+    __module__ = "raylite"
+
+    def __init__(self, refs: list[ObjectRef]) -> None:
+        self._refs = list(refs)
+
+    def __iter__(self) -> Iterator[ObjectRef]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def __reduce__(self) -> Any:
+        return (DynamicObjectRefGenerator, (self._refs,))
+
+    def __repr__(self) -> str:
+        return f"DynamicObjectRefGenerator({len(self._refs)} refs)"

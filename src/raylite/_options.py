@@ -14,6 +14,7 @@ Ray's option names are the spec. Each keyword is one of:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,9 @@ __all__ = [
     "actor_options",
     "check_amount",
     "check_local",
+    "is_generator_function",
     "method_options",
+    "resolve_num_returns",
     "task_options",
     "validate_resources",
 ]
@@ -100,13 +103,40 @@ def _retry_exceptions(value: Any) -> bool | tuple[type[BaseException], ...]:
     )
 
 
-def _num_returns(value: Any) -> int:
-    if value in ("dynamic", "streaming"):
+def _num_returns(value: Any) -> int | str | None:
+    """An int >= 0, ``"streaming"``/``"dynamic"`` (generators), or None (Ray's default:
+    ``"streaming"`` for a generator function, else 1; see :func:`resolve_num_returns`)."""
+    if value is None or value in ("dynamic", "streaming"):
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, str):
         raise ValueError(
-            f"num_returns={value!r} (generator tasks) is not supported by raylite yet; "
-            "return a list and use num_returns=<int>."
+            f"num_returns must be an int >= 0, 'streaming' or 'dynamic' (generators), got "
+            f"{value!r}."
         )
     return _int("num_returns", 0)(value)
+
+
+def is_generator_function(fn: Any) -> bool:
+    """Whether ``fn`` yields (a generator or async generator function)."""
+    return inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+
+
+def resolve_num_returns(num_returns: int | str | None, is_generator: bool, what: str) -> int | str:
+    """``num_returns`` as Ray settles it: None is ``"streaming"`` for a generator function
+    (sync or async) and 1 otherwise.
+
+    Raises:
+        ValueError: ``"streaming"``/``"dynamic"`` on a function that does not ``yield``.
+    """
+    if num_returns is None:
+        return "streaming" if is_generator else 1
+    if isinstance(num_returns, str) and not is_generator:
+        raise ValueError(
+            f"num_returns={num_returns!r} can only be used with generator functions "
+            f"(functions that use 'yield'), and {what} is not one: remove the option, or "
+            "make it yield its results."
+        )
+    return num_returns
 
 
 def _name(value: Any) -> str | None:
@@ -131,7 +161,9 @@ class TaskOptions:
     num_cpus: float | None = None  # None: 1 for a process task, 0 for a thread task
     num_gpus: float = 0.0
     resources: Mapping[str, float] = field(default_factory=dict)
-    num_returns: int = 1
+    # None until RemoteFunction settles it (resolve_num_returns); then an int, "streaming"
+    # (an ObjectRefGenerator) or "dynamic" (one ref to a DynamicObjectRefGenerator)
+    num_returns: Any = None
     max_retries: int = 3
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
     name: str | None = None
@@ -234,7 +266,7 @@ def task_options(base: TaskOptions | None = None, **kwargs: Any) -> TaskOptions:
                 f"Invalid option keyword {key!r} for remote functions. "
                 f"Valid ones are {', '.join(valid)}."
             )
-        if key in ("num_returns", "max_retries") and value is None:
+        if key == "max_retries" and value is None:
             continue
         changes[key] = check(value)
     if cluster is not None:
@@ -303,10 +335,29 @@ class ActorOptions:
     # Ray options only a cluster honours, as given (see TaskOptions.cluster_options).
     cluster_options: Mapping[str, Any] = field(default_factory=dict)
 
+    allow_out_of_order_execution: bool | None = None  # None: True for async/threaded actors
+
     @property
     def dedicated(self) -> bool:
-        """Whether the actor reserves resources, and so gets a process of its own."""
-        return bool(self.num_cpus or self.num_gpus or any(self.resources.values()))
+        """Whether the actor gets a process of its own: it reserves whole CPUs, or GPUs
+        (``CUDA_VISIBLE_DEVICES`` is per process). Every other actor, one with a fraction
+        of a CPU or custom resources included, is packed into a shared host process and
+        holds what it reserves there, so actors never use up the worker processes."""
+        return bool(self.num_gpus or (self.num_cpus or 0) >= 1)
+
+    @property
+    def specified(self) -> bool:
+        """Whether any resource is given (``num_cpus=0`` counts): as in Ray, an actor
+        that gives none needs a machine with 1 CPU and holds none while it lives; one that
+        gives any holds them for its life, with 1 CPU unless ``num_cpus`` says."""
+        return self.num_cpus is not None or bool(self.num_gpus) or bool(self.resources)
+
+    @property
+    def held_cpus(self) -> float:
+        """CPUs the actor holds for its life (Ray's rule, see ``specified``)."""
+        if self.num_cpus is not None:
+            return self.num_cpus
+        return 1.0 if self.specified else 0.0
 
 
 _ACTOR_CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -323,8 +374,10 @@ _ACTOR_CHECKS: dict[str, Callable[[Any], Any]] = {
     "lifetime": _lifetime,
     "concurrency_groups": _concurrency_groups,
     "executor": _executor,
+    "allow_out_of_order_execution": lambda v: None if v is None else _bool(
+        "allow_out_of_order_execution"
+    )(v),
 }
-_ACTOR_NOOPS = {"allow_out_of_order_execution"}
 
 
 def actor_options(base: ActorOptions | None = None, **kwargs: Any) -> ActorOptions:
@@ -344,8 +397,6 @@ def actor_options(base: ActorOptions | None = None, **kwargs: Any) -> ActorOptio
                     cluster = dict(base.cluster_options) if base else {}
                 cluster[key] = value
                 continue
-            if key in _ACTOR_NOOPS:
-                continue
             raise ValueError(
                 f"Invalid option keyword {key!r} for actors. Valid ones are {', '.join(valid)}."
             )
@@ -359,7 +410,7 @@ def actor_options(base: ActorOptions | None = None, **kwargs: Any) -> ActorOptio
 class MethodOptions:
     """Options of one actor method (``@raylite.method(...)``)."""
 
-    num_returns: int = 1
+    num_returns: Any = None  # as TaskOptions.num_returns (settled per method by _meta_of)
     concurrency_group: str | None = None
     name: str | None = None
 

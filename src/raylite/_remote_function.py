@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from . import _runtime
 from ._object_ref import ObjectRef
-from ._options import TaskOptions, task_options
+from ._options import TaskOptions, is_generator_function, resolve_num_returns, task_options
 
 __all__ = ["RemoteFunction"]
 
@@ -31,6 +32,12 @@ class RemoteFunction:
 
     def __init__(self, function: Callable[..., Any], options: TaskOptions, fn_id: int = 0) -> None:
         self._function = function
+        name = getattr(function, "__name__", "remote_function")
+        returns = resolve_num_returns(
+            options.num_returns, is_generator_function(function), f"{name}()"
+        )
+        if returns != options.num_returns:
+            options = replace(options, num_returns=returns)
         self._options = options
         # Shared by all .options() variants, so the body travels to each worker once.
         self._fn_id = fn_id or int.from_bytes(os.urandom(7), "big")
@@ -62,11 +69,13 @@ class RemoteFunction:
         return RemoteFunction(self._function, task_options(self._options, **options), self._fn_id)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        """Submits a task; returns an ObjectRef, a list of them (``num_returns > 1``), or
-        ``None`` (``num_returns=0``)."""
+        """Submits a task; returns an ObjectRef, a list of them (``num_returns > 1``),
+        ``None`` (``num_returns=0``), or for a generator function an ``ObjectRefGenerator``
+        (``"streaming"``, the default) or one ObjectRef to a ``DynamicObjectRefGenerator``
+        (``"dynamic"``)."""
         refs = _runtime.current().submit_task(self, args, kwargs, self._options)
         n = self._options.num_returns
-        if n == 1:
+        if n == 1 or isinstance(n, str):
             return refs[0]
         return None if n == 0 else refs
 

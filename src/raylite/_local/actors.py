@@ -5,25 +5,37 @@
     create_actor ─> record (PENDING) ─ args ready ─> placed: CreateActor to its process
                                                      ├ packed: a shared host process
                                                      └ dedicated: a lease of its own
-    call ─> record.queue (FIFO) ─ head's args ready ─> ActorCall ─> TaskDone ─> results
+    call ─> record.queue ─ args ready ─> ActorCall ─> TaskDone ─> results
     process died / kill / __init__ raised ─> restart (max_restarts) or DEAD: calls fail
 
-Actors that reserve nothing (Ray's default: 0 CPUs while running) are *packed*: up to
-``max_hosts`` host processes serve all of them, one thread (or event loop) per actor,
-so a thousand actors cost a few processes. An actor that reserves CPUs, GPUs or custom
-resources gets a worker process of its own, holding them for its life (a scheduler task
-that never finishes, with a lease nothing else is pipelined onto); it is killed with its
-actor, so a restart starts from a clean process.
+Actors that reserve no whole CPU and no GPU are *packed*: up to ``max_hosts`` host
+processes serve all of them, one thread (or event loop) per actor, so a thousand actors
+cost a few processes. Ray's default actor (no resource named) reserves nothing and is
+placed at once; one that names resources (``num_cpus=0.1``, custom ones; 1 CPU if
+``num_cpus`` is unset, as Ray) holds them for its life through a scheduler task on a
+pseudo-worker (a "threaded" lease), placed once they are free. An actor that reserves
+whole CPUs or GPUs gets a worker process of its own, holding them for its life (a
+scheduler task that never finishes, with a lease nothing else is pipelined onto); it is
+killed with its actor, so a restart starts from a clean process. Such processes may not
+take the slots tasks need (``_check_process_cap``).
 
 Calls of one actor are sent in submission order: a call whose arguments are not ready
-holds back the ones behind it (Ray's ordering). The manager is part of the runtime: it
-runs with the runtime's lock held and uses its object table, workers and scheduler.
+holds back the ones behind it (Ray's ordering), unless the actor runs calls out of order
+(async, ``max_concurrency > 1`` or ``allow_out_of_order_execution=True``): then each call
+goes once its own arguments are ready. The manager is part of the runtime: it runs with
+the runtime's lock held and uses its object table, workers and scheduler.
 """
 
 from __future__ import annotations
 
+import functools
+import heapq
+import itertools
+import math
 import os
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,7 +55,9 @@ from . import serialization as ser
 from .history import ACTOR_TASK, Done
 from .objects import Waiter
 from .protocol import ActorCall, CancelTask, CreateActor, KillActor, TaskDone
-from .scheduler import Request
+from .scheduler import UNIT, Request, thread_worker
+from .tasks import DRIVER
+from .worker import stream_mode
 
 if TYPE_CHECKING:
     from .runtime import LocalRuntime, _Worker
@@ -53,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = ["ActorManager"]
 
 _PENDING, _ALIVE, _DEAD = "PENDING", "ALIVE", "DEAD"
+FLUSH_DELAY_S = 0.002  # calls queued for a busy out-of-order actor go out within this
 
 
 @dataclass(slots=True)
@@ -71,6 +86,8 @@ class _Call:
     group: str | None
     retries_left: int
     py_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None  # a thread actor's call
+    stream: int = 0  # protocol.STREAMING/DYNAMIC for a generator method
+    caller: int = DRIVER  # the worker whose handle made it (max_pending_calls counts per caller)
 
 
 @dataclass(slots=True)
@@ -88,8 +105,15 @@ class _Actor:
     restarts_left: int
     state: str = _PENDING
     wid: int | None = None  # the process it lives in, once placed
-    creation_task: int = 0  # the scheduler task holding a dedicated actor's lease
+    # The scheduler task of its placement: a dedicated actor's lease of a process, or a
+    # packed one's reservation (held for life when it names resources, see _place).
+    creation_task: int = 0
+    holds_lease: bool = False  # a packed actor's reservation is held until it stops
+    out_of_order: bool = False  # calls go as their arguments get ready, not in order
     queue: deque[_Call] = field(default_factory=deque)  # not yet sent
+    # Out of order only: calls waiting for their arguments, each with a waiter that moves
+    # it back to the queue ({task id: call}).
+    parked: dict[int, _Call] = field(default_factory=dict)
     inflight: dict[int, _Call] = field(default_factory=dict)  # sent, not done
     death: bytes | None = None  # the pickled error calls fail with once DEAD
     name_key: tuple[str, str] | None = None
@@ -111,9 +135,10 @@ class ActorManager:
         self.max_hosts = max_hosts
         self.actors: dict[int, _Actor] = {}
         self.calls: dict[int, _Call] = {}  # {task id: call in flight or queued}
-        self.creations: dict[int, int] = {}  # {scheduler task id: actor id} (dedicated)
+        self.creations: dict[int, int] = {}  # {scheduler task id: actor id} (placements)
         self.hosts: dict[int, set[int]] = {}  # {host worker id: actor ids on it}
         self.names: dict[tuple[str, str], int] = {}  # {(namespace, name): actor id}
+        self._flush_due: set[int] = set()  # workers with a flush deadline pending
 
     # ---- creation -----------------------------------------------------------------------
 
@@ -141,14 +166,16 @@ class ActorManager:
                 "Pick another name, use get_if_exists=True, or get it with "
                 "raylite.get_actor(name)."
             )
-        if opts.dedicated:
-            request = Request.of(opts.num_cpus or 0, opts.num_gpus, opts.resources)
-            why = rt.sched.infeasible(request)
+        out_of_order = _out_of_order(meta, opts)
+        if local is None:
+            why = rt.sched.infeasible(_placement(opts))
             if why is not None:
                 raise ActorUnschedulableError(
                     f"Actor {meta.class_name} can never be placed here: {why}. Ask for less, or "
                     "start raylite with more (raylite.init(num_cpus=..., num_gpus=..., ...))."
                 )
+            if opts.dedicated:
+                self._check_process_cap(meta.class_name)
         args, contained = rt._hold_args(packed)
         actor_id = next(rt._ids)
         detached = opts.lifetime == "detached"
@@ -169,6 +196,7 @@ class ActorManager:
             actor_id, cls_id, meta.class_name, meta, opts, args, packed.positions,
             packed.dep_ids, contained, config, restarts, name_key=key,
         )  # fmt: skip
+        actor.out_of_order = out_of_order
         if local is not None:
             actor.local_cls, actor.py_args = local[0], (local[1], local[2])
         self.actors[actor_id] = actor
@@ -231,14 +259,37 @@ class ActorManager:
             actor.local = self.rt._threads.start_actor(actor, actor.local_cls, *actor.py_args)
             actor.state = _ALIVE
             self._pump(actor)
-        elif actor.opts.dedicated:
+        elif not actor.opts.specified:  # Ray's default: placed at once, holding nothing
+            self._start(actor, self._pick_host())
+        else:  # through the scheduler: it waits for the resources it holds for its life
+            if self.creations.pop(actor.creation_task, None) is not None:
+                self.rt.sched.cancel(actor.creation_task)  # an earlier try, still queued
             actor.creation_task = next(self.rt._ids)
             self.creations[actor.creation_task] = actor.actor_id
-            opts = actor.opts
-            request = Request.of(opts.num_cpus or 0, opts.num_gpus, opts.resources)
-            self.rt._apply(self.rt.sched.submit(actor.creation_task, request, 0, [], True))
-        else:
-            self._start(actor, self._pick_host())
+            packed = not actor.opts.dedicated  # holds resources, not a process: "threaded"
+            self.rt._apply(
+                self.rt.sched.submit(
+                    actor.creation_task, _placement(actor.opts), 0, [], True, threaded=packed
+                )
+            )
+
+    def _check_process_cap(self, class_name: str) -> None:
+        """Raises if one more actor with a process of its own would leave tasks too few
+        worker processes (the cap is ``max_workers``; tasks keep one per CPU)."""
+        sched = self.rt.sched
+        keep = max(1, math.ceil(sched.total_cpu / UNIT))
+        room = sched.max_workers - keep
+        dedicated = sum(
+            1 for a in self.actors.values() if a.opts.dedicated and a.state != _DEAD
+        )
+        if dedicated >= room:
+            raise ActorUnschedulableError(
+                f"Actor {class_name} would need a worker process of its own (it reserves "
+                f"whole CPUs or GPUs), but {dedicated} actors hold processes already and "
+                f"raylite keeps {keep} of its {sched.max_workers} worker processes for tasks. "
+                "Give such actors num_cpus < 1 and no GPU so they share host processes, end "
+                "some (raylite.kill), or raise RAYLITE_MAX_WORKERS."
+            )
 
     def _pick_host(self) -> _Worker:
         if len(self.hosts) < self.max_hosts:
@@ -249,7 +300,7 @@ class ActorManager:
         return self.rt._workers[wid]
 
     def creating(self, task_id: int) -> str | None:
-        """The class name of the dedicated actor whose lease ``task_id`` is, if any."""
+        """The class name of the actor whose placement ``task_id`` is, if any."""
         actor = self.actors.get(self.creations.get(task_id, 0))
         return actor.class_name if actor is not None else None
 
@@ -258,7 +309,7 @@ class ActorManager:
         actor = self.actors.get(self.creations.get(task_id, 0))
         if actor is None or actor.state != _ALIVE:
             return False
-        return not actor.queue and not actor.inflight
+        return not actor.queue and not actor.parked and not actor.inflight
 
     def site_of(self, task_id: int) -> CallSite | None:
         """Where the driver created the dedicated actor whose lease ``task_id`` is, if known."""
@@ -266,12 +317,26 @@ class ActorManager:
         return actor.site if actor is not None else None
 
     def dispatch_creation(self, task_id: int, wid: int) -> None:
-        """The scheduler placed a dedicated actor's lease on worker ``wid``."""
+        """The scheduler placed actor creation ``task_id``: a dedicated actor's lease on
+        worker ``wid``, or (``wid < 0``) a packed actor's reservation."""
         actor = self.actors.get(self.creations.get(task_id, 0))
-        if actor is None or actor.state == _DEAD:
+        if actor is None or actor.state == _DEAD or actor.creation_task != task_id:
+            self.creations.pop(task_id, None)
             self.rt._apply(self.rt.sched.task_done(wid, task_id))
             return
-        self._start(actor, self.rt._workers[wid])
+        if actor.opts.dedicated:
+            self._start(actor, self.rt._workers[wid])
+        else:  # packed, holding what it named (its reservation) for its life
+            actor.holds_lease = True
+            self._start(actor, self._pick_host())
+
+    def _release_lease(self, actor: _Actor) -> None:
+        """Gives back a packed actor's reservation (it stopped, or died)."""
+        if actor.holds_lease:
+            actor.holds_lease = False
+            self.creations.pop(actor.creation_task, None)
+            task_id = actor.creation_task
+            self.rt._apply(self.rt.sched.task_done(thread_worker(task_id), task_id))
 
     def _start(self, actor: _Actor, w: _Worker) -> None:
         rt = self.rt
@@ -327,11 +392,14 @@ class ActorManager:
                 "handle comes from an earlier raylite session): create the actor again with "
                 "ActorClass.remote(...) and call the new handle."
             )
+        caller = DRIVER if borrower is None else borrower.wid
         limit = actor.opts.max_pending_calls
-        if limit > 0 and len(actor.queue) + len(actor.inflight) >= limit:
+        if limit > 0 and self._pending_from(actor, caller) >= limit:
             raise PendingCallsLimitExceeded(
-                f"Actor {actor.class_name} has {limit} calls pending (max_pending_calls="
-                f"{limit}): wait for some results before calling it again."
+                f"The call {actor.class_name}.{method}() could not be submitted: {limit} "
+                f"calls from this handle are pending on the actor (max_pending_calls={limit}, "
+                "counted per caller). Wait for some results (raylite.get/wait) before "
+                "calling it again, or raise max_pending_calls."
             )
         args, contained = rt._hold_args(packed)
         task_id = next(rt._ids)
@@ -343,17 +411,24 @@ class ActorManager:
             task_id, actor.actor_id, sys.intern(f"{actor.class_name}.{method}"), method, args,
             packed.positions,
             packed.dep_ids, contained, return_ids, mopts.concurrency_group,
-            actor.opts.max_task_retries, py_args,
+            actor.opts.max_task_retries, py_args, stream_mode(mopts.num_returns), caller,
         )  # fmt: skip
         self.calls[task_id] = call
+        rt._open_stream(task_id, return_ids, mopts.num_returns)
         if actor.state == _DEAD:
             self._fail_call(call, actor.death or b"")
         else:
             actor.queue.append(call)
             self._pump(actor)
 
+    def _pending_from(self, actor: _Actor, caller: int) -> int:
+        """Calls of ``caller`` to ``actor`` not finished yet."""
+        calls = itertools.chain(actor.queue, actor.parked.values(), actor.inflight.values())
+        return sum(1 for call in calls if call.caller == caller)
+
     def _pump(self, actor: _Actor) -> None:
-        """Sends queued calls, in order, while the head's arguments are ready."""
+        """Sends queued calls, in order, while the head's arguments are ready (or, out of
+        order, every call whose arguments are ready)."""
         if actor.state != _ALIVE or actor.waiting:
             return
         rt = self.rt
@@ -364,19 +439,36 @@ class ActorManager:
         w = rt._workers.get(actor.wid) if actor.wid is not None else None
         if w is None:
             return
-        idle = not actor.inflight
+        idle = not actor.inflight  # latency: a call to an idle actor goes out now
+        sent = False
         for call in self._ready_calls(actor):
+            sent = True
             args, values, fds = objs.wire_call(w.wid, w.mapped, call.args, call.dep_ids)
             w.chan.queue(
                 ActorCall(
                     call.task_id, actor.actor_id, call.method, args, call.positions, values,
-                    call.return_ids, call.group,
+                    call.return_ids, call.group, call.stream,
                 ),
                 fds,
             )  # fmt: skip
-        if idle and actor.inflight:
-            rt._flush_now(w)  # latency: a call to an idle actor goes out now
+        if idle and sent:
+            rt._flush_now(w)
+            return
         rt._dirty.add(w)
+        if sent and actor.out_of_order and w.wid not in self._flush_due:
+            # It runs calls side by side, and the one it runs may take long, so no reply
+            # may come to flush these with: the I/O thread sends them within FLUSH_DELAY_S,
+            # a burst of calls as one frame.
+            self._flush_due.add(w.wid)
+            due = (time.monotonic() + FLUSH_DELAY_S, next(rt._ids), lambda: self._flush_due_now(w))
+            heapq.heappush(rt._deadlines, due)
+            if threading.current_thread() is not rt._io:
+                os.write(rt._wake_w, b"x")  # it recomputes its timeout
+
+    def _flush_due_now(self, w: _Worker) -> None:
+        self._flush_due.discard(w.wid)
+        if not w.gone:
+            self.rt._flush_now(w)
 
     def _pump_local(self, actor: _Actor) -> None:
         """``_pump`` for a thread actor: calls go to its lanes, arguments unpickled."""
@@ -387,6 +479,9 @@ class ActorManager:
         """Takes queued calls in order while the head's arguments are ready (failing a
         call whose arguments failed), marking each in flight; stops at the first that
         waits, with a waiter that resumes the pump."""
+        if actor.out_of_order:
+            yield from self._ready_calls_any_order(actor)
+            return
         objs = self.rt._objs
         while actor.queue:
             call = actor.queue[0]
@@ -402,6 +497,33 @@ class ActorManager:
                 continue
             actor.inflight[call.task_id] = call
             yield call
+
+    def _ready_calls_any_order(self, actor: _Actor) -> Iterator[_Call]:
+        """``_ready_calls`` for an out-of-order actor (async, threaded, or
+        ``allow_out_of_order_execution=True``): every call whose arguments are ready goes,
+        in submission order among them; a call still waiting is parked and holds back no
+        other (so each pump looks at new and resumed calls only)."""
+        objs = self.rt._objs
+        queue = actor.queue
+        while queue:
+            call = queue.popleft()
+            pending = [objs[o] for o in dict.fromkeys(call.dep_ids) if objs[o].payload is None]
+            if pending:
+                actor.parked[call.task_id] = call
+                resume = functools.partial(self._resume_call, actor, call)
+                objs.add_waiter(pending, Waiter(len(pending), resume))
+                continue
+            failed = next((objs[o] for o in call.dep_ids if objs[o].is_error), None)
+            if failed is not None:
+                self._fail_call(call, failed.payload)  # type: ignore[arg-type]
+                continue
+            actor.inflight[call.task_id] = call
+            yield call
+
+    def _resume_call(self, actor: _Actor, call: _Call) -> None:
+        if actor.parked.pop(call.task_id, None) is not None:  # not cancelled meanwhile
+            actor.queue.append(call)
+            self._pump(actor)
 
     def done_local(self, call: _Call, outcome: Any) -> None:
         """A thread actor's call finished (lock held)."""
@@ -482,9 +604,12 @@ class ActorManager:
                 "actor runs). Use force=False, or raylite.kill(actor)."
             )
         actor = self.actors.get(call.actor_id)
-        if actor is not None and call in actor.queue:
+        cancelled = ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0]
+        if actor is not None and actor.parked.pop(task_id, None) is not None:
+            self._fail_call(call, cancelled)  # never sent: waited for its arguments
+        elif actor is not None and call in actor.queue:
             actor.queue.remove(call)
-            self._fail_call(call, ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0])
+            self._fail_call(call, cancelled)
         elif actor is not None and task_id in actor.inflight and actor.wid is not None:
             w = self.rt._workers.get(actor.wid)
             if w is not None:  # sent: its process drops it unless it has started
@@ -510,7 +635,8 @@ class ActorManager:
         self._maybe_end(actor)
 
     def _maybe_end(self, actor: _Actor) -> None:
-        if actor.handles_gone and not actor.queue and not actor.inflight and actor.state != _DEAD:
+        busy = actor.queue or actor.parked or actor.inflight
+        if actor.handles_gone and not busy and actor.state != _DEAD:
             self._stop(actor, self._died(actor, "all its handles were deleted"), restart=False)
 
     def _stop(self, actor: _Actor, why: bytes, restart: bool) -> None:
@@ -545,6 +671,7 @@ class ActorManager:
             self._lost_process(actor, why, restart=True)
 
     def _lost_process(self, actor: _Actor, why: bytes, restart: bool) -> None:
+        self._release_lease(actor)
         can_restart = restart and actor.restarts_left != 0
         inflight, actor.inflight = list(actor.inflight.values()), {}
         for call in reversed(inflight):  # retried calls go first, in their order
@@ -572,11 +699,13 @@ class ActorManager:
             if w is not None:
                 self.creations.pop(actor.creation_task, None)
                 self.rt._kill_worker(w)
+        self._release_lease(actor)
         actor.state = _DEAD
         actor.death = why
-        for call in list(actor.queue) + list(actor.inflight.values()):
+        for call in [*actor.queue, *actor.parked.values(), *actor.inflight.values()]:
             self._fail_call(call, why)
         actor.queue.clear()
+        actor.parked.clear()
         actor.inflight.clear()
         if actor.name_key is not None:
             self.names.pop(actor.name_key, None)
@@ -601,3 +730,38 @@ class ActorManager:
                 actor.death = why
         for call in list(self.calls.values()):
             self._fail_call(call, why)
+
+
+def _placement(opts: ActorOptions) -> Request:
+    """What an actor with ``opts`` needs to be placed (Ray's rule). One that names no
+    resource needs a machine with 1 CPU, not a free CPU: it holds none once placed, so it
+    is placed at once. One that names any holds for its life ``num_cpus`` (1 if unset),
+    ``num_gpus`` and its custom resources, and waits until they are free."""
+    if not opts.specified:
+        return Request.of(1, 0, {})
+    return Request.of(opts.held_cpus, opts.num_gpus, opts.resources)
+
+
+def _out_of_order(meta: ActorMeta, opts: ActorOptions) -> bool:
+    """Whether the actor's calls may run out of submission order (Ray's
+    ``allow_out_of_order_execution``: by default for async and threaded actors).
+
+    Raises:
+        ValueError: ``False`` for an async or threaded actor, as in Ray.
+    """
+    threaded = (opts.max_concurrency or 1) > 1
+    allowed = opts.allow_out_of_order_execution
+    if allowed is None:
+        return meta.is_async or threaded
+    if not allowed and meta.is_async:
+        raise ValueError(
+            f"Actor {meta.class_name} is an async actor, whose calls cannot run in order: "
+            "set allow_out_of_order_execution=True (or leave it unset)."
+        )
+    if not allowed and threaded:
+        raise ValueError(
+            f"Actor {meta.class_name} has max_concurrency={opts.max_concurrency}, so its calls "
+            "cannot run in order: set allow_out_of_order_execution=True (or leave it unset), "
+            "or use max_concurrency=1."
+        )
+    return allowed

@@ -30,6 +30,7 @@ from .protocol import (
     CancelRequest,
     CreateActorRequest,
     FunctionDef,
+    GeneratorItem,
     GetActorRequest,
     GetReply,
     GetRequest,
@@ -37,6 +38,8 @@ from .protocol import (
     Message,
     PutObject,
     RefOps,
+    StreamNextReply,
+    StreamNextRequest,
     SubmitActorCall,
     SubmitTask,
     TaskDone,
@@ -102,6 +105,10 @@ class WorkerMessages:
                 self._actors.kill(msg.actor_id, msg.no_restart)  # type: ignore[attr-defined]
             elif kind is ActorReady:
                 self._actors.ready(msg.actor_id, msg.error)  # type: ignore[attr-defined]
+            elif kind is GeneratorItem:
+                self._on_generator_item(w, msg)  # type: ignore[arg-type]
+            elif kind is StreamNextRequest:
+                self._on_stream_next(w, msg)  # type: ignore[arg-type]
             elif kind is CancelRequest:
                 entry = self._objs.get(msg.oid)  # type: ignore[attr-defined]
                 if entry is not None and entry.task_id:
@@ -148,6 +155,47 @@ class WorkerMessages:
                     self._objs.drop(shm)
         done.append((w.wid, msg.task_id, msg.duration))
 
+    def _on_generator_item(self: LocalRuntime, w: _Worker, msg: GeneratorItem) -> None:
+        """A value a generator task yielded: stored, and handed to its stream."""
+        payload, shm, failed = self._objs.take(
+            w.chan.in_fds, msg.value, "a value a generator task yielded", (w.wid, w.mapped)
+        )
+        self._objs.new(msg.oid, 1)  # the stream's reference
+        if failed or msg.is_error:
+            self._store(msg.oid, payload, True, [])
+        else:
+            self._objs.hold(msg.contained)
+            self._store(msg.oid, payload, False, msg.contained, shm)
+        if not self._streams.item(msg.task_id, msg.nth, msg.oid):
+            self._objs.decref(msg.oid)  # nobody will take it (generator gone, or a rerun's)
+
+    def _on_stream_next(self: LocalRuntime, w: _Worker, msg: StreamNextRequest) -> None:
+        """``next()`` on a generator inside a worker: answered when the next ref is there
+        (the worker lends its CPU meanwhile, as in ``get``)."""
+        claim = self._streams.claim(msg.gen_oid)
+
+        def reply(_: Any = None) -> None:
+            ref = claim.result()
+            oid = 0
+            if ref is not None:  # the ref's count becomes the worker's borrow
+                oid = ref._id
+                ref._owner = None
+                if w.gone or oid in w.borrows:
+                    self._objs.releases.append(oid)
+                else:
+                    w.borrows.add(oid)
+            w.waits.pop(msg.req_id, None)
+            if not w.gone:
+                w.chan.queue(StreamNextReply(msg.req_id, oid))
+                self._dirty.add(w)
+
+        if claim.done():
+            reply()
+            return
+        w.waits[msg.req_id] = None
+        self._apply(self.sched.worker_blocked(w.wid))
+        claim.add_done_callback(reply)
+
     def _should_retry(self: LocalRuntime, task: Task, error: bytes) -> bool:
         retry = task.opts.retry_exceptions
         if not retry or task.retries_left == 0:
@@ -180,6 +228,8 @@ class WorkerMessages:
             for oid in msg.return_ids:
                 self._objs.new(oid, 1, msg.task_id)
                 w.borrows.add(oid)
+            if isinstance(opts.num_returns, str):
+                self._streams.open(msg.task_id, msg.return_ids[0], opts.num_returns == "dynamic")
             self._objs.hold(msg.dep_ids + contained)
         except Exception as exc:
             if shm is not None:

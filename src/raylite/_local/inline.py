@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._actor import ActorHandle, ActorMeta
-from .._object_ref import ObjectRef
+from .._object_ref import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
 from .._options import check_local
 from ..exceptions import ActorDiedError, TaskUnschedulableError
 from . import serialization as ser
@@ -26,6 +26,7 @@ from .history import ACTOR_TASK, NORMAL_TASK, Done, History, trace_events
 from .scheduler import Request, Scheduler
 from .state import filter_records, finished_records, summarize
 from .store import memory_resources
+from .worker import n_refs
 
 if TYPE_CHECKING:
     from .._actor import ActorClass
@@ -53,6 +54,9 @@ class InlineRuntime:
         self._names: dict[tuple[str, str], int] = {}
         self._loop = asyncio.new_event_loop()  # async actor methods, state kept across calls
         self._history = History()  # what ran, for timeline() and list_tasks()
+        # {generator task's ref id: refs of its values}: kept while that ref lives;
+        # a streaming generator takes them from the front
+        self._held: dict[int, list[ObjectRef]] = {}
 
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
@@ -66,9 +70,18 @@ class InlineRuntime:
 
     def _run(
         self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-        num_returns: int,
-    ) -> list[ObjectRef]:  # fmt: skip
-        """Runs ``fn`` now, on copies of its arguments; refs to its results (or error)."""
+        num_returns: int | str,
+    ) -> list[Any]:  # fmt: skip
+        """Runs ``fn`` now, on copies of its arguments; refs to its results (or error), or
+        for a generator its ObjectRefGenerator (``"streaming"``) or one ref to its
+        DynamicObjectRefGenerator (``"dynamic"``): every value is made at once."""
+        if isinstance(num_returns, str):
+            items: list[ObjectRef] = []
+            (done,) = self._run(name, _drain(fn, items, self, name), args, kwargs, 1)
+            self._held[done._id] = items  # the refs not taken yet live with it
+            if num_returns == "streaming":
+                return [ObjectRefGenerator(done, self)]
+            return [done]
         s, positions, dep_ids = ser.dumps_args(args, kwargs)
         # Read-only views of the caller's buffers: a task must not mutate its arguments.
         buffers = [b.toreadonly() for b in s.buffers]
@@ -162,7 +175,7 @@ class InlineRuntime:
         instance, death, meta = self._actors[handle._actor_id]
         if death is not None:
             error = (ser.dumps(death)[0], True)
-            return [self._new(error) for _ in range(opts.num_returns)]
+            return [self._new(error) for _ in range(n_refs(opts.num_returns))]
         name = f"{meta.class_name}.{method}"
         return self._run(name, getattr(instance, method), args, kwargs, opts.num_returns)
 
@@ -238,9 +251,22 @@ class InlineRuntime:
             n = self._refs.get(oid, 0) - 1
             if n > 0:
                 self._refs[oid] = n
-            else:
-                self._refs.pop(oid, None)
-                self._objects.pop(oid, None)
+                return
+            self._refs.pop(oid, None)
+            self._objects.pop(oid, None)
+        self._held.pop(oid, None)  # outside the lock: its refs release theirs
+
+    def stream_next(self, gen_oid: int) -> ObjectRef | None:
+        items = self._held.get(gen_oid)
+        return items.pop(0) if items else None
+
+    def stream_future(self, gen_oid: int) -> concurrent.futures.Future[ObjectRef | None]:
+        fut: concurrent.futures.Future[ObjectRef | None] = concurrent.futures.Future()
+        fut.set_result(self.stream_next(gen_oid))
+        return fut
+
+    def stream_status(self, gen_oid: int) -> tuple[bool, bool]:
+        return True, not self._held.get(gen_oid)
 
     def future(self, oid: int) -> concurrent.futures.Future[Any]:
         fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -252,4 +278,27 @@ class InlineRuntime:
 
 
 async def _awaited(awaitable: Any) -> Any:
+    if inspect.isasyncgen(awaitable):
+        return [value async for value in awaitable]
     return await awaitable
+
+
+def _drain(
+    fn: Callable[..., Any], items: list[ObjectRef], rt: InlineRuntime, name: str
+) -> Callable[..., Any]:
+    """``fn`` made to store each value it yields as an object (refs into ``items``) and
+    return a DynamicObjectRefGenerator of them: an error after some values is their last
+    item, as in Ray's dynamic generators (a streaming one yields that ref last too)."""
+
+    def run(*args: Any, **kwargs: Any) -> DynamicObjectRefGenerator:
+        try:
+            result = fn(*args, **kwargs)
+            if inspect.isasyncgen(result):
+                result = rt._loop.run_until_complete(_awaited(result))
+            for value in result:
+                items.append(rt._new((ser.dumps(value)[0], False)))
+        except Exception as exc:
+            items.append(rt._new((ser.dumps_error(name, exc, os.getpid()), True)))
+        return DynamicObjectRefGenerator(items)
+
+    return run

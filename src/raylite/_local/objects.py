@@ -54,7 +54,7 @@ class Entry:
     )  # fmt: skip
 
     def __init__(self, refcount: int, task_id: int = 0) -> None:
-        self.actor = False  # an actor's id object: its handles hold it
+        self.actor = False  # its owner hears when it is freed: an actor id, a generator ref
         self.payload: bytes | None = None  # the pickle stream; its big buffers are in shm
         self.shm: Shm | None = None
         self.is_error = False
@@ -107,7 +107,8 @@ class ObjectTable:
         capacity: ``object_store_memory`` in bytes.
         forget: ``forget(worker_id, key)`` tells a worker to drop its mapping of a released
             segment.
-        actor_freed: ``actor_freed(actor_id)``: the last handle of an actor is gone.
+        actor_freed: ``actor_freed(oid)``: an entry flagged ``actor`` was freed (the last
+            handle of an actor, or a generator's ref, is gone).
         spill_dir: where to spill objects when the store is full; None: never spill.
         busy: ``busy()``: ids of the objects workers may read now (never spilled: see
             ``LocalRuntime._busy_objects``).

@@ -86,6 +86,7 @@ class TaskRequest(NamedTuple):
     dep_values: list[Value]
     return_ids: list[int]
     gpu_ids: list[str] | None
+    stream: int = 0  # NOT_STREAMED, STREAMING or DYNAMIC: see GeneratorItem
 
 
 @_message
@@ -109,6 +110,15 @@ class Forget(NamedTuple):
     them are gone too)."""
 
     oids: list[int]
+
+
+@_message
+class StreamNextReply(NamedTuple):
+    """Answer to ``StreamNextRequest``: the next ref's id (now borrowed by the worker), or
+    0 at the end of the stream."""
+
+    req_id: int
+    oid: int
 
 
 @_message
@@ -145,6 +155,7 @@ class ActorCall(NamedTuple):
     dep_values: list[Value]
     return_ids: list[int]
     group: str | None
+    stream: int = 0  # as TaskRequest.stream
 
 
 @_message
@@ -179,6 +190,34 @@ class TaskDone(NamedTuple):
     error: bytes | None
     duration: float
     start: float = 0.0
+
+
+# How a generator task's values travel (TaskRequest.stream, ActorCall.stream).
+NOT_STREAMED = 0  # the task's return value(s) come in its TaskDone
+STREAMING = 1  # each yielded value comes as a GeneratorItem, flushed as it is yielded
+DYNAMIC = 2  # the same, then the TaskDone's value is a DynamicObjectRefGenerator of them
+
+
+@_message
+class GeneratorItem(NamedTuple):
+    """The ``nth`` value (from 0) a generator task yielded, stored under ``oid``; sent
+    before the task's ``TaskDone``. ``is_error``: ``value`` is the pickled error a dynamic
+    generator raised (its last item)."""
+
+    task_id: int
+    nth: int
+    oid: int
+    value: Value
+    contained: list[int]
+    is_error: bool
+
+
+@_message
+class StreamNextRequest(NamedTuple):
+    """``next()`` on an ObjectRefGenerator inside a worker (answered by ``StreamNextReply``)."""
+
+    req_id: int
+    gen_oid: int
 
 
 @_message

@@ -4,8 +4,8 @@
 
     driver ──socket──> the thread whose turn it is (one at a time, ``read_once``)
                          │ adopt(msg): fds taken in message order, by the reader
-                         ├─ GetReply/WaitReply/ActorInfo ─> futures[req_id]: another thread
-                         │                                 waits for it (set_result)
+                         ├─ Get/Wait/StreamNext replies, ActorInfo ─> futures[req_id]: another
+                         │                                 thread waits for it (set_result)
                          │                              or replies[req_id]: the main thread's
                          └─ anything else ─> inbox ─> the main thread handles it (its loop);
                             a task read by another thread while the main thread runs one:
@@ -26,7 +26,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from .protocol import ActorInfo, Channel, GetReply, Message, WaitReply
+from .protocol import ActorInfo, Channel, GetReply, Message, StreamNextReply, WaitReply
 
 __all__ = ["Replies"]
 
@@ -105,7 +105,7 @@ class Replies:
         by_main = threading.current_thread() is self._main
         for msg in msgs:
             self._adopt(msg)
-            if isinstance(msg, (GetReply, WaitReply, ActorInfo)):
+            if isinstance(msg, (GetReply, WaitReply, ActorInfo, StreamNextReply)):
                 req_id = msg.req_id
                 with self._turn:
                     future = self.futures.pop(req_id, None)

@@ -52,11 +52,11 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import _runtime
 from .._actor import ActorClass, ActorHandle
-from .._object_ref import ObjectRef
+from .._object_ref import ObjectRef, ObjectRefGenerator
 from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
 from ..exceptions import (
     GetTimeoutError,
@@ -88,10 +88,19 @@ from .session import ControlServer, SessionDir
 from .spill import SpillConfig, SpillDir
 from .state import StateView, summarize
 from .store import Segment, Shm, layout_of, memory_resources, write_segment
+from .streams import StreamTable
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
 from .watchdog import Watchdog, caller_site
-from .worker import CANCEL_SIGNAL, CANCEL_SLOT, RUNNING_SLOT, SLOT_SIZE, worker_main
+from .worker import (
+    CANCEL_SIGNAL,
+    CANCEL_SLOT,
+    RUNNING_SLOT,
+    SLOT_SIZE,
+    n_refs,
+    stream_mode,
+    worker_main,
+)
 
 if TYPE_CHECKING:
     from .._remote_function import RemoteFunction
@@ -174,10 +183,11 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._objs = ObjectTable(
             int(self._memory["object_store_memory"]),
             self._forget,
-            lambda actor_id: self._actors.freed(actor_id),
+            self._object_freed,
             SpillDir.for_session(spill, self._session) if spill.enabled else None,
             self._busy_objects,
         )
+        self._streams = StreamTable(self._objs, lambda oid: ObjectRef(oid, self))
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
         self._threads = ThreadRunner(self, max_threads=64)
         self._history = History()  # finished tasks, for timeline() and the state API
@@ -224,6 +234,11 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self.shutdown()
             raise
 
+    def _object_freed(self, oid: int) -> None:
+        """An object its owner hears of was freed: a generator's ref, or an actor's id."""
+        if not self._streams.freed(oid):
+            self._actors.freed(oid)
+
     # ---- locking (see locking.py) -------------------------------------------------------
 
     def _settle(self) -> None:
@@ -241,9 +256,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
         except OSError:  # full (it wakes anyway), or closed by a concurrent shutdown
             pass
 
-    def _defer_call(self, return_ids: list[int], op: Callable[[], None]) -> list[ObjectRef]:
+    def _defer_call(self, return_ids: list[int], op: Callable[[], None]) -> None:
         """A call made inside a section (see locking.py): ``op`` runs with the next holder of
-        the lock; its refs are returned now. If ``op`` fails, so do they, at ``get``."""
+        the lock; the caller returns its refs now. If ``op`` fails, so do they, at ``get``."""
 
         def run() -> None:
             try:
@@ -256,7 +271,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
                         self._store(oid, payload, True, [])
 
         self._guard.defer(run)
-        return [ObjectRef(oid, self) for oid in return_ids]
 
     # ---- the Runtime interface ----------------------------------------------------------
 
@@ -271,7 +285,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if fn._fn_id not in self._functions:
             body = ser.dumps_function(fn._function)
         task_id = next(self._ids)
-        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        return_ids = [next(self._ids) for _ in range(n_refs(opts.num_returns))]
 
         def enqueue() -> None:  # lock held
             self._check_alive()
@@ -285,24 +299,46 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 self._functions[fn._fn_id] = body
             for oid in return_ids:
                 self._objs.new(oid, 1, task_id)
+            self._open_stream(task_id, return_ids, opts.num_returns)
             self._submit(task)
 
-        return self._run_call(return_ids, enqueue)
+        return self._run_call(return_ids, enqueue, opts.num_returns)
 
-    def _run_call(self, return_ids: list[int], enqueue: Callable[[], None]) -> list[ObjectRef]:
+    def _run_call(
+        self, return_ids: list[int], enqueue: Callable[[], None], num_returns: int | str
+    ) -> list[ObjectRef]:
         """Runs ``enqueue`` in a section (or defers it, inside one); returns the call's refs."""
         if self._guard.held_here():
-            return self._defer_call(return_ids, enqueue)
-        with self._lock:
-            self._settle()
-            enqueue()
-            return [ObjectRef(oid, self) for oid in return_ids]
+            self._defer_call(return_ids, enqueue)
+        else:
+            with self._lock:
+                self._settle()
+                enqueue()
+        return self._refs_of(return_ids, num_returns)
+
+    def _open_stream(self, task_id: int, return_ids: list[int], num_returns: int | str) -> None:
+        """Starts the stream of a generator task (lock held); nothing for other tasks."""
+        if isinstance(num_returns, str):
+            self._streams.open(task_id, return_ids[0], num_returns == "dynamic")
+
+    def _refs_of(self, return_ids: list[int], num_returns: int | str) -> list[ObjectRef]:
+        """What ``.remote()`` gives: the refs, or an ObjectRefGenerator for a streaming
+        generator (typed as a ref: the API layer hands it on as it is)."""
+        refs = [ObjectRef(oid, self) for oid in return_ids]
+        if num_returns == "streaming":
+            return [cast(ObjectRef, ObjectRefGenerator(refs[0], self))]
+        return refs
 
     def _submit_thread_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
         opts: TaskOptions, request: Request,
     ) -> list[ObjectRef]:  # fmt: skip
         """A task for the thread executor: its arguments are kept as they are."""
+        if isinstance(opts.num_returns, str):
+            raise ValueError(
+                f"{fn.function_name}() is a generator (num_returns={opts.num_returns!r}), which "
+                "runs in a worker process only: remove executor='thread', or return a list."
+            )
         args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)
         task_id = next(self._ids)
         return_ids = [next(self._ids) for _ in range(opts.num_returns)]
@@ -319,7 +355,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 self._objs.new(oid, 1, task_id)
             self._submit(task)
 
-        return self._run_call(return_ids, enqueue)
+        return self._run_call(return_ids, enqueue, opts.num_returns)
 
     def _thread_task_done(self, task: Task, outcome: Outcome) -> None:
         """Stores a thread task's outcome, if it is still wanted (lock held)."""
@@ -408,13 +444,13 @@ class LocalRuntime(WorkerMessages, Watchdog):
             py_args = (args, kwargs)
         else:
             packed = self._pack_args(f"{handle._meta.class_name}.{method}", args, kwargs)
-        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        return_ids = [next(self._ids) for _ in range(n_refs(opts.num_returns))]
 
         def enqueue() -> None:  # lock held
             self._check_alive()
             self._actors.call(handle._actor_id, method, packed, opts, return_ids, py_args=py_args)
 
-        return self._run_call(return_ids, enqueue)
+        return self._run_call(return_ids, enqueue, opts.num_returns)
 
     def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None:
         def kill() -> None:  # lock held
@@ -510,6 +546,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
         self._refuse_blocking("wait()")
+        if any(type(r) is ObjectRefGenerator for r in refs):
+            return self._wait_with_generators(refs, num_returns, timeout)
         waiter = self._wait_for([r._id for r in refs], num_returns, timeout)
         if waiter is not None:
             self._block(waiter, timeout)
@@ -518,6 +556,47 @@ class LocalRuntime(WorkerMessages, Watchdog):
         done = ready[:num_returns]
         taken = {r._id for r in done}
         return done, [r for r in refs if r._id not in taken]
+
+    def _wait_with_generators(
+        self, items: list[Any], num_returns: int, timeout: float | None
+    ) -> tuple[list[Any], list[Any]]:
+        """``wait`` over refs and ObjectRefGenerators: a generator is ready once its next
+        ref is there or it has ended (Ray's rule). Wakes on any change and looks again."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            waiter = Waiter(1)
+            assert waiter.event is not None
+            with self._lock:
+                self._check_alive()
+                ready = [x for x in items if self._ready_now(x)]
+                timed_out = deadline is not None and time.monotonic() >= deadline
+                if len(ready) >= num_returns or timed_out:
+                    break
+                for x in items:
+                    if type(x) is ObjectRefGenerator:
+                        self._streams.watch(x.completed()._id, waiter.hit)
+                    elif self._objs[x._id].payload is None:
+                        self._objs.add_waiter([self._objs[x._id]], waiter)
+                self._flush_dirty()
+            left = None if deadline is None else max(deadline - time.monotonic(), 0)
+            waiter.event.acquire(timeout=-1 if left is None else left)
+            with self._lock:
+                waiter.fired = True  # a late hit must not release anything
+        done = ready[:num_returns]
+        return done, [x for x in items if not any(x is d for d in done)]
+
+    def _ready_now(self, item: Any) -> bool:
+        """Whether a ref's value, or an ObjectRefGenerator's next ref, is there (lock held).
+
+        Raises:
+            ObjectLostError: a ref's object is gone.
+        """
+        if type(item) is ObjectRefGenerator:
+            return self._streams.status(item.completed()._id)[0]
+        entry = self._objs.get(item._id)
+        if entry is None:
+            raise lost(item._id)
+        return entry.payload is not None
 
     def _wait_for(
         self, oids: list[int], num_returns: int | None, timeout: float | None
@@ -690,6 +769,28 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._control.forget_after_fork()
         if self._dashboard is not None:
             self._dashboard.forget_after_fork()
+
+    def stream_next(self, gen_oid: int) -> ObjectRef | None:
+        self._refuse_blocking("next() on an ObjectRefGenerator")
+        claim = self.stream_future(gen_oid)
+        try:
+            return claim.result()
+        except BaseException:  # interrupted (Ctrl-C): give the turn back
+            claim.cancel()
+            raise
+
+    def stream_future(self, gen_oid: int) -> concurrent.futures.Future[ObjectRef | None]:
+        with self._lock:
+            self._settle()
+            self._check_alive()
+            claim = self._streams.claim(gen_oid)
+            self._flush_dirty()
+            return claim
+
+    def stream_status(self, gen_oid: int) -> tuple[bool, bool]:
+        with self._lock:
+            self._settle()
+            return self._streams.status(gen_oid)
 
     def shutdown(self) -> None:
         if os.getpid() != self.pid:  # a forked child's copy: see forget_after_fork
@@ -865,7 +966,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         chan.queue(
             TaskRequest(
                 task_id, task.fn_id, task.name, args, task.dep_positions, values,
-                task.return_ids, self._gpu_ids(wid),
+                task.return_ids, self._gpu_ids(wid), stream_mode(task.opts.num_returns),
             ),
             fds,
         )  # fmt: skip

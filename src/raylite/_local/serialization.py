@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from .._object_ref import ObjectRef, collect_refs
-from ..exceptions import RayTaskError
+from ..exceptions import RayTaskError, TaskCancelledError
 
 __all__ = [
     "INLINE_LIMIT",
@@ -235,6 +235,12 @@ def dumps_error(function_name: str, exc: BaseException, pid: int) -> bytes:
     except Exception:
         # Keep the text (the traceback names the class and message), drop the object.
         return cloudpickle.dumps(RayTaskError(function_name, tb, None, pid), 5)
+
+
+def dumps_cancelled(task_id: int) -> bytes:
+    """Pickles the ``TaskCancelledError`` of task ``task_id`` (cancelled before or while
+    it ran)."""
+    return dumps(TaskCancelledError(f"{task_id:056x}"))[0]
 
 
 def dumps_args(

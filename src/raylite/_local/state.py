@@ -84,6 +84,9 @@ class StateView:
                     live.append((call.task_id, call.name, ACTOR_TASK,
                                  "PENDING_ACTOR_TASK_ORDERING_OR_CONCURRENCY", 0, actor.actor_id,
                                  0, ""))  # fmt: skip
+                for call in actor.parked.values():  # out of order, waiting for arguments
+                    live.append((call.task_id, call.name, ACTOR_TASK, "PENDING_ARGS_AVAIL", 0,
+                                 actor.actor_id, 0, ""))  # fmt: skip
             done = list(rt._history.done) if finished else []
         records = [
             {
@@ -115,7 +118,8 @@ class StateView:
                     "is_detached": a.opts.lifetime == "detached",
                     "placement": "thread" if a.local_cls is not None
                     else "dedicated" if a.opts.dedicated else "packed",
-                    "calls_queued": len(a.queue) + max(len(a.inflight) - _concurrency(a), 0),
+                    "calls_queued": len(a.queue) + len(a.parked)
+                    + max(len(a.inflight) - _concurrency(a), 0),
                     "calls_running": min(len(a.inflight), _concurrency(a)),
                     "death_cause": ser.loads(a.death).args[0] if a.death else None,
                 })  # fmt: skip

@@ -36,16 +36,19 @@ import struct
 import sys
 import threading
 import time
+import types
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import _runtime
 from .._actor import ActorHandle
-from .._object_ref import ObjectRef
-from ..exceptions import GetTimeoutError, RaySystemError, TaskCancelledError
+from .._object_ref import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
+from ..exceptions import GetTimeoutError, RaySystemError
 from . import serialization as ser
 from .actor_host import HostedActor
 from .protocol import (
+    DYNAMIC,
+    STREAMING,
     ActorCall,
     ActorInfo,
     CancelRequest,
@@ -55,6 +58,7 @@ from .protocol import (
     CreateActorRequest,
     Forget,
     FunctionDef,
+    GeneratorItem,
     GetActorRequest,
     GetReply,
     GetRequest,
@@ -64,6 +68,8 @@ from .protocol import (
     PutObject,
     RefOps,
     ShmValue,
+    StreamNextReply,
+    StreamNextRequest,
     SubmitActorCall,
     SubmitTask,
     TaskDone,
@@ -84,7 +90,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANCEL_SIGNAL", "CANCEL_SLOT", "ID_BITS", "RUNNING_SLOT", "SLOT_SIZE", "WorkerRuntime",
-    "worker_main",
+    "n_refs", "stream_mode", "worker_main",
 ]  # fmt: skip
 
 CANCEL_SIGNAL = signal.SIGUSR1
@@ -227,7 +233,7 @@ class WorkerRuntime:
             try:
                 self._run(req)
             except KeyboardInterrupt:  # a cancel that landed while _run handled an error
-                self._out(TaskDone(req.task_id, [], [], _cancelled(req.task_id), 0.0))
+                self._out(TaskDone(req.task_id, [], [], ser.dumps_cancelled(req.task_id), 0.0))
             finally:
                 self._running = False
             if time.perf_counter() - self._last_poll > _POLL_SECONDS:
@@ -336,6 +342,50 @@ class WorkerRuntime:
             raise
         return TaskDone(task_id, results, contained, None, 0.0), fds
 
+    def run_generator(self, name: str, task_id: int, mode: int, gen: Any) -> Any:
+        """Iterates what a generator task returned, sending each value to the driver as it
+        comes (``GeneratorItem``); returns the task's own value: None when ``STREAMING``, a
+        ``DynamicObjectRefGenerator`` of the values' refs when ``DYNAMIC`` (an error the
+        generator raises is then its last item, as in Ray; when streaming it is the task's
+        error, raised here)."""
+        oids: list[int] = []
+        try:
+            for value in gen:
+                oids.append(self.stream_item(name, task_id, len(oids), value, mode))
+        except Exception as exc:
+            if mode != DYNAMIC:
+                raise
+            error = ser.dumps_error(name, exc, os.getpid())
+            oids.append(self.stream_item(name, task_id, len(oids), error, mode, is_error=True))
+        return self.end_stream(mode, oids)
+
+    @staticmethod
+    def end_stream(mode: int, oids: list[int]) -> Any:
+        """A generator task's own value once its values ``oids`` went out: None when
+        ``STREAMING``, a ``DynamicObjectRefGenerator`` of their refs when ``DYNAMIC``."""
+        if mode == STREAMING:
+            return None
+        return DynamicObjectRefGenerator([ObjectRef(oid, None) for oid in oids])
+
+    def stream_item(
+        self, name: str, task_id: int, index: int, value: Any, mode: int, is_error: bool = False
+    ) -> int:
+        """Sends the ``index``-th value of generator task ``task_id`` (from any thread);
+        flushed at once when streaming, so the driver sees it as it is yielded. Returns the
+        value's object id. ``is_error``: ``value`` is a pickled error."""
+        oid = next(self._ids)
+        wire: Value
+        fds: list[int]
+        if is_error:
+            wire, fds, contained = value, [], []
+        else:
+            s = ser.serialize_result(name, value)
+            wire, fds = self._value_of(oid, s, keep=True)
+            contained = s.contained
+        item = GeneratorItem(task_id, index, oid, wire, contained, is_error)
+        self.send_from_thread(item, fds, flush=mode == STREAMING)
+        return oid
+
     def drop_results(self, return_ids: list[int], fds: list[int]) -> None:
         """Frees what ``pack_results`` made for results that will never be sent (the call's
         actor was killed meanwhile): the segments' fds and this process's mappings."""
@@ -386,10 +436,11 @@ class WorkerRuntime:
             req = next((r for r in self._queue if r.task_id == task_id), None)
             if req is not None:
                 self._queue.remove(req)
-                self._out(TaskDone(task_id, [], [], _cancelled(task_id), 0.0))
+                error = ser.dumps_cancelled(task_id)
+                self._out(TaskDone(task_id, [], [], error, 0.0))
                 return
         if any(actor.cancel(task_id) for actor in self._actors.values()):  # an actor call
-            self._out(TaskDone(task_id, [], [], _cancelled(task_id), 0.0))
+            self._out(TaskDone(task_id, [], [], ser.dumps_cancelled(task_id), 0.0))
 
     def on_cancel_signal(self, signum: int, frame: Any) -> None:
         """SIGUSR1: the driver wrote a task id into the slot, then signalled. Interrupt the
@@ -421,11 +472,13 @@ class WorkerRuntime:
             fn = self.function(req.fn_id)
             args, kwargs = self.load_args(req.args, req.dep_positions, req.dep_values)
             result = fn(*args, **kwargs)
-            self.interruptible = False
             del args, kwargs
+            if req.stream:
+                result = self.run_generator(req.name, req.task_id, req.stream, result)
+            self.interruptible = False
             done, fds = self.pack_results(req.name, req.task_id, req.return_ids, result)
         except KeyboardInterrupt:
-            done = TaskDone(req.task_id, [], [], _cancelled(req.task_id), 0.0)
+            done = TaskDone(req.task_id, [], [], ser.dumps_cancelled(req.task_id), 0.0)
         except BaseException as exc:  # the user's error travels to whoever calls get()
             self.interruptible = False
             error = ser.dumps_error(req.name, exc, os.getpid())
@@ -494,14 +547,49 @@ class WorkerRuntime:
         s, positions, dep_ids, args_value, fds = self._pack(fn.function_name, args, kwargs)
         pickled_opts = opts.derived("pickled", lambda: ser.dumps(opts)[0])
         task_id = next(self._ids)
-        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        return_ids = [next(self._ids) for _ in range(n_refs(opts.num_returns))]
         msg = SubmitTask(
             task_id, fn._fn_id, fn.function_name, pickled_opts, args_value, positions, dep_ids,
             s.contained, return_ids,
         )  # fmt: skip
         self._out(msg, fds)
         self._flush()
-        return [self._new_ref(oid) for oid in return_ids]
+        return self._refs_of(return_ids, opts.num_returns)
+
+    def _refs_of(self, return_ids: list[int], num_returns: int | str) -> list[Any]:
+        """The refs a call gives its caller: an ObjectRefGenerator for a streaming one."""
+        refs = [self._new_ref(oid) for oid in return_ids]
+        if num_returns == "streaming":
+            return [ObjectRefGenerator(refs[0], self)]
+        return refs
+
+    def stream_next(self, gen_oid: int) -> ObjectRef | None:
+        reply = self._blocking_request(StreamNextRequest(next(self._ids), gen_oid))
+        assert type(reply) is StreamNextReply
+        return self._new_ref(reply.oid) if reply.oid else None
+
+    def stream_future(self, gen_oid: int) -> concurrent.futures.Future[ObjectRef | None]:
+        if threading.current_thread() is self._main:
+            raise NotImplementedError(
+                "`async for` over an ObjectRefGenerator is not available inside process "
+                "tasks (only in actors); iterate it with a plain `for` there."
+            )
+        out: concurrent.futures.Future[ObjectRef | None] = concurrent.futures.Future()
+
+        def resolve(reply: concurrent.futures.Future[Message]) -> None:
+            msg = reply.result()
+            assert type(msg) is StreamNextReply
+            out.set_result(self._new_ref(msg.oid) if msg.oid else None)
+
+        request = StreamNextRequest(next(self._ids), gen_oid)
+        self._request_from_thread(request).add_done_callback(resolve)
+        return out
+
+    def stream_status(self, gen_oid: int) -> tuple[bool, bool]:
+        raise NotImplementedError(
+            "ObjectRefGenerator.is_finished() and next_ready() can be called in the driver "
+            "only; inside a task or actor, iterate the generator (next() ends it)."
+        )
 
     def put(self, value: Any) -> ObjectRef:
         try:
@@ -525,6 +613,11 @@ class WorkerRuntime:
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
+        if any(type(r) is ObjectRefGenerator for r in refs):
+            raise NotImplementedError(
+                "wait() on an ObjectRefGenerator works in the driver only; inside a task or "
+                "actor, iterate the generator (next() waits for its next ref)."
+            )
         req_id = next(self._ids)
         oids = [r._id for r in refs]
         reply = self._blocking_request(WaitRequest(req_id, oids, num_returns, timeout))
@@ -650,13 +743,13 @@ class WorkerRuntime:
     ) -> list[ObjectRef]:  # fmt: skip
         name = f"{handle._meta.class_name}.{method}"
         s, positions, dep_ids, args_value, fds = self._pack(name, args, kwargs)
-        return_ids = [next(self._ids) for _ in range(opts.num_returns)]
+        return_ids = [next(self._ids) for _ in range(n_refs(opts.num_returns))]
         msg = SubmitActorCall(
             handle._actor_id, method, ser.dumps(opts)[0], args_value, positions, dep_ids,
             s.contained, return_ids,
         )  # fmt: skip
         self.send_from_thread(msg, fds)
-        return [self._new_ref(oid) for oid in return_ids]
+        return self._refs_of(return_ids, opts.num_returns)
 
     def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None:
         self.send_from_thread(KillActorRequest(handle._actor_id, no_restart))
@@ -760,13 +853,20 @@ class WorkerRuntime:
         return out
 
 
-def _cancelled(task_id: int) -> bytes:
-    return ser.dumps(TaskCancelledError(f"{task_id:056x}"))[0]
+def n_refs(num_returns: int | str) -> int:
+    """How many return ids a call with ``num_returns`` has: a generator call has one (its
+    completion, which its ObjectRefGenerator holds; or the DynamicObjectRefGenerator)."""
+    return 1 if isinstance(num_returns, str) else num_returns
+
+
+def stream_mode(num_returns: int | str) -> int:
+    """The wire's ``stream`` value (protocol.STREAMING, ...) for ``num_returns``."""
+    return STREAMING if num_returns == "streaming" else DYNAMIC if num_returns == "dynamic" else 0
 
 
 def split_returns(name: str, n: int, result: Any) -> list[Any]:
     """``result`` as ``n`` values (``num_returns``), or a ValueError that says why not."""
-    if n == 1:
+    if n == 1 and not isinstance(result, types.GeneratorType):
         return [result]
     if n == 0:
         return []

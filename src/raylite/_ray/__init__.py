@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _runtime
 from .._actor import register_foreign_handles
-from .._object_ref import register_foreign_refs
+from .._object_ref import register_foreign_generators, register_foreign_refs
 
 if TYPE_CHECKING:
     from .runtime import RayRuntime
@@ -79,6 +79,11 @@ def _is_ray_ref_class(cls: type) -> bool:
     return ray is not None and issubclass(cls, ray.ObjectRef)
 
 
+def _is_ray_generator_class(cls: type) -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and issubclass(cls, ray.ObjectRefGenerator)
+
+
 def _is_ray_handle_class(cls: type) -> bool:
     ray = sys.modules.get("ray")
     return ray is not None and issubclass(cls, ray.actor.ActorHandle)
@@ -93,3 +98,4 @@ def _ray_refs_owner() -> object | None:
 
 register_foreign_refs(_is_ray_ref_class, _ray_refs_owner)
 register_foreign_handles(_is_ray_handle_class)
+register_foreign_generators(_is_ray_generator_class)

@@ -85,7 +85,8 @@ class RayRuntime:
         with raylite_errors():
             out = call.remote(*args, **kwargs)
         n = opts.num_returns
-        return [out] if n == 1 else [] if n == 0 else list(out)
+        # A generator task gives one thing: Ray's ObjectRefGenerator, or one ref ("dynamic").
+        return [out] if n == 1 or isinstance(n, str) else [] if n == 0 else list(out)
 
     def _ray_function(self, fn: RemoteFunction, opts: TaskOptions) -> Any:
         cached = self._calls.get(fn)
@@ -263,6 +264,7 @@ def ray_actor_options(opts: ActorOptions, class_name: str) -> dict[str, Any]:
         "name": opts.name,
         "namespace": opts.namespace,
         "lifetime": opts.lifetime,
+        "allow_out_of_order_execution": opts.allow_out_of_order_execution,
     }
     options.update((key, value) for key, value in optional.items() if value is not None)
     options.update(opts.cluster_options)  # Ray options only a cluster honours
@@ -277,7 +279,7 @@ def _give_ray_the_method_options(cls: ActorClass) -> None:
     """
     for name, opts in cls._meta.methods.items():
         given: dict[str, Any] = {}
-        if opts.num_returns != 1:
+        if opts.num_returns != 1 and opts.num_returns != "streaming":  # not Ray's default
             given["num_returns"] = opts.num_returns
         if opts.concurrency_group is not None:
             given["concurrency_group"] = opts.concurrency_group
@@ -304,7 +306,8 @@ def ray_task_options(opts: TaskOptions, function_name: str) -> dict[str, Any]:
         )
     retry = opts.retry_exceptions
     options: dict[str, Any] = {
-        "num_cpus": opts.num_cpus,
+        # Ray's .options(num_cpus=None) reserves no CPU at all: pass Ray's default, 1.
+        "num_cpus": opts.cpus,
         "num_gpus": opts.num_gpus,
         "resources": dict(opts.resources),
         "num_returns": opts.num_returns,
