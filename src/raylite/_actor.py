@@ -13,12 +13,13 @@ import abc
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import _runtime
 from ._object_ref import ObjectRef
 from ._options import ActorOptions, MethodOptions, actor_options, method_options
+from ._signature import ArgSpec, arg_spec
 
 __all__ = [
     "ActorClass",
@@ -60,10 +61,13 @@ class ActorMeta:
     methods: dict[str, MethodOptions]
     missing_self: frozenset[str]  # methods declared without a `self` parameter
     is_async: bool
+    # {method name: what its calls' arguments are checked against}; "__init__" for .remote()
+    specs: dict[str, ArgSpec | None] = field(default_factory=dict)
 
 
 def _meta_of(cls: type) -> ActorMeta:
     methods: dict[str, MethodOptions] = {}
+    specs: dict[str, ArgSpec | None] = {"__init__": arg_spec(cls)}
     missing_self = set()
     is_async = False
     for name, attr in inspect.getmembers(cls):
@@ -73,8 +77,10 @@ def _meta_of(cls: type) -> ActorMeta:
         if isinstance(raw, (staticmethod, classmethod)) or not inspect.isfunction(attr):
             if isinstance(raw, (staticmethod, classmethod)):
                 methods[name] = MethodOptions()
+                specs[name] = arg_spec(attr)  # bound already (classmethod) or no self
             continue
         methods[name] = getattr(attr, _METHOD_OPTIONS, MethodOptions())
+        specs[name] = arg_spec(attr, drop_first=True)
         params = list(inspect.signature(attr).parameters.values())
         if not params or params[0].kind not in (
             inspect.Parameter.POSITIONAL_ONLY,
@@ -84,11 +90,16 @@ def _meta_of(cls: type) -> ActorMeta:
             missing_self.add(name)
         if inspect.iscoroutinefunction(attr) or inspect.isasyncgenfunction(attr):
             is_async = True
-    return ActorMeta(cls.__name__, methods, frozenset(missing_self), is_async)
+    return ActorMeta(cls.__name__, methods, frozenset(missing_self), is_async, specs)
 
 
 class ActorClass:
     """A class whose instances are actors: ``Cls.remote(*args)`` returns an ActorHandle.
+
+    As in Ray, the decorated name is an instance of a subclass of both ``ActorClass`` and
+    the user's class (``ActorClass(Counter)``): class attributes, inherited attributes,
+    ``classmethod``\\ s and ``staticmethod``\\ s are reachable through it, in the driver and
+    inside the actor's own methods.
 
     Example:
         >>> @raylite.remote
@@ -105,21 +116,40 @@ class ActorClass:
 
     __module__ = "raylite.actor"
 
+    def __new__(klass, cls: type, options: ActorOptions, cls_id: int = 0) -> ActorClass:
+        if klass is ActorClass:  # @remote: derive from the user's class, once
+            klass = _derived_class(cls)
+        return object.__new__(klass) if klass is ActorClass else _instance_of(klass)
+
     def __init__(self, cls: type, options: ActorOptions, cls_id: int = 0) -> None:
-        self._cls = cls
-        self._options = options
-        self._cls_id = cls_id or int.from_bytes(os.urandom(7), "big")
-        self._meta = _meta_of(cls)
-        for group in {m.concurrency_group for m in self._meta.methods.values()} - {None}:
+        meta = _meta_of(cls)
+        for group in {m.concurrency_group for m in meta.methods.values()} - {None}:
             if group not in options.concurrency_groups:
                 raise ValueError(
                     f"{cls.__name__}: a method uses concurrency_group={group!r}, but the class "
                     f"declares {sorted(options.concurrency_groups) or 'none'}. Add it: "
                     f"@raylite.remote(concurrency_groups={{{group!r}: 1}})."
                 )
-        self.__name__ = cls.__name__
-        self.__qualname__ = cls.__qualname__
-        self.__doc__ = cls.__doc__
+        # Straight into __dict__: the user's class may define __setattr__.
+        vars(self).update(
+            _cls=cls,
+            _options=options,
+            _cls_id=cls_id or int.from_bytes(os.urandom(7), "big"),
+            _meta=meta,
+            __name__=cls.__name__,
+            __qualname__=cls.__qualname__,
+            __doc__=cls.__doc__,
+        )
+
+    # The user's class must not change what an actor class is: identity, pickling, calls.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (_rebuild_actor_class, (self._cls, self._options, self._cls_id))
+
+    def __reduce__(self) -> Any:
+        return self.__reduce_ex__(2)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -132,14 +162,52 @@ class ActorClass:
 
     def options(self, **options: Any) -> ActorClass:
         """A variant of this actor class with some options overridden (validated now)."""
-        return ActorClass(self._cls, actor_options(self._options, **options), self._cls_id)
+        return type(self)(self._cls, actor_options(self._options, **options), self._cls_id)
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
-        """Creates the actor (asynchronously) and returns its handle at once."""
+        """Creates the actor (asynchronously) and returns its handle at once.
+
+        Raises:
+            TypeError: the arguments do not fit ``__init__``'s signature (as in Ray).
+        """
+        spec = self._meta.specs.get("__init__")
+        if spec is not None:
+            spec.check(f"{self.__name__}.remote()", args, kwargs)
         return _runtime.current().create_actor(self, args, kwargs, self._options)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")
+
+
+def _derived_class(cls: type) -> type[ActorClass]:
+    """``ActorClass(cls)``, a subclass of both, as Ray makes; plain ``ActorClass`` where
+    ``cls`` cannot be derived from (a metaclass or layout conflict, an abstract class)."""
+    try:
+        derived = type(
+            f"ActorClass({cls.__name__})",
+            (ActorClass, cls),
+            {"__module__": cls.__module__, "__doc__": cls.__doc__},
+        )
+        _instance_of(derived)  # fails here, not at the user's @remote, if it cannot be made
+    except Exception:
+        return ActorClass
+    return derived
+
+
+def _instance_of(klass: type) -> Any:
+    """A bare instance of a derived actor class, made by the first builtin ``__new__`` in
+    its MRO (``object``'s, or a builtin base's): the user's own ``__new__`` may need
+    arguments, and this object is the class's stand-in, never an instance of it."""
+    for base in klass.__mro__[1:]:
+        new = vars(base).get("__new__")
+        if new is not None and not isinstance(new, staticmethod):  # staticmethod: Python's
+            return new(klass)
+    return object.__new__(klass)
+
+
+def _rebuild_actor_class(cls: type, options: ActorOptions, cls_id: int) -> ActorClass:
+    """Unpickles an actor class (inside a worker, a method may refer to its own class)."""
+    return ActorClass(cls, options, cls_id)
 
 
 # Other runtimes' actor handle classes: each function tells one of them (Ray's, without
@@ -228,6 +296,9 @@ class ActorMethod:
                 f"so the actor cannot call it on its instance. Declare it as "
                 f"'def {self._name}(self, ...)'."
             )
+        spec = meta.specs.get(self._name)
+        if spec is not None:
+            spec.check(f"{meta.class_name}.{self._name}.remote()", args, kwargs)
         refs = _runtime.current().submit_actor_call(
             self._handle, self._name, args, kwargs, self._options
         )
