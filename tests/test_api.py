@@ -13,7 +13,12 @@ import os
 import pytest
 
 import raylite
-from raylite.exceptions import GetTimeoutError, RayTaskError, TaskUnschedulableError
+from raylite.exceptions import (
+    GetTimeoutError,
+    PendingTaskWarning,
+    RayTaskError,
+    TaskUnschedulableError,
+)
 
 
 @raylite.remote
@@ -256,11 +261,16 @@ def test_init_errors():
 
 
 @pytest.mark.local_only("Ray queues an infeasible task (a cluster may grow) and warns")
-def test_infeasible_request_fails_at_remote(rl):
+def test_infeasible_request_warns_and_fails_at_get(rl):
+    with pytest.warns(PendingTaskWarning, match="num_cpus=3 but this runtime has 2 CPUs"):
+        too_big = double.options(num_cpus=3).remote(1)
+    with pytest.warns(PendingTaskWarning, match="resource 'db'"):
+        no_db = double.options(resources={"db": 1}).remote(1)
+    assert raylite.get(double.remote(2)) == 4  # the program goes on
     with pytest.raises(TaskUnschedulableError, match="num_cpus=3 but this runtime has 2 CPUs"):
-        double.options(num_cpus=3).remote(1)
+        raylite.get(too_big)
     with pytest.raises(TaskUnschedulableError, match="resource 'db'"):
-        double.options(resources={"db": 1}).remote(1)
+        raylite.get(no_db)
 
 
 def test_cluster_resources_report(rl):

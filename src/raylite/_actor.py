@@ -26,11 +26,16 @@ __all__ = [
     "ActorHandle",
     "ActorMethod",
     "ActorMeta",
+    "IntendedExit",
     "method",
     "register_foreign_handles",
 ]
 
 _METHOD_OPTIONS = "__raylite_method_options__"
+
+
+class IntendedExit(SystemExit):
+    """Raised by ``exit_actor()``: the actor's process (or host) ends the actor for good."""
 
 
 def method(*args: Any, **options: Any) -> Any:

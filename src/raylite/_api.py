@@ -506,7 +506,7 @@ class RuntimeContext:
 
     @property
     def namespace(self) -> str:
-        return "default"
+        return str(self._info.get("namespace") or "default")
 
     @property
     def was_current_actor_reconstructed(self) -> bool:

@@ -32,7 +32,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import serialization as ser
-from .protocol import ActorCall, ActorReady, CreateActor, TaskDone
+from .._actor import IntendedExit
+from .protocol import ActorCall, ActorExited, ActorReady, CreateActor, TaskDone
 
 if TYPE_CHECKING:
     from .worker import WorkerRuntime
@@ -183,6 +184,23 @@ class HostedActor:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
 
+    def _exit(self, name: str, exc: SystemExit) -> None:
+        """``exit_actor()`` or ``sys.exit()`` in method ``name``: the actor ends, as in Ray
+        (where it is its process's exit). Its calls not yet started are dropped here; the
+        driver fails them and the one that exited (or restarts the actor: ``sys.exit()`` is
+        an unexpected exit, ``exit_actor()`` an intended one)."""
+        intended = isinstance(exc, IntendedExit)
+        if intended:
+            reason = f"{name}() called exit_actor()"
+        else:
+            reason = (
+                f"{name}() raised SystemExit({exc.code!r}) (sys.exit() ends an actor, as in "
+                "Ray; to end it on purpose call raylite.actor.exit_actor())"
+            )
+        if not self.dead:
+            self.rt.send_from_thread(ActorExited(self.actor_id, not intended, reason))
+        self.stop()
+
     # ---- calls --------------------------------------------------------------------------
 
     def _call(self, msg: ActorCall) -> None:
@@ -195,6 +213,9 @@ class HostedActor:
             method = getattr(self.instance, msg.method)
             args, kwargs = self.rt.load_args(msg.args, msg.dep_positions, msg.dep_values)
             done = self.rt.pack_results(name, msg.task_id, msg.return_ids, method(*args, **kwargs))
+        except SystemExit as exc:
+            self._exit(name, exc)
+            return
         except BaseException as exc:
             done = TaskDone(msg.task_id, [], [], ser.dumps_error(name, exc, os.getpid()), 0.0), []
         finally:
@@ -223,6 +244,9 @@ class HostedActor:
                 if inspect.isawaitable(result):
                     result = await result
                 done = self.rt.pack_results(name, msg.task_id, msg.return_ids, result)
+            except SystemExit as exc:
+                self._exit(name, exc)
+                return
             except BaseException as exc:
                 error = ser.dumps_error(name, exc, os.getpid())
                 done = TaskDone(msg.task_id, [], [], error, 0.0), []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,13 +37,14 @@ from ..exceptions import (
     ActorUnavailableError,
     ActorUnschedulableError,
     PendingCallsLimitExceeded,
+    PendingTaskWarning,
     RayTaskError,
     TaskCancelledError,
 )
 from . import serialization as ser
 from .history import ACTOR_TASK, Done
 from .objects import Waiter
-from .protocol import ActorCall, CancelTask, CreateActor, KillActor, TaskDone
+from .protocol import ActorCall, ActorExited, CancelTask, CreateActor, KillActor, TaskDone
 from .scheduler import Request
 
 if TYPE_CHECKING:
@@ -50,9 +52,15 @@ if TYPE_CHECKING:
     from .tasks import PackedArgs
     from .watchdog import CallSite
 
-__all__ = ["ActorManager"]
+__all__ = ["ActorManager", "warn_unschedulable"]
 
 _PENDING, _ALIVE, _DEAD = "PENDING", "ALIVE", "DEAD"
+
+
+def warn_unschedulable(error: Exception) -> None:
+    """Says at once that a task or actor can never run here; its refs fail at ``get``, so a
+    Ray program that never reads them goes on (Ray's autoscaler prints such an error)."""
+    warnings.warn(f"{error} Its results fail with {type(error).__name__}.", PendingTaskWarning, 5)
 
 
 @dataclass(slots=True)
@@ -127,7 +135,9 @@ class ActorManager:
 
         Raises:
             ValueError: the name is taken.
-            ActorUnschedulableError: it asks for more than this runtime has.
+        An actor that asks for more than this runtime has is created dead: a warning names
+        the resource at once and its calls fail with ``ActorUnschedulableError`` (a Ray
+        program that never calls it keeps running).
         """
         rt = self.rt
         key = (opts.namespace or namespace, opts.name) if opts.name else None
@@ -141,14 +151,16 @@ class ActorManager:
                 "Pick another name, use get_if_exists=True, or get it with "
                 "raylite.get_actor(name)."
             )
+        unschedulable = None
         if opts.dedicated:
             request = Request.of(opts.num_cpus or 0, opts.num_gpus, opts.resources)
             why = rt.sched.infeasible(request)
             if why is not None:
-                raise ActorUnschedulableError(
+                unschedulable = ActorUnschedulableError(
                     f"Actor {meta.class_name} can never be placed here: {why}. Ask for less, or "
                     "start raylite with more (raylite.init(num_cpus=..., num_gpus=..., ...))."
                 )
+                warn_unschedulable(unschedulable)
         args, contained = rt._hold_args(packed)
         actor_id = next(rt._ids)
         detached = opts.lifetime == "detached"
@@ -174,7 +186,10 @@ class ActorManager:
         self.actors[actor_id] = actor
         if key is not None:
             self.names[key] = actor_id
-        self._place_when_ready(actor)
+        if unschedulable is not None:
+            self._die(actor, ser.dumps(unschedulable)[0])
+        else:
+            self._place_when_ready(actor)
         return actor_id
 
     def is_local(self, actor_id: int) -> bool:
@@ -500,6 +515,13 @@ class ActorManager:
             return
         why = self._died(actor, "it was killed by raylite.kill()")
         self._stop(actor, why, restart=not no_restart)
+
+    def exited(self, wid: int, msg: ActorExited) -> None:
+        """The actor ended itself (``exit_actor()``, ``sys.exit()``) in process ``wid``."""
+        actor = self.actors.get(msg.actor_id)
+        if actor is None or actor.state != _ALIVE or actor.wid != wid:
+            return  # a stale notice: dead, or restarted elsewhere since
+        self._stop(actor, self._died(actor, msg.reason), restart=msg.restart)
 
     def freed(self, actor_id: int) -> None:
         """The last handle is gone: end the actor once its calls are done."""

@@ -64,7 +64,7 @@ from ..exceptions import (
     WorkerCrashedError,
 )
 from . import serialization as ser
-from .actors import ActorManager
+from .actors import ActorManager, warn_unschedulable
 from .dashboard import DashboardServer
 from .history import NORMAL_TASK, Done, History
 from .inbox import WorkerMessages
@@ -233,7 +233,10 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
     ) -> list[ObjectRef]:
-        request = self._request_for(opts, fn.function_name)
+        try:
+            request = self._request_for(opts, fn.function_name)
+        except TaskUnschedulableError as exc:  # as Ray: the program goes on, get() fails
+            return self._failed_refs(exc, opts.num_returns)
         if opts.executor == "thread":
             return self._submit_thread_task(fn, args, kwargs, opts, request)
         packed = self._pack_args(fn.function_name, args, kwargs)
@@ -257,6 +260,20 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 self._objs.new(oid, 1, task_id)
             self._submit(task)
             return [ObjectRef(oid, self) for oid in return_ids]
+        finally:
+            self._unlock()
+
+    def _failed_refs(self, error: BaseException, n: int) -> list[ObjectRef]:
+        """``n`` refs whose value is ``error`` (a task that can never run)."""
+        payload = ser.dumps(error)[0]
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            oids = [next(self._ids) for _ in range(n)]
+            for oid in oids:
+                self._objs.new(oid, 1)
+                self._store(oid, payload, True, [])
+            return [ObjectRef(oid, self) for oid in oids]
         finally:
             self._unlock()
 
@@ -576,6 +593,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             "pid": os.getpid(),
             "session": self.config.session,
             "gpu_ids": [],
+            "namespace": self.config.namespace,
         }
 
     def add_ref(self, oid: int) -> None:
@@ -678,10 +696,12 @@ class LocalRuntime(WorkerMessages, Watchdog):
         request = Request.of(opts.cpus, opts.num_gpus, opts.resources)
         why = self.sched.infeasible(request)
         if why is not None:
-            raise TaskUnschedulableError(
+            error = TaskUnschedulableError(
                 f"Task {name}() can never run here: {why}. Ask for less, or start raylite with "
                 "more (raylite.init(num_cpus=..., num_gpus=..., resources={...}))."
             )
+            warn_unschedulable(error)
+            raise error
         self._requests[id(opts)] = (opts, request)  # the options object lives as long
         return request
 
@@ -987,8 +1007,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
                     task,
                     WorkerCrashedError(
                         f"The worker running {task.name}() (pid={w.pid}) died: "
-                        f"{describe_exit(status)}. Likely causes: a crash in native code, "
-                        "os._exit(), running out of memory, or an external kill. It was "
+                        f"{describe_exit(status)}. Likely causes: sys.exit() or os._exit() in the "
+                        "task, a crash in native code, running out of memory, or an external "
+                        "kill. It was "
                         f"tried {task.opts.max_retries + 1} time(s) (max_retries="
                         f"{task.opts.max_retries})."
                     ),

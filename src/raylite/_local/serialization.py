@@ -22,6 +22,7 @@ import pickle
 import sys
 import traceback
 import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import cloudpickle
@@ -38,6 +39,8 @@ __all__ = [
     "dumps",
     "dumps_args",
     "put_error",
+    "register_serializer",
+    "deregister_serializer",
     "dumps_error",
     "dumps_function",
     "load_value",
@@ -153,11 +156,32 @@ def serialize(value: Any) -> Serialized:
     return Serialized(out.getvalue(), buffers, refs)
 
 
+# {class: (serializer, deserializer)}, as Ray's ``register_serializer``: this process only
+# (Ray's too); the deserializer travels with each value, so any process can read it.
+_CUSTOM: dict[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
+
+
+def register_serializer(
+    cls: type, serializer: Callable[[Any], Any], deserializer: Callable[[Any], Any]
+) -> None:
+    """Pickles instances of exactly ``cls`` as ``deserializer(serializer(obj))``."""
+    _CUSTOM[cls] = (serializer, deserializer)
+
+
+def deregister_serializer(cls: type) -> None:
+    """Undoes :func:`register_serializer` (nothing happens if there is none)."""
+    _CUSTOM.pop(cls, None)
+
+
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, plus zero-copy memoryviews (plain pickle refuses them)."""
+    """cloudpickle, plus zero-copy memoryviews (plain pickle refuses them) and the
+    serializers registered with :func:`register_serializer`."""
 
     def reducer_override(self, obj: Any) -> Any:
         t = type(obj)
+        if _CUSTOM and t in _CUSTOM:
+            serializer, deserializer = _CUSTOM[t]
+            return deserializer, (serializer(obj),)
         if t is memoryview:
             data = pickle.PickleBuffer(obj) if obj.c_contiguous else obj.tobytes()
             return _rebuild_memoryview, (data, obj.format, obj.shape)

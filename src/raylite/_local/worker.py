@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from .. import _runtime
 from .._actor import ActorHandle
@@ -419,6 +419,8 @@ class WorkerRuntime:
             done, fds = self.pack_results(req.name, req.task_id, req.return_ids, result)
         except KeyboardInterrupt:
             done = TaskDone(req.task_id, [], [], _cancelled(req.task_id), 0.0)
+        except SystemExit as exc:
+            self._exit_process(exc)
         except BaseException as exc:  # the user's error travels to whoever calls get()
             self.interruptible = False
             error = ser.dumps_error(req.name, exc, os.getpid())
@@ -429,6 +431,19 @@ class WorkerRuntime:
             self.current = None
         self._out(done._replace(duration=time.perf_counter() - start, start=started), fds)
         RUNNING_SLOT.pack_into(self.cancel_slot, CANCEL_SLOT.size, 0)  # done: its fault no more
+
+    def _exit_process(self, exc: SystemExit) -> NoReturn:
+        """``sys.exit()`` in a task is its worker exiting, as in Ray: the replies of tasks
+        done before it go out, then the process ends with the code given; the driver sees
+        it die running this task (retried per ``max_retries``, else ``WorkerCrashedError``)."""
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        try:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            self._flush()
+        except OSError:
+            pass  # the driver is gone: nothing to tell
+        os._exit(code)
 
     # ---- sending ------------------------------------------------------------------------
 
