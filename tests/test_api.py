@@ -235,8 +235,10 @@ def test_unknown_and_bad_options_are_named():
 
 @pytest.mark.local_only("Ray honours these options")
 def test_cluster_only_options_are_refused_by_the_local_runtime_at_remote(rl):
-    with pytest.raises(ValueError, match="placement groups reserve resources across nodes"):
+    with pytest.raises(ValueError, match="it takes a PlacementGroup from raylite.util"):
         double.options(placement_group="pg").remote(1)
+    with pytest.raises(ValueError, match="label selectors pick among a cluster's nodes"):
+        double.options(label_selector={"zone": "a"}).remote(1)
     with pytest.raises(ValueError, match=r"runtime_env=.*raylite.init\(address=...\)"):
         double.options(runtime_env={"pip": ["requests"]}).remote(1)
 

@@ -117,6 +117,8 @@ class HostedActor:
         self._ready = threading.Event()
         self._is_async = bool(config["is_async"])
         self._gpu_ids: list[str] | None = config.get("gpu_ids")
+        # runtime_env={"env_vars": ...}: such an actor has a process of its own (dedicated)
+        self._env: dict[str, str] = config.get("env_vars") or {}
         limit = config["max_concurrency"] or (_ASYNC_DEFAULT_CONCURRENCY if self._is_async else 1)
         groups: dict[str, int] = dict(config["groups"])
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -148,6 +150,7 @@ class HostedActor:
         self.rt.set_context(label=self.class_name, actor_id=self.actor_id)
         if self._gpu_ids is not None:  # a dedicated actor: the process is its own
             self.rt.assign_gpus(self._gpu_ids)
+        os.environ.update(self._env)
         error = None
         try:
             cls = self.rt.function(msg.fn_id)

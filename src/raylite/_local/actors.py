@@ -101,6 +101,7 @@ class _Actor:
     inflight: dict[int, _Call] = field(default_factory=dict)  # sent, not done
     death: bytes | None = None  # the pickled error calls fail with once DEAD
     name_key: tuple[str, str] | None = None
+    request: Request = Request(0)  # what a dedicated actor's process holds for its life
     handles_gone: bool = False
     waiting: bool = False  # a waiter on the queue head's arguments is registered
     # A thread actor (executor="thread"): its class and arguments as given, and, once
@@ -152,13 +153,15 @@ class ActorManager:
                 "raylite.get_actor(name)."
             )
         unschedulable = None
+        request = Request(0)
         if opts.dedicated:
-            request = Request.of(opts.num_cpus or 0, opts.num_gpus, opts.resources)
-            why = rt.sched.infeasible(request)
+            base = Request.of(
+                opts.num_cpus or 0, opts.num_gpus, {**opts.resources, **opts.local.resources}
+            )
+            request, why = rt._placement.request_for(base, opts.local, meta.class_name)
             if why is not None:
                 unschedulable = ActorUnschedulableError(
-                    f"Actor {meta.class_name} can never be placed here: {why}. Ask for less, or "
-                    "start raylite with more (raylite.init(num_cpus=..., num_gpus=..., ...))."
+                    f"Actor {meta.class_name} can never be placed here: {why}."
                 )
                 warn_unschedulable(unschedulable)
         args, contained = rt._hold_args(packed)
@@ -174,12 +177,13 @@ class ActorManager:
                 "is_async": meta.is_async,
                 "max_concurrency": opts.max_concurrency,
                 "groups": dict(opts.concurrency_groups),
+                "env_vars": dict(opts.local.env_vars),
             }
         )[0]
         restarts = opts.max_restarts
         actor = _Actor(
             actor_id, cls_id, meta.class_name, meta, opts, args, packed.positions,
-            packed.dep_ids, contained, config, restarts, name_key=key,
+            packed.dep_ids, contained, config, restarts, name_key=key, request=request,
         )  # fmt: skip
         if local is not None:
             actor.local_cls, actor.py_args = local[0], (local[1], local[2])
@@ -249,9 +253,7 @@ class ActorManager:
         elif actor.opts.dedicated:
             actor.creation_task = next(self.rt._ids)
             self.creations[actor.creation_task] = actor.actor_id
-            opts = actor.opts
-            request = Request.of(opts.num_cpus or 0, opts.num_gpus, opts.resources)
-            self.rt._apply(self.rt.sched.submit(actor.creation_task, request, 0, [], True))
+            self.rt._apply(self.rt.sched.submit(actor.creation_task, actor.request, 0, [], True))
         else:
             self._start(actor, self._pick_host())
 

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._actor import ActorClass, ActorHandle
 from .._object_ref import ObjectRef
+from .._placement import PlacementGroup
 from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
 from ..exceptions import (
     GetTimeoutError,
@@ -69,6 +70,7 @@ from .dashboard import DashboardServer
 from .history import NORMAL_TASK, Done, History
 from .inbox import WorkerMessages
 from .objects import ObjectTable, Waiter, lost
+from .placement import Placement, check_bundles
 from .pool import Zygote, describe_exit
 from .protocol import (
     CancelTask,
@@ -169,6 +171,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._busy_objects,
         )
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
+        self._placement = Placement(self)
         self._threads = ThreadRunner(self, max_threads=64)
         self._history = History()  # finished tasks, for timeline() and the state API
         self._state = StateView(self)
@@ -409,6 +412,40 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._check_alive()
             actor_id = self._actors.get_named(name, namespace or self.config.namespace)
             return ActorHandle(ObjectRef(actor_id, self), self._actors.meta(actor_id))
+
+    def create_placement_group(
+        self, bundles: list[dict[str, float]], strategy: str, name: str
+    ) -> PlacementGroup:
+        checked = check_bundles(bundles, strategy)
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            pg = self._placement.create(checked, strategy, name)
+            self._flush_dirty()
+            return pg
+        finally:
+            self._unlock()
+
+    def placement_group_ready(self, pg: PlacementGroup) -> ObjectRef:
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            return ObjectRef(self._placement.ready(pg), self)
+        finally:
+            self._unlock()
+
+    def remove_placement_group(self, pg: PlacementGroup) -> None:
+        self._lock.acquire()
+        try:
+            self._check_alive()
+            self._placement.remove(pg)
+            self._flush_dirty()
+        finally:
+            self._unlock()
+
+    def placement_group_table(self, pg: PlacementGroup | None) -> dict[str, Any]:
+        with self._lock:
+            return self._placement.table(pg)
 
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
@@ -693,16 +730,15 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if cached is not None and cached[0] is opts:
             return cached[1]
         check_local(opts)
-        request = Request.of(opts.cpus, opts.num_gpus, opts.resources)
-        why = self.sched.infeasible(request)
+        local = opts.local
+        base = Request.of(opts.cpus, opts.num_gpus, {**opts.resources, **local.resources})
+        request, why = self._placement.request_for(base, local, name)
         if why is not None:
-            error = TaskUnschedulableError(
-                f"Task {name}() can never run here: {why}. Ask for less, or start raylite with "
-                "more (raylite.init(num_cpus=..., num_gpus=..., resources={...}))."
-            )
+            error = TaskUnschedulableError(f"Task {name}() can never run here: {why}.")
             warn_unschedulable(error)
             raise error
-        self._requests[id(opts)] = (opts, request)  # the options object lives as long
+        if local.placement_group is None:  # a group's state may change: not cached
+            self._requests[id(opts)] = (opts, request)  # the options object lives as long
         return request
 
     def _submit(self, task: Task) -> None:
@@ -784,6 +820,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if task_id in self._actors.creations:  # a dedicated actor's lease
             self._actors.dispatch_creation(task_id, wid)
             return None
+        if self._placement.reserved(task_id):  # a placement group's reservation
+            return None
         if task is None:  # finished meanwhile (cancelled)
             return self.sched.task_done(wid, task_id)
         for oid in task.dep_ids:
@@ -799,10 +837,11 @@ class LocalRuntime(WorkerMessages, Watchdog):
         args, values, fds = self._objs.wire_call(w.wid, w.mapped, task.args, task.dep_ids)
         task.worker = wid
         chan = w.chan
-        self._ship_function(w, task.fn_id)
+        fn_id = self._placement.function_for(task)  # its own, or wrapped to set env_vars
+        self._ship_function(w, fn_id)
         chan.queue(
             TaskRequest(
-                task_id, task.fn_id, task.name, args, task.dep_positions, values,
+                task_id, fn_id, task.name, args, task.dep_positions, values,
                 task.return_ids, self._gpu_ids(wid),
             ),
             fds,

@@ -637,6 +637,20 @@ class WorkerRuntime:
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         self._send(CancelRequest(ref._id, force, recursive))
 
+    def create_placement_group(
+        self, bundles: list[dict[str, float]], strategy: str, name: str
+    ) -> Any:
+        raise NotImplementedError(_DRIVER_ONLY.format("placement_group()"))
+
+    def placement_group_ready(self, pg: Any) -> ObjectRef:
+        raise NotImplementedError(_DRIVER_ONLY.format("PlacementGroup.ready()/.wait()"))
+
+    def remove_placement_group(self, pg: Any) -> None:
+        raise NotImplementedError(_DRIVER_ONLY.format("remove_placement_group()"))
+
+    def placement_group_table(self, pg: Any) -> dict[str, Any]:
+        raise NotImplementedError(_DRIVER_ONLY.format("placement_group_table()"))
+
     def available_resources(self) -> dict[str, float]:
         raise NotImplementedError("available_resources() can be called from the driver only.")
 

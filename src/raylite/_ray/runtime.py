@@ -143,6 +143,22 @@ class RayRuntime:
         with raylite_errors():
             return cast("ActorHandle", ray.get_actor(name, namespace=namespace))
 
+    def create_placement_group(
+        self, bundles: list[dict[str, float]], strategy: str, name: str
+    ) -> Any:
+        with raylite_errors():
+            return ray.util.placement_group(bundles, strategy=strategy, name=name)
+
+    def placement_group_ready(self, pg: Any) -> ObjectRef:
+        return cast(ObjectRef, pg.ready())
+
+    def remove_placement_group(self, pg: Any) -> None:
+        with raylite_errors():
+            ray.util.remove_placement_group(pg)
+
+    def placement_group_table(self, pg: Any) -> dict[str, Any]:
+        return cast("dict[str, Any]", ray.util.placement_group_table(pg))
+
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
             raise TypeError(
