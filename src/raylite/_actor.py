@@ -27,6 +27,7 @@ __all__ = [
     "ActorMethod",
     "ActorMeta",
     "IntendedExit",
+    "exit_outside_actor",
     "method",
     "register_foreign_handles",
 ]
@@ -36,6 +37,14 @@ _METHOD_OPTIONS = "__raylite_method_options__"
 
 class IntendedExit(SystemExit):
     """Raised by ``exit_actor()``: the actor's process (or host) ends the actor for good."""
+
+
+def exit_outside_actor() -> TypeError:
+    """The error of ``exit_actor()`` called where no actor runs (a runtime raises it)."""
+    return TypeError(
+        "exit_actor() was called outside an actor: call it inside an actor method to end "
+        "that actor gracefully, or use raylite.kill(handle) to end an actor from outside."
+    )
 
 
 def method(*args: Any, **options: Any) -> Any:
@@ -120,6 +129,13 @@ class ActorClass:
     """
 
     __module__ = "raylite.actor"
+    # Set by __init__ (straight into the instance's __dict__).
+    _cls: type
+    _options: ActorOptions
+    _cls_id: int
+    _meta: ActorMeta
+    __name__: str
+    __qualname__: str
 
     def __new__(klass, cls: type, options: ActorOptions, cls_id: int = 0) -> ActorClass:
         if klass is ActorClass:  # @remote: derive from the user's class, once

@@ -16,6 +16,7 @@ Ray's option names are the spec. Each keyword is one of:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -105,7 +106,7 @@ def _local_placement(kind: str, cluster: Mapping[str, Any]) -> LocalPlacement:
 
     for key, value in cluster.items():
         if key == "scheduling_strategy":
-            _strategy(value, out, lambda why, v=value: refuse("scheduling_strategy", v, why))
+            _strategy(value, out, functools.partial(refuse, "scheduling_strategy", value))
         elif key == "placement_group":
             if isinstance(value, PlacementGroup):
                 out["placement_group"] = value

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ._object_ref import ObjectRef, set_unpickle_owner
 
@@ -52,7 +52,11 @@ class Runtime(Protocol):
 
     def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None: ...
 
+    def exit_actor(self) -> NoReturn: ...  # raylite.actor.exit_actor(), in an actor method
+
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle: ...
+
+    def list_named_actors(self, all_namespaces: bool) -> list[tuple[str, str]]: ...
 
     def put(self, value: Any) -> ObjectRef: ...
 

@@ -18,7 +18,7 @@ __all__ = ["ArgSpec", "arg_spec"]
 
 _P = inspect.Parameter
 _NO_DEFAULT = _P.empty
-_KIND = type(_P.POSITIONAL_ONLY)  # inspect's _ParameterKind, an IntEnum
+_KIND: Any = type(_P.POSITIONAL_ONLY)  # inspect's _ParameterKind, an IntEnum
 
 
 @dataclass(frozen=True)

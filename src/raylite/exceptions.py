@@ -143,7 +143,7 @@ def _dual_class(cause_cls: type) -> type:
         # A group's members live in its C struct, which only __new__ fills: build it from
         # the group's (message, exceptions), so that ``except*`` can split it.
         def __new__(cls: type, task_error: RayTaskError, cause: Any) -> Any:
-            return cause_cls.__new__(cls, cause.message, cause.exceptions)  # type: ignore[call-overload]
+            return cause_cls.__new__(cls, cause.message, cause.exceptions)  # type: ignore[call-arg]
 
         namespace["__new__"] = __new__
     cls = type(f"RayTaskError({cause_cls.__name__})", (RayTaskError, cause_cls), namespace)

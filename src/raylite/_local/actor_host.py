@@ -31,8 +31,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import serialization as ser
 from .._actor import IntendedExit
+from . import serialization as ser
 from .protocol import ActorCall, ActorExited, ActorReady, CreateActor, TaskDone
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .._actor import ActorHandle, ActorMeta
+from .._actor import ActorHandle, ActorMeta, exit_outside_actor
 from .._object_ref import ObjectRef
 from .._options import check_local
 from .._placement import PlacementGroup
@@ -208,6 +208,14 @@ class InlineRuntime:
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
         return refs[:num_returns], refs[num_returns:]  # everything is ready at once
+
+    def list_named_actors(self, all_namespaces: bool) -> list[tuple[str, str]]:
+        with self._lock:
+            names = [key for key, a in self._names.items() if self._actors[a][1] is None]
+        return [k for k in names if all_namespaces or k[0] == self.config.namespace]
+
+    def exit_actor(self) -> NoReturn:
+        raise exit_outside_actor()  # actors run inline in the driver: there is no process
 
     # Placement groups: everything runs inline here, so a group reserves nothing and is
     # ready at once.

@@ -49,12 +49,12 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .._actor import ActorClass, ActorHandle
+from .._actor import ActorClass, ActorHandle, exit_outside_actor
 from .._object_ref import ObjectRef
-from .._placement import PlacementGroup
 from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
+from .._placement import PlacementGroup
 from ..exceptions import (
     GetTimeoutError,
     ObjectLostError,
@@ -406,6 +406,16 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._check_alive()
             self._actors.kill(handle._actor_id, no_restart)
             self._flush_dirty()
+
+    def list_named_actors(self, all_namespaces: bool) -> list[tuple[str, str]]:
+        with self._lock:
+            return [
+                key for key in self._actors.names
+                if all_namespaces or key[0] == self.config.namespace
+            ]  # fmt: skip
+
+    def exit_actor(self) -> NoReturn:
+        raise exit_outside_actor()  # the driver (a thread actor cannot end itself so)
 
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
         with self._lock:

@@ -37,7 +37,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from .. import _runtime
-from .._actor import ActorHandle
+from .._actor import ActorHandle, IntendedExit, exit_outside_actor
 from .._object_ref import ObjectRef
 from ..exceptions import GetTimeoutError, TaskCancelledError
 from . import serialization as ser
@@ -636,6 +636,14 @@ class WorkerRuntime:
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         self._send(CancelRequest(ref._id, force, recursive))
+
+    def list_named_actors(self, all_namespaces: bool) -> list[tuple[str, str]]:
+        raise NotImplementedError(_DRIVER_ONLY.format("list_named_actors()"))
+
+    def exit_actor(self) -> NoReturn:
+        if getattr(self._tls, "actor_id", None) is None:  # a task, not an actor method
+            raise exit_outside_actor()
+        raise IntendedExit("exit_actor() is called.")  # see HostedActor._exit
 
     def create_placement_group(
         self, bundles: list[dict[str, float]], strategy: str, name: str

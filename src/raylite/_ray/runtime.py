@@ -39,7 +39,7 @@ import dataclasses
 import inspect
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import ray
 
@@ -142,6 +142,18 @@ class RayRuntime:
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
         with raylite_errors():
             return cast("ActorHandle", ray.get_actor(name, namespace=namespace))
+
+    def list_named_actors(self, all_namespaces: bool) -> list[tuple[str, str]]:
+        named = ray.util.list_named_actors(all_namespaces=True)
+        current = ray.get_runtime_context().namespace
+        return [
+            (entry["namespace"], entry["name"]) for entry in named
+            if all_namespaces or entry["namespace"] == current
+        ]  # fmt: skip
+
+    def exit_actor(self) -> NoReturn:
+        ray.actor.exit_actor()
+        raise AssertionError("unreachable: ray.actor.exit_actor() raises")
 
     def create_placement_group(
         self, bundles: list[dict[str, float]], strategy: str, name: str

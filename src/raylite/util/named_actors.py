@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import _runtime
 
 __all__ = ["list_named_actors"]
@@ -19,10 +17,7 @@ def list_named_actors(all_namespaces: bool = False) -> list[str] | list[dict[str
     Returns:
         ``["name", ...]``, or ``[{"name": "a", "namespace": "ns"}, ...]``.
     """
-    rt = _runtime.current()
-    rows: list[dict[str, Any]] = rt.list_state("actors", None, None, False)
-    live = [r for r in rows if r.get("name") and r.get("state") != "DEAD"]
+    named = _runtime.current().list_named_actors(all_namespaces)
     if all_namespaces:
-        return [{"name": r["name"], "namespace": r["ray_namespace"]} for r in live]
-    current = rt.context().get("namespace") or "default"
-    return [r["name"] for r in live if r["ray_namespace"] == current]
+        return [{"name": name, "namespace": namespace} for namespace, name in named]
+    return [name for _, name in named]
