@@ -26,10 +26,14 @@ class ArgSpec:
     """The parameters of a callable: ``(name, kind, has_default)`` each, ``self`` left out."""
 
     params: tuple[tuple[str, int, bool], ...]
-    # The fast path: a call with no keywords and ``min_pos <= len(args) <= max_pos`` binds.
+    # The fast paths: no keywords and ``min_pos <= len(args) <= max_pos`` binds (``fast``);
+    # with keywords, :meth:`_binds` decides from these.
     min_pos: int = field(init=False)
     max_pos: float = field(init=False)
     fast: bool = field(init=False)  # False: a required keyword-only parameter
+    keywords: dict[str, int] = field(init=False)  # {name: position, -1 if keyword-only}
+    required: tuple[tuple[str, int], ...] = field(init=False)  # (name, position or -1)
+    var_keyword: bool = field(init=False)
     _signature: list[inspect.Signature] = field(
         init=False, default_factory=list, repr=False, compare=False
     )
@@ -41,6 +45,32 @@ class ArgSpec:
         has_var = any(p[1] == _P.VAR_POSITIONAL for p in self.params)
         set_(self, "max_pos", float("inf") if has_var else len(positional))
         set_(self, "fast", not any(p[1] == _P.KEYWORD_ONLY and not p[2] for p in self.params))
+        keywords = {name: i for i, (name, kind, _) in enumerate(positional)
+                    if kind == _P.POSITIONAL_OR_KEYWORD}  # fmt: skip
+        keywords.update((p[0], -1) for p in self.params if p[1] == _P.KEYWORD_ONLY)
+        set_(self, "keywords", keywords)
+        required = [(name, i) for i, (name, _, default) in enumerate(positional) if not default]
+        required += [(p[0], -1) for p in self.params if p[1] == _P.KEYWORD_ONLY and not p[2]]
+        set_(self, "required", tuple(required))
+        set_(self, "var_keyword", any(p[1] == _P.VAR_KEYWORD for p in self.params))
+
+    def _binds(self, n: int, kwargs: dict[str, Any]) -> bool:
+        """True when ``n`` positional arguments and ``kwargs`` surely bind (False: maybe not;
+        :meth:`check` then binds for Python's own error)."""
+        if n > self.max_pos:
+            return False
+        keywords = self.keywords
+        for name in kwargs:
+            position = keywords.get(name)
+            if position is None:
+                if not self.var_keyword:
+                    return False  # unknown (or positional-only) name
+            elif 0 <= position < n:
+                return False  # given twice
+        return all(
+            position != -1 and position < n or (name in kwargs and keywords.get(name) is not None)
+            for name, position in self.required
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return {"params": self.params}  # the cached Signature is rebuilt where needed
@@ -56,7 +86,10 @@ class ArgSpec:
         Args:
             what: the call as the user wrote it, e.g. ``"f.remote()"``.
         """
-        if not kwargs and self.fast and self.min_pos <= len(args) <= self.max_pos:
+        if not kwargs:
+            if self.fast and self.min_pos <= len(args) <= self.max_pos:
+                return
+        elif self._binds(len(args), kwargs):
             return
         if not self._signature:
             self._signature.append(
