@@ -191,9 +191,9 @@ class Placement:
         self.rt._objs.new(oid, 1)
         if group.state == _CREATED:
             self.rt._store(oid, ser.dumps(pg)[0], False, [])
-        else:
-            group.ready_oids.append(oid)  # REMOVED: never ready, as in Ray
-        return oid
+        elif group.state == _PENDING:
+            group.ready_oids.append(oid)
+        return oid  # of a REMOVED group: never ready, as in Ray
 
     def remove(self, pg: PlacementGroup) -> None:
         """Ends the reservation; the group's resources leave the scheduler."""
@@ -202,6 +202,7 @@ class Placement:
             return
         created = group.state == _CREATED
         group.state = _REMOVED
+        group.ready_oids.clear()  # never ready now
         del self.reservations[group.reservation]
         sched = self.rt.sched
         if created:
