@@ -240,3 +240,13 @@ def test_a_declared_accelerator_type_runs():
         assert raylite.get(pid.options(accelerator_type="A100").remote(), timeout=60) > 0
     finally:
         raylite.shutdown()
+
+
+@pytest.mark.filterwarnings("ignore::raylite.exceptions.PendingTaskWarning")
+def test_strict_spread_over_one_node_stays_pending(rl):
+    pg = placement_group([{"CPU": 0.5}, {"CPU": 0.5}], strategy="STRICT_SPREAD")
+    assert not pg.wait(1)  # as Ray on one node: each bundle needs a node of its own
+    remove_placement_group(pg)
+    single = placement_group([{"CPU": 0.5}], strategy="STRICT_SPREAD")
+    assert single.wait(30)
+    remove_placement_group(single)

@@ -151,6 +151,8 @@ class Placement:
         self.groups[pg.id] = _Group(pg, name, strategy, units, reservation)
         self.reservations[reservation] = pg.id
         why = self.rt.sched.infeasible(request)
+        if strategy == "STRICT_SPREAD" and len(bundles) > 1:  # a node each: one node here
+            why = f"STRICT_SPREAD puts each of its {len(bundles)} bundles on a node of its own"
         if why is not None:
             warnings.warn(
                 f"Placement group {pg.id} can never be reserved here: {why}. It stays pending "
