@@ -49,7 +49,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .._actor import ActorClass, ActorHandle, exit_outside_actor
 from .._object_ref import ObjectRef
@@ -93,6 +93,8 @@ if TYPE_CHECKING:
     from .._remote_function import RemoteFunction
 
 __all__ = ["LocalRuntime", "RuntimeConfig"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -423,39 +425,32 @@ class LocalRuntime(WorkerMessages, Watchdog):
             actor_id = self._actors.get_named(name, namespace or self.config.namespace)
             return ActorHandle(ObjectRef(actor_id, self), self._actors.meta(actor_id))
 
+    # placement groups: the decisions are placement.Placement's
     def create_placement_group(
         self, bundles: list[dict[str, float]], strategy: str, name: str
     ) -> PlacementGroup:
         checked = check_bundles(bundles, strategy)
-        self._lock.acquire()
-        try:
-            self._check_alive()
-            pg = self._placement.create(checked, strategy, name)
-            self._flush_dirty()
-            return pg
-        finally:
-            self._unlock()
+        return self._locked(lambda: self._placement.create(checked, strategy, name))
 
     def placement_group_ready(self, pg: PlacementGroup) -> ObjectRef:
-        self._lock.acquire()
-        try:
-            self._check_alive()
-            return ObjectRef(self._placement.ready(pg), self)
-        finally:
-            self._unlock()
+        return ObjectRef(self._locked(lambda: self._placement.ready(pg)), self)
 
     def remove_placement_group(self, pg: PlacementGroup) -> None:
+        self._locked(lambda: self._placement.remove(pg))
+
+    def placement_group_table(self, pg: PlacementGroup | None) -> dict[str, Any]:
+        return self._locked(lambda: self._placement.table(pg))
+
+    def _locked(self, step: Callable[[], _T]) -> _T:
+        """``step()`` under the lock of a live runtime; then what it queued goes out."""
         self._lock.acquire()
         try:
             self._check_alive()
-            self._placement.remove(pg)
+            result = step()
             self._flush_dirty()
+            return result
         finally:
             self._unlock()
-
-    def placement_group_table(self, pg: PlacementGroup | None) -> dict[str, Any]:
-        with self._lock:
-            return self._placement.table(pg)
 
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
