@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .._local import serialization as _ser
-
 __all__ = ["deregister_serializer", "register_serializer"]
 
 
@@ -42,9 +40,13 @@ def register_serializer(
     for name, fn in (("serializer", serializer), ("deserializer", deserializer)):
         if not callable(fn):
             raise TypeError(f"register_serializer(): {name} must be callable, got {fn!r}.")
-    _ser.register_serializer(cls, serializer, deserializer)
+    from .._local import serialization  # here: `import raylite` stays light
+
+    serialization.register_serializer(cls, serializer, deserializer)
 
 
 def deregister_serializer(cls: type) -> None:
     """Removes the serializer registered for ``cls``; nothing happens if there is none."""
-    _ser.deregister_serializer(cls)
+    from .._local import serialization
+
+    serialization.deregister_serializer(cls)
