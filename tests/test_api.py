@@ -13,7 +13,12 @@ import os
 import pytest
 
 import raylite
-from raylite.exceptions import GetTimeoutError, RayTaskError, TaskUnschedulableError
+from raylite.exceptions import (
+    GetTimeoutError,
+    PendingTaskWarning,
+    RayTaskError,
+    TaskUnschedulableError,
+)
 
 
 @raylite.remote
@@ -230,8 +235,10 @@ def test_unknown_and_bad_options_are_named():
 
 @pytest.mark.local_only("Ray honours these options")
 def test_cluster_only_options_are_refused_by_the_local_runtime_at_remote(rl):
-    with pytest.raises(ValueError, match="placement groups reserve resources across nodes"):
+    with pytest.raises(ValueError, match="it takes a PlacementGroup from raylite.util"):
         double.options(placement_group="pg").remote(1)
+    with pytest.raises(ValueError, match="label selectors pick among a cluster's nodes"):
+        double.options(label_selector={"zone": "a"}).remote(1)
     with pytest.raises(ValueError, match=r"runtime_env=.*raylite.init\(address=...\)"):
         double.options(runtime_env={"pip": ["requests"]}).remote(1)
 
@@ -256,11 +263,16 @@ def test_init_errors():
 
 
 @pytest.mark.local_only("Ray queues an infeasible task (a cluster may grow) and warns")
-def test_infeasible_request_fails_at_remote(rl):
+def test_infeasible_request_warns_and_fails_at_get(rl):
+    with pytest.warns(PendingTaskWarning, match="num_cpus=3 but this runtime has 2 CPUs"):
+        too_big = double.options(num_cpus=3).remote(1)
+    with pytest.warns(PendingTaskWarning, match="resource 'db'"):
+        no_db = double.options(resources={"db": 1}).remote(1)
+    assert raylite.get(double.remote(2)) == 4  # the program goes on
     with pytest.raises(TaskUnschedulableError, match="num_cpus=3 but this runtime has 2 CPUs"):
-        double.options(num_cpus=3).remote(1)
+        raylite.get(too_big)
     with pytest.raises(TaskUnschedulableError, match="resource 'db'"):
-        double.options(resources={"db": 1}).remote(1)
+        raylite.get(no_db)
 
 
 def test_cluster_resources_report(rl):

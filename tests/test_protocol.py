@@ -11,6 +11,7 @@ import pytest
 from raylite._local import protocol
 from raylite._local.protocol import (
     ActorCall,
+    ActorExited,
     ActorInfo,
     ActorReady,
     CancelRequest,
@@ -161,6 +162,7 @@ SAMPLES = [
         return_ids=[BIG_ID + 3],
     ),
     KillActorRequest(actor_id=30, no_restart=False),
+    ActorExited(actor_id=31, restart=True, reason="A.f() raised SystemExit(3)"),
 ]
 
 

@@ -64,8 +64,10 @@ def test_fractional_node_total_caps_gpu_use():
     raylite.init(num_cpus=2, num_gpus=0.2)
     try:
         assert raylite.cluster_resources()["GPU"] == pytest.approx(0.2)
+        with pytest.warns(raylite.exceptions.PendingTaskWarning, match="num_gpus=0.5"):
+            too_big = gpu_env.options(num_gpus=0.5).remote()
         with pytest.raises(raylite.exceptions.TaskUnschedulableError, match="num_gpus=0.5"):
-            gpu_env.options(num_gpus=0.5).remote()
+            raylite.get(too_big)
         env, ids = raylite.get(gpu_env.options(num_gpus=0.1).remote())
         assert env == "0" and ids == [0]
     finally:

@@ -13,7 +13,7 @@ import abc
 import inspect
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import _runtime
@@ -26,17 +26,32 @@ from ._options import (
     method_options,
     resolve_num_returns,
 )
+from ._signature import ArgSpec, arg_spec
 
 __all__ = [
     "ActorClass",
     "ActorHandle",
     "ActorMethod",
     "ActorMeta",
+    "IntendedExit",
+    "exit_outside_actor",
     "method",
     "register_foreign_handles",
 ]
 
 _METHOD_OPTIONS = "__raylite_method_options__"
+
+
+class IntendedExit(SystemExit):
+    """Raised by ``exit_actor()``: the actor's process (or host) ends the actor for good."""
+
+
+def exit_outside_actor() -> TypeError:
+    """The error of ``exit_actor()`` called where no actor runs (a runtime raises it)."""
+    return TypeError(
+        "exit_actor() was called outside an actor: call it inside an actor method to end "
+        "that actor gracefully, or use raylite.kill(handle) to end an actor from outside."
+    )
 
 
 def method(*args: Any, **options: Any) -> Any:
@@ -68,10 +83,13 @@ class ActorMeta:
     missing_self: frozenset[str]  # methods declared without a `self` parameter
     is_async: bool
     generators: frozenset[str] = frozenset()  # methods that yield
+    # {method name: what its calls' arguments are checked against}; "__init__" for .remote()
+    specs: dict[str, ArgSpec | None] = field(default_factory=dict)
 
 
 def _meta_of(cls: type) -> ActorMeta:
     methods: dict[str, MethodOptions] = {}
+    specs: dict[str, ArgSpec | None] = {"__init__": arg_spec(cls)}
     missing_self = set()
     generators: set[str] = set()
     is_async = False
@@ -82,6 +100,7 @@ def _meta_of(cls: type) -> ActorMeta:
         if isinstance(raw, (staticmethod, classmethod)) or not inspect.isfunction(attr):
             if isinstance(raw, (staticmethod, classmethod)):
                 methods[name] = MethodOptions(num_returns=1)
+                specs[name] = arg_spec(attr)  # bound already (classmethod) or no self
             continue
         opts = getattr(attr, _METHOD_OPTIONS, MethodOptions())
         if is_generator_function(attr):
@@ -90,6 +109,7 @@ def _meta_of(cls: type) -> ActorMeta:
             opts.num_returns, name in generators, f"{cls.__name__}.{name}()"
         )
         methods[name] = replace(opts, num_returns=returns)
+        specs[name] = arg_spec(attr, drop_first=True)
         params = list(inspect.signature(attr).parameters.values())
         if not params or params[0].kind not in (
             inspect.Parameter.POSITIONAL_ONLY,
@@ -99,11 +119,18 @@ def _meta_of(cls: type) -> ActorMeta:
             missing_self.add(name)
         if inspect.iscoroutinefunction(attr) or inspect.isasyncgenfunction(attr):
             is_async = True
-    return ActorMeta(cls.__name__, methods, frozenset(missing_self), is_async, frozenset(generators))
+    return ActorMeta(
+        cls.__name__, methods, frozenset(missing_self), is_async, frozenset(generators), specs
+    )
 
 
 class ActorClass:
     """A class whose instances are actors: ``Cls.remote(*args)`` returns an ActorHandle.
+
+    As in Ray, the decorated name is an instance of a subclass of both ``ActorClass`` and
+    the user's class (``ActorClass(Counter)``): class attributes, inherited attributes,
+    ``classmethod``\\ s and ``staticmethod``\\ s are reachable through it, in the driver and
+    inside the actor's own methods.
 
     Example:
         >>> @raylite.remote
@@ -119,22 +146,48 @@ class ActorClass:
     """
 
     __module__ = "raylite.actor"
+    # Set by __init__ (straight into the instance's __dict__).
+    _cls: type
+    _options: ActorOptions
+    _cls_id: int
+    _meta: ActorMeta
+    __name__: str
+    __qualname__: str
+
+    def __new__(klass, cls: type, options: ActorOptions, cls_id: int = 0) -> ActorClass:
+        if klass is ActorClass:  # @remote: derive from the user's class, once
+            klass = _derived_class(cls)
+        return object.__new__(klass) if klass is ActorClass else _instance_of(klass)
 
     def __init__(self, cls: type, options: ActorOptions, cls_id: int = 0) -> None:
-        self._cls = cls
-        self._options = options
-        self._cls_id = cls_id or int.from_bytes(os.urandom(7), "big")
-        self._meta = _meta_of(cls)
-        for group in {m.concurrency_group for m in self._meta.methods.values()} - {None}:
+        meta = _meta_of(cls)
+        for group in {m.concurrency_group for m in meta.methods.values()} - {None}:
             if group not in options.concurrency_groups:
                 raise ValueError(
                     f"{cls.__name__}: a method uses concurrency_group={group!r}, but the class "
                     f"declares {sorted(options.concurrency_groups) or 'none'}. Add it: "
                     f"@raylite.remote(concurrency_groups={{{group!r}: 1}})."
                 )
-        self.__name__ = cls.__name__
-        self.__qualname__ = cls.__qualname__
-        self.__doc__ = cls.__doc__
+        # Straight into __dict__: the user's class may define __setattr__.
+        vars(self).update(
+            _cls=cls,
+            _options=options,
+            _cls_id=cls_id or int.from_bytes(os.urandom(7), "big"),
+            _meta=meta,
+            __name__=cls.__name__,
+            __qualname__=cls.__qualname__,
+            __doc__=cls.__doc__,
+        )
+
+    # The user's class must not change what an actor class is: identity, pickling, calls.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return (_rebuild_actor_class, (self._cls, self._options, self._cls_id))
+
+    def __reduce__(self) -> Any:
+        return self.__reduce_ex__(2)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -147,14 +200,52 @@ class ActorClass:
 
     def options(self, **options: Any) -> ActorClass:
         """A variant of this actor class with some options overridden (validated now)."""
-        return ActorClass(self._cls, actor_options(self._options, **options), self._cls_id)
+        return type(self)(self._cls, actor_options(self._options, **options), self._cls_id)
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
-        """Creates the actor (asynchronously) and returns its handle at once."""
+        """Creates the actor (asynchronously) and returns its handle at once.
+
+        Raises:
+            TypeError: the arguments do not fit ``__init__``'s signature (as in Ray).
+        """
+        spec = self._meta.specs.get("__init__")
+        if spec is not None:
+            spec.check(f"{self.__name__}.remote()", args, kwargs)
         return _runtime.current().create_actor(self, args, kwargs, self._options)
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")
+
+
+def _derived_class(cls: type) -> type[ActorClass]:
+    """``ActorClass(cls)``, a subclass of both, as Ray makes; plain ``ActorClass`` where
+    ``cls`` cannot be derived from (a metaclass or layout conflict, an abstract class)."""
+    try:
+        derived = type(
+            f"ActorClass({cls.__name__})",
+            (ActorClass, cls),
+            {"__module__": cls.__module__, "__doc__": cls.__doc__},
+        )
+        _instance_of(derived)  # fails here, not at the user's @remote, if it cannot be made
+    except Exception:
+        return ActorClass
+    return derived
+
+
+def _instance_of(klass: type) -> Any:
+    """A bare instance of a derived actor class, made by the first builtin ``__new__`` in
+    its MRO (``object``'s, or a builtin base's): the user's own ``__new__`` may need
+    arguments, and this object is the class's stand-in, never an instance of it."""
+    for base in klass.__mro__[1:]:
+        new = vars(base).get("__new__")
+        if new is not None and not isinstance(new, staticmethod):  # staticmethod: Python's
+            return new(klass)
+    return object.__new__(klass)
+
+
+def _rebuild_actor_class(cls: type, options: ActorOptions, cls_id: int) -> ActorClass:
+    """Unpickles an actor class (inside a worker, a method may refer to its own class)."""
+    return ActorClass(cls, options, cls_id)
 
 
 # Other runtimes' actor handle classes: each function tells one of them (Ray's, without
@@ -247,6 +338,9 @@ class ActorMethod:
                 f"so the actor cannot call it on its instance. Declare it as "
                 f"'def {self._name}(self, ...)'."
             )
+        spec = meta.specs.get(self._name)
+        if spec is not None:
+            spec.check(f"{meta.class_name}.{self._name}.remote()", args, kwargs)
         refs = _runtime.current().submit_actor_call(
             self._handle, self._name, args, kwargs, self._options
         )

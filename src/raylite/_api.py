@@ -8,6 +8,7 @@ Ray's (https://docs.ray.io/en/latest/ray-core/api/core.html).
 from __future__ import annotations
 
 import atexit
+import inspect
 import json
 import math
 import os
@@ -370,6 +371,12 @@ def _make_remote(target: Any, options: dict[str, Any]) -> Any:
         return ActorClass(target, actor_options(**options))
     if not callable(target):
         raise TypeError(f"@raylite.remote needs a function or a class, got {target!r}.")
+    if inspect.iscoroutinefunction(target):  # Ray's check and message
+        raise ValueError(
+            "'async def' should not be used for remote tasks. You can wrap the async function "
+            "with `asyncio.run(f())`. See more at: "
+            "https://docs.ray.io/en/latest/ray-core/actors/async_api.html"
+        )
     return RemoteFunction(target, task_options(**options))
 
 
@@ -455,6 +462,8 @@ def wait(
     refs = [g.completed() if isinstance(g, ObjectRefGenerator) else g for g in ray_waitables]
     _check_refs("wait", refs)
     _check_timeout(timeout)
+    if not ray_waitables:  # as Ray: nothing to wait for, whatever num_returns says
+        return [], []
     if len(set(ray_waitables)) != len(ray_waitables):
         raise ValueError("Wait requires a list of unique object refs.")
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns <= 0:
@@ -462,7 +471,7 @@ def wait(
     if num_returns > len(ray_waitables):
         raise ValueError(
             f"Invalid number of objects to return {num_returns}/{len(ray_waitables)}: "
-            "num_returns cannot exceed the number of refs."
+            "num_returns cannot be greater than the number of ray_waitables provided to wait."
         )
     return _owner_of(refs).wait(list(ray_waitables), num_returns, timeout)
 
@@ -532,7 +541,7 @@ class RuntimeContext:
 
     @property
     def namespace(self) -> str:
-        return "default"
+        return str(self._info.get("namespace") or "default")
 
     @property
     def was_current_actor_reconstructed(self) -> bool:

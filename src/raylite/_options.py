@@ -3,27 +3,38 @@
 Ray's option names are the spec. Each keyword is one of:
 
 - supported: validated here and honoured by the runtimes;
-- accepted as a no-op on one machine (``scheduling_strategy="DEFAULT"``/``"SPREAD"``,
-  ``runtime_env=None``): there is no other node to spread to;
-- a Ray option the local runtime cannot honour (placement groups, ``runtime_env``, ...):
-  for tasks, kept in ``TaskOptions.cluster_options`` and checked where the task runs: a Ray
-  cluster honours it, the local runtime rejects it at ``.remote()`` (:func:`check_local`)
-  with a message saying so and what to do, never silently dropping it;
+- Ray's placement options (``scheduling_strategy``, placement groups, ``runtime_env``,
+  ``memory``, ``accelerator_type``, ...): kept as given in ``cluster_options`` for a Ray
+  cluster, and read into :class:`LocalPlacement` for this machine: ``"SPREAD"`` is a no-op
+  here, node affinity must name this node, a placement group's bundles are reserved here,
+  ``env_vars`` are set in the worker, ``accelerator_type`` is a resource as in Ray;
+- a Ray option the local runtime cannot honour (``runtime_env={"pip": ...}``,
+  ``label_selector``, ...): the local runtime rejects it at ``.remote()``
+  (:func:`check_local`) with a message saying so and what to do, never silently dropping it;
 - unknown: rejected with the list of valid names (a typo must not pass).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from ._placement import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroup,
+    PlacementGroupSchedulingStrategy,
+)
+
 _T = TypeVar("_T")
 
 __all__ = [
+    "ACCELERATOR_PREFIX",
     "ActorOptions",
+    "LocalPlacement",
     "MethodOptions",
     "TaskOptions",
     "actor_options",
@@ -37,21 +48,123 @@ __all__ = [
 ]
 
 _NOT_LOCAL = {
-    "placement_group": "placement groups reserve resources across nodes",
-    "placement_group_bundle_index": "placement groups reserve resources across nodes",
-    "placement_group_capture_child_tasks": "placement groups reserve resources across nodes",
-    "runtime_env": "runtime environments install code per job",
-    "accelerator_type": "accelerator types pick among a cluster's node types",
     "label_selector": "label selectors pick among a cluster's nodes",
-    "memory": "memory is a logical scheduling resource of Ray's raylets",
     "object_store_memory": "per-task object store reservations are Ray's",
     "max_calls": "workers are not recycled after N calls",
     "fallback_strategy": "fallback strategies pick among a cluster's nodes",
     "_metadata": "metadata is for Ray's internal libraries",
 }
+# What the runtime_env keys other than env_vars need: a cluster's per-job installs.
+_RUNTIME_ENV_WHY = "it installs code or files per job, which only a Ray cluster does"
+NOT_LOCAL_KEYS = frozenset(_NOT_LOCAL) | {
+    "scheduling_strategy", "enable_task_events", "runtime_env", "memory", "accelerator_type",
+    "placement_group", "placement_group_bundle_index", "placement_group_capture_child_tasks",
+}  # fmt: skip
+ACCELERATOR_PREFIX = "accelerator_type:"  # Ray's resource name for accelerator_type=X
 
-_NOOP_SCHEDULING = (None, "DEFAULT", "SPREAD")
-NOT_LOCAL_KEYS = frozenset(_NOT_LOCAL) | {"scheduling_strategy", "enable_task_events"}
+
+@dataclass(frozen=True)
+class LocalPlacement:
+    """What Ray's placement options (kept as given in ``cluster_options``) mean on this
+    machine. Made when the options are validated; the local runtime reads it at
+    ``.remote()`` (:func:`check_local` raises ``refusal``)."""
+
+    env_vars: Mapping[str, str] = field(default_factory=dict)  # runtime_env={"env_vars": ...}
+    resources: Mapping[str, float] = field(default_factory=dict)  # accelerator_type's
+    memory: float = 0.0  # bytes (Ray's logical memory resource)
+    node_id: str | None = None  # a hard NodeAffinitySchedulingStrategy's node
+    placement_group: PlacementGroup | None = None
+    bundle_index: int = -1
+    refusal: str | None = None  # why the local runtime cannot honour these options
+
+
+def _env_vars(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"runtime_env['env_vars'] must be of type Dict[str, str], got {type(value)}."
+        )
+    for key, var in value.items():
+        if not isinstance(key, str) or not isinstance(var, str):
+            bad, what = (key, "key") if not isinstance(key, str) else (var, "value")
+            raise TypeError(
+                f"runtime_env['env_vars'] must be of type Dict[str, str], but the {what} "
+                f"{bad!r} is of type {type(bad)}."
+            )
+    return dict(value)
+
+
+def _local_placement(kind: str, cluster: Mapping[str, Any]) -> LocalPlacement:
+    """Validates Ray's placement options (as Ray does when they are given) and reads what
+    they mean here; what this machine cannot honour becomes the ``refusal``.
+
+    Raises:
+        ValueError, TypeError: a value Ray refuses too (the message says which).
+    """
+    out: dict[str, Any] = {}
+    refusals: list[str] = []
+
+    def refuse(key: str, value: Any, why: str) -> None:
+        refusals.append(
+            f"The {kind} option {key}={value!r} is not supported by raylite's local runtime "
+            f"({why}). Remove it, or run on a Ray cluster with raylite.init(address=...)."
+        )
+
+    for key, value in cluster.items():
+        if key == "scheduling_strategy":
+            _strategy(value, out, functools.partial(refuse, "scheduling_strategy", value))
+        elif key == "placement_group":
+            if isinstance(value, PlacementGroup):
+                out["placement_group"] = value
+            elif value != "default":
+                refuse(key, value, "it takes a PlacementGroup from raylite.util.placement_group")
+        elif key == "placement_group_bundle_index":
+            out["bundle_index"] = _int(key, -1)(value)
+        elif key == "placement_group_capture_child_tasks":
+            _bool(key)(value)
+        elif key == "enable_task_events":
+            _bool(key)(value)
+        elif key == "runtime_env":
+            if not isinstance(value, Mapping):
+                raise TypeError(f"runtime_env must be a dict, got {type(value).__name__}.")
+            for env_key, env_value in value.items():
+                if env_key == "env_vars":
+                    out["env_vars"] = _env_vars(env_value)
+                elif env_value is not None:
+                    refuse(key, value, f"runtime_env key {env_key!r}: {_RUNTIME_ENV_WHY}; "
+                                       "only 'env_vars' is set per task here")  # fmt: skip
+        elif key == "memory":
+            out["memory"] = check_amount("memory", value)
+        elif key == "accelerator_type":
+            if not isinstance(value, str) or not value:
+                raise TypeError(f"accelerator_type must be a str such as 'A100', got {value!r}.")
+            out["resources"] = {ACCELERATOR_PREFIX + value: 0.001}  # Ray's request for it
+        else:
+            refuse(key, value, _NOT_LOCAL.get(key, "Ray's own option"))
+    return LocalPlacement(**out, refusal=refusals[0] if refusals else None)
+
+
+def _strategy(value: Any, out: dict[str, Any], refuse: Callable[[str], None]) -> None:
+    """Reads a ``scheduling_strategy`` into ``out`` (Ray's check of its value)."""
+    if value is None or value in ("DEFAULT", "SPREAD"):
+        return  # one machine: nothing to spread over
+    if isinstance(value, PlacementGroupSchedulingStrategy):
+        out["placement_group"] = value.placement_group
+        out["bundle_index"] = _int("placement_group_bundle_index", -1)(
+            value.placement_group_bundle_index
+        )
+    elif isinstance(value, NodeAffinitySchedulingStrategy):
+        if not value.soft:
+            out["node_id"] = value.node_id
+    elif isinstance(value, str):
+        raise ValueError(
+            f"Invalid scheduling_strategy value {value}. Valid values are [\"DEFAULT\" | "
+            '"SPREAD" | PlacementGroupSchedulingStrategy | NodeAffinitySchedulingStrategy]'
+        )
+    else:
+        refuse(
+            "raylite knows \"DEFAULT\", \"SPREAD\" and the strategies of "
+            "raylite.util.scheduling_strategies"
+        )
 
 
 def check_amount(name: str, value: Any) -> float:
@@ -86,6 +199,15 @@ def _int(name: str, low: int) -> Callable[[Any], int]:
             raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}.")
+        return value
+
+    return check
+
+
+def _bool(name: str) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}.")
         return value
 
     return check
@@ -168,8 +290,10 @@ class TaskOptions:
     retry_exceptions: bool | tuple[type[BaseException], ...] = False
     name: str | None = None
     executor: str = "process"
-    # Ray options only a cluster honours, as given ({"placement_group": pg, ...}).
+    # Ray's placement options, as given ({"placement_group": pg, ...}): a Ray cluster
+    # honours them; ``local`` says what they mean on this machine.
     cluster_options: Mapping[str, Any] = field(default_factory=dict)
+    local: LocalPlacement = field(default_factory=LocalPlacement)
 
     @property
     def cpus(self) -> float:
@@ -213,22 +337,8 @@ _TASK_CHECKS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def check_not_local(kind: str, key: str, value: Any) -> None:
-    """Accepts no-op keywords; rejects the Ray options the local runtime cannot honour."""
-    if key == "scheduling_strategy" and value in _NOOP_SCHEDULING:
-        return
-    if key == "enable_task_events" and isinstance(value, bool):
-        return
-    if value is not None:
-        why = _NOT_LOCAL.get(key, "only 'DEFAULT' and 'SPREAD' mean something on one machine")
-        raise ValueError(
-            f"The {kind} option {key}={value!r} is not supported by raylite's local runtime "
-            f"({why}). Remove it, or run on a Ray cluster with raylite.init(address=...)."
-        )
-
-
 def check_local(opts: TaskOptions | ActorOptions) -> None:
-    """Rejects the Ray-only options in ``opts`` that the local runtime cannot honour.
+    """Rejects the Ray options in ``opts`` that the local runtime cannot honour.
 
     The local runtimes call this when they first meet an options object (at ``.remote()``);
     ``@remote(...)`` accepts these options since a Ray cluster honours them.
@@ -236,9 +346,15 @@ def check_local(opts: TaskOptions | ActorOptions) -> None:
     Raises:
         ValueError: names the option, why it needs a cluster, and what to do.
     """
-    kind = "actor" if isinstance(opts, ActorOptions) else "remote function"
-    for key, value in opts.cluster_options.items():
-        check_not_local(kind, key, value)
+    local = opts.local
+    if local.refusal is not None:
+        raise ValueError(local.refusal)
+    if local.env_vars and opts.executor == "thread":
+        raise ValueError(
+            "runtime_env={'env_vars': ...} cannot be set for executor='thread': such tasks "
+            "and actors run on threads of the driver process, whose environment all of its "
+            "threads share. Drop executor='thread', or set the variables in the driver."
+        )
 
 
 def task_options(base: TaskOptions | None = None, **kwargs: Any) -> TaskOptions:
@@ -271,6 +387,7 @@ def task_options(base: TaskOptions | None = None, **kwargs: Any) -> TaskOptions:
         changes[key] = check(value)
     if cluster is not None:
         changes["cluster_options"] = {k: v for k, v in cluster.items() if v is not None}
+        changes["local"] = _local_placement("remote function", changes["cluster_options"])
     return replace(base or TaskOptions(), **changes)
 
 
@@ -301,15 +418,6 @@ def _max_concurrency(value: Any) -> int | None:
     return None if value is None else _int("max_concurrency", 1)(value)
 
 
-def _bool(name: str) -> Callable[[Any], bool]:
-    def check(value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {value!r}.")
-        return value
-
-    return check
-
-
 @dataclass(frozen=True)
 class ActorOptions:
     """The validated options of an actor class (Ray's defaults).
@@ -332,32 +440,45 @@ class ActorOptions:
     lifetime: str | None = None
     concurrency_groups: Mapping[str, int] = field(default_factory=dict)
     executor: str = "process"
-    # Ray options only a cluster honours, as given (see TaskOptions.cluster_options).
+    # Ray's placement options, as given (see TaskOptions.cluster_options).
     cluster_options: Mapping[str, Any] = field(default_factory=dict)
+    local: LocalPlacement = field(default_factory=LocalPlacement)
 
     allow_out_of_order_execution: bool | None = None  # None: True for async/threaded actors
 
     @property
     def dedicated(self) -> bool:
         """Whether the actor gets a process of its own: it reserves whole CPUs, or GPUs
-        (``CUDA_VISIBLE_DEVICES`` is per process). Every other actor, one with a fraction
-        of a CPU or custom resources included, is packed into a shared host process and
-        holds what it reserves there, so actors never use up the worker processes."""
-        return bool(self.num_gpus or (self.num_cpus or 0) >= 1)
+        (``CUDA_VISIBLE_DEVICES`` is per process), or sets environment variables (a
+        process's environment is shared by all it hosts). Every other actor, one with a
+        fraction of a CPU, custom resources or a placement group's bundle included, is
+        packed into a shared host process and holds what it reserves there, so actors never
+        use up the worker processes."""
+        return bool(self.num_gpus or (self.num_cpus or 0) >= 1 or self.local.env_vars)
+
+    @property
+    def names_resources(self) -> bool:
+        """Whether any resource is given (``num_cpus=0`` and ``accelerator_type`` count): as
+        in Ray, an actor that gives none needs a machine with 1 CPU and holds none while it
+        lives; one that gives any holds them for its life, with 1 CPU unless ``num_cpus``
+        says."""
+        return (
+            self.num_cpus is not None or bool(self.num_gpus) or bool(self.resources)
+            or bool(self.local.resources)
+        )  # fmt: skip
 
     @property
     def specified(self) -> bool:
-        """Whether any resource is given (``num_cpus=0`` counts): as in Ray, an actor
-        that gives none needs a machine with 1 CPU and holds none while it lives; one that
-        gives any holds them for its life, with 1 CPU unless ``num_cpus`` says."""
-        return self.num_cpus is not None or bool(self.num_gpus) or bool(self.resources)
+        """Whether the actor goes through the scheduler (it names resources, or a placement
+        group's bundle to hold them in) rather than being placed at once."""
+        return self.names_resources or self.local.placement_group is not None
 
     @property
     def held_cpus(self) -> float:
-        """CPUs the actor holds for its life (Ray's rule, see ``specified``)."""
+        """CPUs the actor holds for its life (Ray's rule, see ``names_resources``)."""
         if self.num_cpus is not None:
             return self.num_cpus
-        return 1.0 if self.specified else 0.0
+        return 1.0 if self.names_resources else 0.0
 
 
 _ACTOR_CHECKS: dict[str, Callable[[Any], Any]] = {
@@ -403,6 +524,7 @@ def actor_options(base: ActorOptions | None = None, **kwargs: Any) -> ActorOptio
         changes[key] = check(value)
     if cluster is not None:
         changes["cluster_options"] = {k: v for k, v in cluster.items() if v is not None}
+        changes["local"] = _local_placement("actor", changes["cluster_options"])
     return replace(base or ActorOptions(), **changes)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from . import _runtime
 from ._object_ref import ObjectRef
 from ._options import TaskOptions, is_generator_function, resolve_num_returns, task_options
+from ._signature import ArgSpec, arg_spec
 
 __all__ = ["RemoteFunction"]
 
@@ -30,7 +31,13 @@ class RemoteFunction:
 
     __module__ = "raylite.remote_function"
 
-    def __init__(self, function: Callable[..., Any], options: TaskOptions, fn_id: int = 0) -> None:
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        options: TaskOptions,
+        fn_id: int = 0,
+        spec: ArgSpec | None | bool = True,
+    ) -> None:
         self._function = function
         name = getattr(function, "__name__", "remote_function")
         returns = resolve_num_returns(
@@ -41,6 +48,9 @@ class RemoteFunction:
         self._options = options
         # Shared by all .options() variants, so the body travels to each worker once.
         self._fn_id = fn_id or int.from_bytes(os.urandom(7), "big")
+        # What .remote() checks its arguments against (made once per function; None:
+        # Python cannot tell the signature, so calls are not checked).
+        self._spec = arg_spec(function) if spec is True else spec or None
         self.__name__ = getattr(function, "__name__", "remote_function")
         self.__qualname__ = getattr(function, "__qualname__", self.__name__)
         self.__doc__ = function.__doc__
@@ -66,13 +76,21 @@ class RemoteFunction:
         Raises:
             ValueError: an unknown option or a bad value (the message names it).
         """
-        return RemoteFunction(self._function, task_options(self._options, **options), self._fn_id)
+        return RemoteFunction(
+            self._function, task_options(self._options, **options), self._fn_id, self._spec
+        )
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submits a task; returns an ObjectRef, a list of them (``num_returns > 1``),
         ``None`` (``num_returns=0``), or for a generator function an ``ObjectRefGenerator``
         (``"streaming"``, the default) or one ObjectRef to a ``DynamicObjectRefGenerator``
-        (``"dynamic"``)."""
+        (``"dynamic"``).
+
+        Raises:
+            TypeError: the arguments do not fit the function's signature (as in Ray).
+        """
+        if self._spec is not None:
+            self._spec.check(f"{self.__name__}.remote()", args, kwargs)
         refs = _runtime.current().submit_task(self, args, kwargs, self._options)
         n = self._options.num_returns
         if n == 1 or isinstance(n, str):

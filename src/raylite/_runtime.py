@@ -27,7 +27,7 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ._object_ref import ObjectRef, set_unpickle_owner
 
@@ -61,9 +61,24 @@ class Runtime(Protocol):
 
     def kill_actor(self, handle: ActorHandle, no_restart: bool) -> None: ...
 
+    def exit_actor(self) -> NoReturn: ...  # raylite.actor.exit_actor(), in an actor method
+
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle: ...
 
+    def list_named_actors(self, all_namespaces: bool) -> list[tuple[str, str]]: ...
+
     def put(self, value: Any) -> ObjectRef: ...
+
+    # placement groups (raylite.util.placement_group)
+    def create_placement_group(
+        self, bundles: list[dict[str, float]], strategy: str, name: str
+    ) -> Any: ...
+
+    def placement_group_ready(self, pg: Any) -> ObjectRef: ...
+
+    def remove_placement_group(self, pg: Any) -> None: ...
+
+    def placement_group_table(self, pg: Any) -> dict[str, Any]: ...
 
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]: ...
 

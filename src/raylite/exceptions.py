@@ -10,6 +10,7 @@ The one subtle type is :class:`RayTaskError`: a task that raised ``ValueError`` 
 
 from __future__ import annotations
 
+import builtins
 import os
 from typing import Any
 
@@ -88,12 +89,14 @@ class RayTaskError(RayError):
         innermost user exception's, as in Ray.
 
         Falls back to plain ``RayTaskError`` where the cause's class cannot be subclassed
-        (final classes, classes whose ``__init__`` needs arguments it cannot get, ...).
+        (final classes, classes whose ``__init__`` needs arguments it cannot get, ...), and
+        for causes that are not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``):
+        ``get`` must not exit or interrupt the caller's own program.
         """
         cause = self.cause
         while isinstance(cause, RayTaskError) and cause.cause is not None:
             cause = cause.cause  # a nested task's error: the user's exception it carries
-        if cause is None or isinstance(cause, RayTaskError):
+        if cause is None or isinstance(cause, RayTaskError) or not isinstance(cause, Exception):
             return self
         cause_cls = type(cause)
         try:
@@ -103,6 +106,7 @@ class RayTaskError(RayError):
 
 
 _DUAL_CLASSES: dict[type, type] = {}
+_EXCEPTION_GROUP: type | None = getattr(builtins, "BaseExceptionGroup", None)  # 3.11+
 
 
 def _dual_class(cause_cls: type) -> type:
@@ -128,17 +132,21 @@ def _dual_class(cause_cls: type) -> type:
     def __reduce__(self: Any) -> Any:
         return (_rebuild_dual, (RayTaskError.__reduce__(self)[1],))
 
-    cls = type(
-        f"RayTaskError({cause_cls.__name__})",
-        (RayTaskError, cause_cls),
-        {
-            "__init__": __init__,
-            "__getattr__": __getattr__,
-            "__reduce__": __reduce__,
-            "__str__": RayTaskError.__str__,
-            "__module__": "raylite.exceptions",
-        },
-    )
+    namespace = {
+        "__init__": __init__,
+        "__getattr__": __getattr__,
+        "__reduce__": __reduce__,
+        "__str__": RayTaskError.__str__,
+        "__module__": "raylite.exceptions",
+    }
+    if _EXCEPTION_GROUP is not None and issubclass(cause_cls, _EXCEPTION_GROUP):
+        # A group's members live in its C struct, which only __new__ fills: build it from
+        # the group's (message, exceptions), so that ``except*`` can split it.
+        def __new__(cls: type, task_error: RayTaskError, cause: Any) -> Any:
+            return cause_cls.__new__(cls, cause.message, cause.exceptions)  # type: ignore[call-arg]
+
+        namespace["__new__"] = __new__
+    cls = type(f"RayTaskError({cause_cls.__name__})", (RayTaskError, cause_cls), namespace)
     _DUAL_CLASSES[cause_cls] = cls
     return cls
 

@@ -37,8 +37,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._actor import IntendedExit
 from . import serialization as ser
-from .protocol import DYNAMIC, ActorCall, ActorReady, CreateActor, TaskDone
+from .protocol import DYNAMIC, ActorCall, ActorExited, ActorReady, CreateActor, TaskDone
 
 if TYPE_CHECKING:
     from .worker import WorkerRuntime
@@ -131,6 +132,8 @@ class HostedActor:
         self._ready = threading.Event()
         self._is_async = bool(config["is_async"])
         self._gpu_ids: list[str] | None = config.get("gpu_ids")
+        # runtime_env={"env_vars": ...}: such an actor has a process of its own (dedicated)
+        self._env: dict[str, str] = config.get("env_vars") or {}
         limit = config["max_concurrency"] or (_ASYNC_DEFAULT_CONCURRENCY if self._is_async else 1)
         groups: dict[str, int] = dict(config["groups"])
         self._loops: dict[str | None, _GroupLoop] = {}
@@ -158,6 +161,7 @@ class HostedActor:
         self.rt.set_context(label=self.class_name, actor_id=self.actor_id)
         if self._gpu_ids is not None:  # a dedicated actor: the process is its own
             self.rt.assign_gpus(self._gpu_ids)
+        os.environ.update(self._env)
         error = None
         try:
             cls = self.rt.function(msg.fn_id)
@@ -209,6 +213,23 @@ class HostedActor:
         gc.collect()
         self.rt.flush_from_thread()
 
+    def _exit(self, name: str, exc: SystemExit) -> None:
+        """``exit_actor()`` or ``sys.exit()`` in method ``name``: the actor ends, as in Ray
+        (where it is its process's exit). Its calls not yet started are dropped here; the
+        driver fails them and the one that exited (or restarts the actor: ``sys.exit()`` is
+        an unexpected exit, ``exit_actor()`` an intended one)."""
+        intended = isinstance(exc, IntendedExit)
+        if intended:
+            reason = f"{name}() called exit_actor()"
+        else:
+            reason = (
+                f"{name}() raised SystemExit({exc.code!r}) (sys.exit() ends an actor, as in "
+                "Ray; to end it on purpose call raylite.actor.exit_actor())"
+            )
+        if not self.dead:
+            self.rt.send_from_thread(ActorExited(self.actor_id, not intended, reason))
+        self.stop()
+
     # ---- calls --------------------------------------------------------------------------
 
     def _call(self, msg: ActorCall) -> None:
@@ -225,6 +246,9 @@ class HostedActor:
             if msg.stream:
                 result = self.rt.run_generator(name, msg.task_id, msg.stream, result)
             done = self.rt.pack_results(name, msg.task_id, msg.return_ids, result)
+        except SystemExit as exc:
+            self._exit(name, exc)
+            return
         except BaseException as exc:
             done = TaskDone(msg.task_id, [], [], ser.dumps_error(name, exc, os.getpid()), 0.0), []
         finally:
@@ -264,6 +288,9 @@ class HostedActor:
                 done = self.rt.pack_results(name, msg.task_id, msg.return_ids, result)
         except asyncio.CancelledError:  # ray.cancel() of this call
             done = TaskDone(msg.task_id, [], [], ser.dumps_cancelled(msg.task_id), 0.0), []
+        except SystemExit as exc:
+            self._exit(name, exc)
+            return
         except BaseException as exc:
             error = ser.dumps_error(name, exc, os.getpid())
             done = TaskDone(msg.task_id, [], [], error, 0.0), []

@@ -36,6 +36,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,13 +49,14 @@ from ..exceptions import (
     ActorUnavailableError,
     ActorUnschedulableError,
     PendingCallsLimitExceeded,
+    PendingTaskWarning,
     RayTaskError,
     TaskCancelledError,
 )
 from . import serialization as ser
 from .history import ACTOR_TASK, Done
 from .objects import Waiter
-from .protocol import ActorCall, CancelTask, CreateActor, KillActor, TaskDone
+from .protocol import ActorCall, ActorExited, CancelTask, CreateActor, KillActor, TaskDone
 from .scheduler import UNIT, Request, thread_worker
 from .tasks import DRIVER
 from .worker import stream_mode
@@ -64,10 +66,16 @@ if TYPE_CHECKING:
     from .tasks import PackedArgs
     from .watchdog import CallSite
 
-__all__ = ["ActorManager"]
+__all__ = ["ActorManager", "warn_unschedulable"]
 
 _PENDING, _ALIVE, _DEAD = "PENDING", "ALIVE", "DEAD"
 FLUSH_DELAY_S = 0.002  # calls queued for a busy out-of-order actor go out within this
+
+
+def warn_unschedulable(error: Exception) -> None:
+    """Says at once that a task or actor can never run here; its refs fail at ``get``, so a
+    Ray program that never reads them goes on (Ray's autoscaler prints such an error)."""
+    warnings.warn(f"{error} Its results fail with {type(error).__name__}.", PendingTaskWarning, 5)
 
 
 @dataclass(slots=True)
@@ -117,6 +125,7 @@ class _Actor:
     inflight: dict[int, _Call] = field(default_factory=dict)  # sent, not done
     death: bytes | None = None  # the pickled error calls fail with once DEAD
     name_key: tuple[str, str] | None = None
+    request: Request = Request(0)  # what the actor holds for its life (placement)
     handles_gone: bool = False
     waiting: bool = False  # a waiter on the queue head's arguments is registered
     # A thread actor (executor="thread"): its class and arguments as given, and, once
@@ -152,7 +161,12 @@ class ActorManager:
 
         Raises:
             ValueError: the name is taken.
-            ActorUnschedulableError: it asks for more than this runtime has.
+            ActorUnschedulableError: one more actor with a process of its own would leave
+                tasks too few worker processes.
+
+        An actor that asks for more than this runtime has is created dead: a warning names
+        the resource at once and its calls fail with ``ActorUnschedulableError`` (a Ray
+        program that never calls it keeps running).
         """
         rt = self.rt
         key = (opts.namespace or namespace, opts.name) if opts.name else None
@@ -167,14 +181,16 @@ class ActorManager:
                 "raylite.get_actor(name)."
             )
         out_of_order = _out_of_order(meta, opts)
+        unschedulable = None
+        request = _placement(opts)
         if local is None:
-            why = rt.sched.infeasible(_placement(opts))
+            request, why = rt._placement.request_for(request, opts.local, meta.class_name)
             if why is not None:
-                raise ActorUnschedulableError(
-                    f"Actor {meta.class_name} can never be placed here: {why}. Ask for less, or "
-                    "start raylite with more (raylite.init(num_cpus=..., num_gpus=..., ...))."
+                unschedulable = ActorUnschedulableError(
+                    f"Actor {meta.class_name} can never be placed here: {why}."
                 )
-            if opts.dedicated:
+                warn_unschedulable(unschedulable)
+            elif opts.dedicated:
                 self._check_process_cap(meta.class_name)
         args, contained = rt._hold_args(packed)
         actor_id = next(rt._ids)
@@ -189,12 +205,13 @@ class ActorManager:
                 "is_async": meta.is_async,
                 "max_concurrency": opts.max_concurrency,
                 "groups": dict(opts.concurrency_groups),
+                "env_vars": dict(opts.local.env_vars),
             }
         )[0]
         restarts = opts.max_restarts
         actor = _Actor(
             actor_id, cls_id, meta.class_name, meta, opts, args, packed.positions,
-            packed.dep_ids, contained, config, restarts, name_key=key,
+            packed.dep_ids, contained, config, restarts, name_key=key, request=request,
         )  # fmt: skip
         actor.out_of_order = out_of_order
         if local is not None:
@@ -202,7 +219,10 @@ class ActorManager:
         self.actors[actor_id] = actor
         if key is not None:
             self.names[key] = actor_id
-        self._place_when_ready(actor)
+        if unschedulable is not None:
+            self._die(actor, ser.dumps(unschedulable)[0])
+        else:
+            self._place_when_ready(actor)
         return actor_id
 
     def is_local(self, actor_id: int) -> bool:
@@ -268,9 +288,7 @@ class ActorManager:
             self.creations[actor.creation_task] = actor.actor_id
             packed = not actor.opts.dedicated  # holds resources, not a process: "threaded"
             self.rt._apply(
-                self.rt.sched.submit(
-                    actor.creation_task, _placement(actor.opts), 0, [], True, threaded=packed
-                )
+                self.rt.sched.submit(actor.creation_task, actor.request, 0, [], True, threaded=packed)
             )
 
     def _check_process_cap(self, class_name: str) -> None:
@@ -626,6 +644,13 @@ class ActorManager:
         why = self._died(actor, "it was killed by raylite.kill()")
         self._stop(actor, why, restart=not no_restart)
 
+    def exited(self, wid: int, msg: ActorExited) -> None:
+        """The actor ended itself (``exit_actor()``, ``sys.exit()``) in process ``wid``."""
+        actor = self.actors.get(msg.actor_id)
+        if actor is None or actor.state != _ALIVE or actor.wid != wid:
+            return  # a stale notice: dead, or restarted elsewhere since
+        self._stop(actor, self._died(actor, msg.reason), restart=msg.restart)
+
     def freed(self, actor_id: int) -> None:
         """The last handle is gone: end the actor once its calls are done."""
         actor = self.actors.get(actor_id)
@@ -739,7 +764,7 @@ def _placement(opts: ActorOptions) -> Request:
     ``num_gpus`` and its custom resources, and waits until they are free."""
     if not opts.specified:
         return Request.of(1, 0, {})
-    return Request.of(opts.held_cpus, opts.num_gpus, opts.resources)
+    return Request.of(opts.held_cpus, opts.num_gpus, {**opts.resources, **opts.local.resources})
 
 
 def _out_of_order(meta: ActorMeta, opts: ActorOptions) -> bool:

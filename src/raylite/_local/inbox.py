@@ -25,6 +25,7 @@ from ..exceptions import RayTaskError
 from . import serialization as ser
 from .objects import Waiter, lost
 from .protocol import (
+    ActorExited,
     ActorInfo,
     ActorReady,
     CancelRequest,
@@ -103,6 +104,8 @@ class WorkerMessages:
                 self._on_nested_actor_call(w, msg)  # type: ignore[arg-type]
             elif kind is KillActorRequest:
                 self._actors.kill(msg.actor_id, msg.no_restart)  # type: ignore[attr-defined]
+            elif kind is ActorExited:
+                self._actors.exited(w.wid, msg)  # type: ignore[arg-type]
             elif kind is ActorReady:
                 self._actors.ready(msg.actor_id, msg.error)  # type: ignore[attr-defined]
             elif kind is GeneratorItem:

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import inspect
 import itertools
 import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .._actor import ActorHandle, ActorMeta
+from .._actor import ActorHandle, ActorMeta, exit_outside_actor
 from .._object_ref import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
 from .._options import check_local
+from .._placement import PlacementGroup
 from ..exceptions import ActorDiedError, TaskUnschedulableError
 from . import serialization as ser
+from .actors import warn_unschedulable
 from .history import ACTOR_TASK, NORMAL_TASK, Done, History, trace_events
+from .placement import check_bundles, run_with_env
 from .scheduler import Request, Scheduler
 from .state import filter_records, finished_records, summarize
 from .store import memory_resources
@@ -64,9 +68,14 @@ class InlineRuntime:
         check_local(opts)
         request = Request.of(opts.cpus, opts.num_gpus, opts.resources)
         why = self._capacity.infeasible(request)
-        if why is not None:
-            raise TaskUnschedulableError(f"Task {fn.function_name}() can never run here: {why}.")
-        return self._run(fn.function_name, fn._function, args, kwargs, opts.num_returns)
+        if why is not None:  # as Ray: the program goes on, get() fails
+            error = TaskUnschedulableError(f"Task {fn.function_name}() can never run here: {why}.")
+            warn_unschedulable(error)
+            return [self._new((ser.dumps(error)[0], True)) for _ in range(opts.num_returns)]
+        function = fn._function
+        if opts.local.env_vars:
+            function = functools.partial(run_with_env, opts.local.env_vars, function)
+        return self._run(fn.function_name, function, args, kwargs, opts.num_returns)
 
     def _run(
         self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -212,6 +221,30 @@ class InlineRuntime:
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
         return refs[:num_returns], refs[num_returns:]  # everything is ready at once
+
+    def list_named_actors(self, all_namespaces: bool) -> list[tuple[str, str]]:
+        with self._lock:
+            names = [key for key, a in self._names.items() if self._actors[a][1] is None]
+        return [k for k in names if all_namespaces or k[0] == self.config.namespace]
+
+    def exit_actor(self) -> NoReturn:
+        raise exit_outside_actor()  # actors run inline in the driver: there is no process
+
+    # Placement groups: everything runs inline here, so a group reserves nothing and is
+    # ready at once.
+    def create_placement_group(
+        self, bundles: list[dict[str, float]], strategy: str, name: str
+    ) -> PlacementGroup:
+        return PlacementGroup(os.urandom(9).hex(), check_bundles(bundles, strategy))
+
+    def placement_group_ready(self, pg: PlacementGroup) -> ObjectRef:
+        return self.put(pg)
+
+    def remove_placement_group(self, pg: PlacementGroup) -> None:
+        pass
+
+    def placement_group_table(self, pg: PlacementGroup | None) -> dict[str, Any]:
+        return {}
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         pass  # the task finished before .remote() returned

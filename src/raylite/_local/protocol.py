@@ -331,6 +331,16 @@ class KillActorRequest(NamedTuple):
 
 
 @_message
+class ActorExited(NamedTuple):
+    """A method of actor ``actor_id`` called ``exit_actor()`` or ``sys.exit()``: the actor
+    ends (restarted if ``restart`` and its ``max_restarts`` allow); ``reason`` says why."""
+
+    actor_id: int
+    restart: bool
+    reason: str
+
+
+@_message
 class ActorReady(NamedTuple):
     """Actor ``actor_id`` was created, or its ``__init__`` raised ``error``."""
 

@@ -52,12 +52,13 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from .. import _runtime
-from .._actor import ActorClass, ActorHandle
+from .._actor import ActorClass, ActorHandle, exit_outside_actor
 from .._object_ref import ObjectRef, ObjectRefGenerator
 from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
+from .._placement import PlacementGroup
 from ..exceptions import (
     GetTimeoutError,
     ObjectLostError,
@@ -68,13 +69,14 @@ from ..exceptions import (
     WorkerCrashedError,
 )
 from . import serialization as ser
-from .actors import ActorManager
+from .actors import ActorManager, warn_unschedulable
 from .dashboard import DashboardServer
 from .history import NORMAL_TASK, Done, History
 from .inbox import WorkerMessages
 from .io_thread import io_main
 from .locking import DriverLock
 from .objects import ObjectTable, Waiter, lost
+from .placement import Placement, check_bundles
 from .pool import Zygote, describe_exit
 from .protocol import (
     CancelTask,
@@ -106,6 +108,8 @@ if TYPE_CHECKING:
     from .._remote_function import RemoteFunction
 
 __all__ = ["LocalRuntime", "RuntimeConfig"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         )
         self._streams = StreamTable(self._objs, lambda oid: ObjectRef(oid, self))
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
+        self._placement = Placement(self)
         self._threads = ThreadRunner(self, max_threads=64)
         self._history = History()  # finished tasks, for timeline() and the state API
         self._state = StateView(self)
@@ -277,7 +282,10 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
     ) -> list[ObjectRef]:
-        request = self._request_for(opts, fn.function_name)
+        try:
+            request = self._request_for(opts, fn.function_name)
+        except TaskUnschedulableError as exc:  # as Ray: the program goes on, get() fails
+            return self._failed_refs(exc, n_refs(opts.num_returns))
         if opts.executor == "thread":
             return self._submit_thread_task(fn, args, kwargs, opts, request)
         packed = self._pack_args(fn.function_name, args, kwargs)
@@ -328,6 +336,18 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if num_returns == "streaming":
             return [cast(ObjectRef, ObjectRefGenerator(refs[0], self))]
         return refs
+
+    def _failed_refs(self, error: BaseException, n: int) -> list[ObjectRef]:
+        """``n`` refs whose value is ``error`` (a task that can never run)."""
+        payload = ser.dumps(error)[0]
+        with self._lock:
+            self._settle()
+            self._check_alive()
+            oids = [next(self._ids) for _ in range(n)]
+            for oid in oids:
+                self._objs.new(oid, 1)
+                self._store(oid, payload, True, [])
+            return [ObjectRef(oid, self) for oid in oids]
 
     def _submit_thread_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -460,6 +480,16 @@ class LocalRuntime(WorkerMessages, Watchdog):
 
         self._run_op(kill)
 
+    def list_named_actors(self, all_namespaces: bool) -> list[tuple[str, str]]:
+        with self._lock:
+            return [
+                key for key in self._actors.names
+                if all_namespaces or key[0] == self.config.namespace
+            ]  # fmt: skip
+
+    def exit_actor(self) -> NoReturn:
+        raise exit_outside_actor()  # the driver (a thread actor cannot end itself so)
+
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
         self._guard.refuse_here("get_actor()")
         with self._lock:
@@ -467,6 +497,32 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._check_alive()
             actor_id = self._actors.get_named(name, namespace or self.config.namespace)
             return ActorHandle(ObjectRef(actor_id, self), self._actors.meta(actor_id))
+
+    # placement groups: the decisions are placement.Placement's
+    def create_placement_group(
+        self, bundles: list[dict[str, float]], strategy: str, name: str
+    ) -> PlacementGroup:
+        checked = check_bundles(bundles, strategy)
+        return self._locked(lambda: self._placement.create(checked, strategy, name))
+
+    def placement_group_ready(self, pg: PlacementGroup) -> ObjectRef:
+        return ObjectRef(self._locked(lambda: self._placement.ready(pg)), self)
+
+    def remove_placement_group(self, pg: PlacementGroup) -> None:
+        self._locked(lambda: self._placement.remove(pg))
+
+    def placement_group_table(self, pg: PlacementGroup | None) -> dict[str, Any]:
+        return self._locked(lambda: self._placement.table(pg))
+
+    def _locked(self, step: Callable[[], _T]) -> _T:
+        """``step()`` under the lock of a live runtime; then what it queued goes out."""
+        self._guard.refuse_here("a placement group call")
+        with self._lock:
+            self._settle()
+            self._check_alive()
+            result = step()
+            self._flush_dirty()
+            return result
 
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
@@ -700,6 +756,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             "pid": os.getpid(),
             "session": self.config.session,
             "gpu_ids": [],
+            "namespace": self.config.namespace,
         }
 
     # ObjectRef.__del__ and unpickling call these anywhere (the collector, signal handlers,
@@ -859,13 +916,16 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def _request_for(self, opts: TaskOptions, name: str) -> Request:
         """The scheduler's request for ``opts``; fails at once if it can never fit here (too
         big, or a Ray option only a cluster honours)."""
-        request = opts.derived("local-request", lambda: _request_of(opts))
-        why = self.sched.infeasible(request)
-        if why is not None:
-            raise TaskUnschedulableError(
-                f"Task {name}() can never run here: {why}. Ask for less, or start raylite with "
-                "more (raylite.init(num_cpus=..., num_gpus=..., resources={...}))."
+        if opts.local.placement_group is None:
+            request, why = opts.derived(
+                "local-request", lambda: _request_of(opts, self._placement, name)
             )
+        else:  # a group's state may change: computed at each call
+            request, why = _request_of(opts, self._placement, name)
+        if why is not None:
+            error = TaskUnschedulableError(f"Task {name}() can never run here: {why}.")
+            warn_unschedulable(error)
+            raise error
         return request
 
     def _submit(self, task: Task) -> None:
@@ -947,6 +1007,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if task_id in self._actors.creations:  # a dedicated actor's lease
             self._actors.dispatch_creation(task_id, wid)
             return None
+        if self._placement.reserved(task_id):  # a placement group's reservation
+            return None
         if task is None:  # finished meanwhile (cancelled)
             return self.sched.task_done(wid, task_id)
         for oid in task.dep_ids:
@@ -962,10 +1024,11 @@ class LocalRuntime(WorkerMessages, Watchdog):
         args, values, fds = self._objs.wire_call(w.wid, w.mapped, task.args, task.dep_ids)
         task.worker = wid
         chan = w.chan
-        self._ship_function(w, task.fn_id)
+        fn_id = self._placement.function_for(task)  # its own, or wrapped to set env_vars
+        self._ship_function(w, fn_id)
         chan.queue(
             TaskRequest(
-                task_id, task.fn_id, task.name, args, task.dep_positions, values,
+                task_id, fn_id, task.name, args, task.dep_positions, values,
                 task.return_ids, self._gpu_ids(wid), stream_mode(task.opts.num_returns),
             ),
             fds,
@@ -1170,8 +1233,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
                     task,
                     WorkerCrashedError(
                         f"The worker running {task.name}() (pid={w.pid}) died: "
-                        f"{describe_exit(status)}. Likely causes: a crash in native code, "
-                        "os._exit(), running out of memory, or an external kill. It was "
+                        f"{describe_exit(status)}. Likely causes: sys.exit() or os._exit() in the "
+                        "task, a crash in native code, running out of memory, or an external "
+                        "kill. It was "
                         f"tried {task.opts.max_retries + 1} time(s) (max_retries="
                         f"{task.opts.max_retries})."
                     ),
@@ -1274,11 +1338,17 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._actors.fail_all(ser.dumps(RaySystemError(why))[0])
 
 
-def _request_of(opts: TaskOptions) -> Request:
-    """The scheduler's request for ``opts`` (kept on ``opts``); ValueError for a Ray option
-    only a cluster honours (``check_local``)."""
+def _request_of(
+    opts: TaskOptions, placement: Placement, name: str
+) -> tuple[Request, str | None]:
+    """The scheduler's request for ``opts`` under its placement options, and why it can
+    never run here (``None`` if it can); ValueError for a Ray option only a cluster honours
+    (``check_local``). Only a placement group's reason names the task (``name``), and those
+    are not kept on ``opts``."""
     check_local(opts)
-    return Request.of(opts.cpus, opts.num_gpus, opts.resources)
+    local = opts.local
+    base = Request.of(opts.cpus, opts.num_gpus, {**opts.resources, **local.resources})
+    return placement.request_for(base, local, f"{name}()")
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -328,6 +328,20 @@ class Scheduler:
                 # the same worker straight back when the same shape wins.
                 self._close_lease(lease)
 
+    def add_resources(self, amounts: dict[str, int]) -> Actions:
+        """New custom resources (in units), e.g. a placement group's once reserved."""
+        for name, units in amounts.items():
+            self.custom_total[name] = self.custom_total.get(name, 0) + units
+            self.custom_free[name] = self.custom_free.get(name, 0) + units
+        return self._schedule()
+
+    def remove_resources(self, names: list[str]) -> None:
+        """Custom resources that are gone (a removed placement group's). Leases holding
+        some keep them until they close, and give nothing back then."""
+        for name in names:
+            self.custom_total.pop(name, None)
+            self.custom_free.pop(name, None)
+
     def worker_blocked(self, worker: int) -> Actions:
         lease = self._leases.get(worker)
         if lease is None or lease.blocked:
@@ -515,7 +529,8 @@ class Scheduler:
         for i, units in lease.gpus:
             self.gpu_free[i] += units
         for k, v in lease.request.custom:
-            self.custom_free[k] += v
+            if k in self.custom_free:  # else removed meanwhile (see remove_resources)
+                self.custom_free[k] += v
 
     def _close_lease(self, lease: _Lease) -> None:
         del self._leases[lease.worker]

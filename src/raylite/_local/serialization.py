@@ -17,9 +17,12 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import sys
 import traceback
+import warnings
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import cloudpickle
@@ -36,6 +39,8 @@ __all__ = [
     "dumps",
     "dumps_args",
     "put_error",
+    "register_serializer",
+    "deregister_serializer",
     "dumps_error",
     "dumps_function",
     "load_value",
@@ -151,11 +156,32 @@ def serialize(value: Any) -> Serialized:
     return Serialized(out.getvalue(), buffers, refs)
 
 
+# {class: (serializer, deserializer)}, as Ray's ``register_serializer``: this process only
+# (Ray's too); the deserializer travels with each value, so any process can read it.
+_CUSTOM: dict[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {}
+
+
+def register_serializer(
+    cls: type, serializer: Callable[[Any], Any], deserializer: Callable[[Any], Any]
+) -> None:
+    """Pickles instances of exactly ``cls`` as ``deserializer(serializer(obj))``."""
+    _CUSTOM[cls] = (serializer, deserializer)
+
+
+def deregister_serializer(cls: type) -> None:
+    """Undoes :func:`register_serializer` (nothing happens if there is none)."""
+    _CUSTOM.pop(cls, None)
+
+
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, plus zero-copy memoryviews (plain pickle refuses them)."""
+    """cloudpickle, plus zero-copy memoryviews (plain pickle refuses them) and the
+    serializers registered with :func:`register_serializer`."""
 
     def reducer_override(self, obj: Any) -> Any:
         t = type(obj)
+        if _CUSTOM and t in _CUSTOM:
+            serializer, deserializer = _CUSTOM[t]
+            return deserializer, (serializer(obj),)
         if t is memoryview:
             data = pickle.PickleBuffer(obj) if obj.c_contiguous else obj.tobytes()
             return _rebuild_memoryview, (data, obj.format, obj.shape)
@@ -167,13 +193,17 @@ class _Pickler(cloudpickle.Pickler):
 def _reduce_ndarray(array: Any) -> Any:
     """numpy's protocol-5 reduction where numpy uses it (contiguous arrays: zero-copy).
 
+    As in Ray, a contiguous array comes back read-only whatever its size: a big one views
+    shared memory, and a small one's in-band buffer is pickled read-only (so as ``bytes``).
+
     Elsewhere (non-contiguous arrays, datetimes) numpy falls back to a legacy path that
     loses a non-native byte order ('>f8' comes back as float64), so the bytes (one
     contiguous copy, out of band when big) and the exact dtype travel here instead.
     """
     reduced = array.__reduce_ex__(5)
     if getattr(reduced[0], "__name__", "") == "_frombuffer":
-        return reduced
+        buffer, *rest = reduced[1]
+        return reduced[0], (pickle.PickleBuffer(memoryview(buffer).toreadonly()), *rest)
     np = sys.modules["numpy"]
     order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
     raw = np.asarray(array, order=order).reshape(-1, order=order).view(np.uint8)
@@ -182,7 +212,10 @@ def _reduce_ndarray(array: Any) -> Any:
 
 def _rebuild_ndarray(data: Any, dtype: Any, shape: tuple[int, ...], order: str) -> Any:
     np = sys.modules["numpy"]  # imported already: unpickling ``dtype`` needed it
-    return np.frombuffer(data, dtype=np.uint8).view(dtype).reshape(shape, order=order)
+    array = np.frombuffer(data, dtype=np.uint8).view(dtype).reshape(shape, order=order)
+    # Ray pickles these arrays in band, so they come back writable: so do they here (a big
+    # one's shared-memory view is copied once).
+    return array if array.flags.writeable else array.copy(order=order)
 
 
 def _rebuild_memoryview(data: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
@@ -213,9 +246,14 @@ def loads(data: bytes, buffers: list[memoryview] | None = None) -> Any:
 
 
 def dumps_function(fn: Any) -> bytes:
-    """Pickles a function or class (by value where it lives in ``__main__``)."""
+    """Pickles a function or class (by value where it lives in ``__main__``).
+
+    Raises:
+        SerializationError: it cannot be pickled.
+        ValueError: its pickle is over Ray's limit (``FUNCTION_SIZE_ERROR_THRESHOLD``).
+    """
     try:
-        return cloudpickle.dumps(fn, 5)
+        data = cloudpickle.dumps(fn, 5)
     except Exception as exc:
         name = getattr(fn, "__qualname__", repr(fn))
         raise SerializationError(
@@ -223,6 +261,37 @@ def dumps_function(fn: Any) -> bytes:
             f"{exc}. Functions must not capture locks, sockets, open files or similar; "
             "create those inside the function instead."
         ) from exc
+    _check_function_size(fn, len(data))
+    return data
+
+
+FUNCTION_SIZE_WARN_THRESHOLD = 10**7  # Ray's limits, in bytes of pickle
+_FUNCTION_SIZE_ERROR_THRESHOLD = 10**8
+
+
+def _check_function_size(fn: Any, size: int) -> None:
+    """Ray's check of a function's or class's pickle: a warning over 10 MB, an error (Ray's
+    ``ValueError`` and words) over ``FUNCTION_SIZE_ERROR_THRESHOLD`` (default 100 MB, and
+    the same environment variable as Ray's)."""
+    limit = int(os.environ.get("FUNCTION_SIZE_ERROR_THRESHOLD", _FUNCTION_SIZE_ERROR_THRESHOLD))
+    if size <= FUNCTION_SIZE_WARN_THRESHOLD and size < limit:
+        return
+    if isinstance(fn, type):
+        kind, name = "actor", fn.__name__
+    else:
+        kind = "remote function"
+        name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+    mib = 1024 * 1024
+    advice = (
+        "Check that its definition is not implicitly capturing a large array or other object "
+        "in scope. Tip: use ray.put() to put large objects in the Ray object store."
+    )
+    if size >= limit:
+        raise ValueError(
+            f"The {kind} {name} is too large ({size // mib} MiB > "
+            f"FUNCTION_SIZE_ERROR_THRESHOLD={limit // mib} MiB). {advice}"
+        )
+    warnings.warn(f"The {kind} {name} is very large ({size // mib} MiB). {advice}", stacklevel=4)
 
 
 def dumps_error(function_name: str, exc: BaseException, pid: int) -> bytes:

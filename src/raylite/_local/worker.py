@@ -38,10 +38,10 @@ import threading
 import time
 import types
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from .. import _runtime
-from .._actor import ActorHandle
+from .._actor import ActorHandle, IntendedExit, exit_outside_actor
 from .._object_ref import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
 from ..exceptions import GetTimeoutError, RaySystemError
 from . import serialization as ser
@@ -479,6 +479,8 @@ class WorkerRuntime:
             done, fds = self.pack_results(req.name, req.task_id, req.return_ids, result)
         except KeyboardInterrupt:
             done = TaskDone(req.task_id, [], [], ser.dumps_cancelled(req.task_id), 0.0)
+        except SystemExit as exc:
+            self._exit_process(exc)
         except BaseException as exc:  # the user's error travels to whoever calls get()
             self.interruptible = False
             error = ser.dumps_error(req.name, exc, os.getpid())
@@ -489,6 +491,19 @@ class WorkerRuntime:
             self.current = None
         self._out(done._replace(duration=time.perf_counter() - start, start=started), fds)
         RUNNING_SLOT.pack_into(self.cancel_slot, CANCEL_SLOT.size, 0)  # done: its fault no more
+
+    def _exit_process(self, exc: SystemExit) -> NoReturn:
+        """``sys.exit()`` in a task is its worker exiting, as in Ray: the replies of tasks
+        done before it go out, then the process ends with the code given; the driver sees
+        it die running this task (retried per ``max_retries``, else ``WorkerCrashedError``)."""
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        try:
+            for stream in (sys.stdout, sys.stderr):
+                stream.flush()
+            self._flush()
+        except OSError:
+            pass  # the driver is gone: nothing to tell
+        os._exit(code)
 
     # ---- sending ------------------------------------------------------------------------
 
@@ -767,6 +782,28 @@ class WorkerRuntime:
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         self._send(CancelRequest(ref._id, force, recursive))
+
+    def list_named_actors(self, all_namespaces: bool) -> list[tuple[str, str]]:
+        raise NotImplementedError(_DRIVER_ONLY.format("list_named_actors()"))
+
+    def exit_actor(self) -> NoReturn:
+        if getattr(self._tls, "actor_id", None) is None:  # a task, not an actor method
+            raise exit_outside_actor()
+        raise IntendedExit("exit_actor() is called.")  # see HostedActor._exit
+
+    def create_placement_group(
+        self, bundles: list[dict[str, float]], strategy: str, name: str
+    ) -> Any:
+        raise NotImplementedError(_DRIVER_ONLY.format("placement_group()"))
+
+    def placement_group_ready(self, pg: Any) -> ObjectRef:
+        raise NotImplementedError(_DRIVER_ONLY.format("PlacementGroup.ready()/.wait()"))
+
+    def remove_placement_group(self, pg: Any) -> None:
+        raise NotImplementedError(_DRIVER_ONLY.format("remove_placement_group()"))
+
+    def placement_group_table(self, pg: Any) -> dict[str, Any]:
+        raise NotImplementedError(_DRIVER_ONLY.format("placement_group_table()"))
 
     def available_resources(self) -> dict[str, float]:
         raise NotImplementedError("available_resources() can be called from the driver only.")

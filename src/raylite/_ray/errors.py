@@ -49,8 +49,8 @@ def raylite_errors() -> Iterator[None]:
 def translate(err: ray.exceptions.RayError) -> BaseException:
     """``err`` as an instance of both its class and the matching raylite exception class.
 
-    Returns ``err`` itself when it is one already, or when no class can combine the two (an
-    ``ExceptionGroup`` cause, say): then only Ray's class catches it.
+    Returns ``err`` itself when it is one already, or when no class can combine the two:
+    then only Ray's class catches it.
     """
     ray_cls: Any = type(err)
     targets = _raylite_classes(ray_cls)
@@ -58,7 +58,10 @@ def translate(err: ray.exceptions.RayError) -> BaseException:
         return err
     try:
         cls = _combined(ray_cls, targets)
-        both = cls.__new__(cls)
+        try:
+            both = cls.__new__(cls)
+        except TypeError:  # Ray's RayTaskError(ExceptionGroup) is made from Ray's error
+            both = cls.__new__(cls, err)
     except TypeError:
         return err
     both.__dict__.update(err.__dict__)

@@ -39,11 +39,14 @@ import dataclasses
 import inspect
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import ray
+import ray.util.scheduling_strategies
 
 from .._object_ref import ObjectRef
+from .._placement import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 from ..exceptions import RaySystemError
 from .errors import raylite_errors
 
@@ -143,6 +146,34 @@ class RayRuntime:
     def get_actor(self, name: str, namespace: str | None) -> ActorHandle:
         with raylite_errors():
             return cast("ActorHandle", ray.get_actor(name, namespace=namespace))
+
+    def list_named_actors(self, all_namespaces: bool) -> list[tuple[str, str]]:
+        named = ray.util.list_named_actors(all_namespaces=True)
+        current = ray.get_runtime_context().namespace
+        return [
+            (entry["namespace"], entry["name"]) for entry in named
+            if all_namespaces or entry["namespace"] == current
+        ]  # fmt: skip
+
+    def exit_actor(self) -> NoReturn:
+        ray.actor.exit_actor()
+        raise AssertionError("unreachable: ray.actor.exit_actor() raises")
+
+    def create_placement_group(
+        self, bundles: list[dict[str, float]], strategy: str, name: str
+    ) -> Any:
+        with raylite_errors():
+            return ray.util.placement_group(bundles, strategy=strategy, name=name)
+
+    def placement_group_ready(self, pg: Any) -> ObjectRef:
+        return cast(ObjectRef, pg.ready())
+
+    def remove_placement_group(self, pg: Any) -> None:
+        with raylite_errors():
+            ray.util.remove_placement_group(pg)
+
+    def placement_group_table(self, pg: Any) -> dict[str, Any]:
+        return cast("dict[str, Any]", ray.util.placement_group_table(pg))
 
     def put(self, value: Any) -> ObjectRef:
         if isinstance(value, ObjectRef):
@@ -267,8 +298,24 @@ def ray_actor_options(opts: ActorOptions, class_name: str) -> dict[str, Any]:
         "allow_out_of_order_execution": opts.allow_out_of_order_execution,
     }
     options.update((key, value) for key, value in optional.items() if value is not None)
-    options.update(opts.cluster_options)  # Ray options only a cluster honours
+    options.update(_for_ray(opts.cluster_options))  # Ray's placement options
     return options
+
+
+def _for_ray(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Ray's placement options with raylite's strategy objects made Ray's own."""
+    out = dict(options)
+    strategy = out.get("scheduling_strategy")
+    if isinstance(strategy, PlacementGroupSchedulingStrategy):
+        out["scheduling_strategy"] = ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy(
+            cast(Any, strategy.placement_group), strategy.placement_group_bundle_index,
+            strategy.placement_group_capture_child_tasks,
+        )  # fmt: skip
+    elif isinstance(strategy, NodeAffinitySchedulingStrategy):
+        out["scheduling_strategy"] = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+            strategy.node_id, strategy.soft
+        )
+    return out
 
 
 def _give_ray_the_method_options(cls: ActorClass) -> None:
@@ -306,16 +353,16 @@ def ray_task_options(opts: TaskOptions, function_name: str) -> dict[str, Any]:
         )
     retry = opts.retry_exceptions
     options: dict[str, Any] = {
-        # Ray's .options(num_cpus=None) reserves no CPU at all: pass Ray's default, 1.
-        "num_cpus": opts.cpus,
         "num_gpus": opts.num_gpus,
         "resources": dict(opts.resources),
         "num_returns": opts.num_returns,
         "max_retries": opts.max_retries,
         "retry_exceptions": list(retry) if isinstance(retry, tuple) else retry,
         "max_calls": 1 if opts.num_gpus else None,
-        **opts.cluster_options,
+        **_for_ray(opts.cluster_options),
     }
     if opts.name is not None:
         options["name"] = opts.name
+    if opts.num_cpus is not None:  # None left out: Ray's default (an explicit None is 0
+        options["num_cpus"] = opts.num_cpus  # CPUs inside a placement group bundle)
     return options
