@@ -17,8 +17,12 @@ Kinds tested in other files, not repeated here:
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 
+import psutil
 import pytest
 from _helpers import live_children
 
@@ -114,12 +118,29 @@ def test_bad_method_options_and_decorator_misuse_show_the_right_form():
         raylite.remote(5)
 
 
-def test_bad_max_workers_environment_variable_is_named(monkeypatch):
-    monkeypatch.setenv("RAYLITE_MAX_WORKERS", "lots")
-    with pytest.raises(ValueError, match="RAYLITE_MAX_WORKERS must be a whole number >= 1.*"
-                       "'lots': fix or unset it"):  # fmt: skip
-        raylite.init(num_cpus=1)
-    assert not raylite.is_initialized()
+@pytest.mark.parametrize(
+    "name, value, allowed",
+    [
+        ("RAYLITE_MAX_WORKERS", "lots", "a whole number >= 1"),
+        ("RAYLITE_PENDING_WARNING_S", "soon", "a number >= 0"),
+        ("RAYLITE_PENDING_WARNING_S", "nan", "a number >= 0"),
+        ("RAYLITE_TASK_HISTORY", "-1", "a whole number >= 0"),
+    ],
+)
+def test_a_bad_environment_variable_is_named_and_leaves_nothing(
+    monkeypatch, tmp_path, name, value, allowed
+):
+    monkeypatch.setenv(name, value)
+    root = Path(tempfile.mkdtemp(prefix="rl-"))  # short: a socket's path lives under it
+    try:
+        with pytest.raises(ValueError, match=f"{name} must be {allowed}.*{value!r}: fix or unset it"):
+            raylite.init(num_cpus=1, _temp_dir=str(root))
+        assert not raylite.is_initialized()
+        assert list(root.glob("session_*")) == []  # no empty session folder
+        assert live_children() == []  # and no zygote, zombie or not
+        assert psutil.Process().children() == []
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # ---- values -----------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import socket
+import struct
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -146,8 +148,16 @@ def test_only_get_from_a_loopback_host_is_served(url: str) -> None:
         conn.request("GET", "/api/status", headers={"Host": f"evil.example:{port}"})
         assert conn.getresponse().status == 403
         conn.close()
-        conn.request("GET", "/api/status", headers={"Host": f"localhost:{port}"})
-        assert conn.getresponse().status == 200
+        # Compared exactly: a name that only starts like a loopback one is someone else's.
+        for bad in (f"127.0.0.1.evil.com:{port}", f"localhost.evil.com:{port}", "127.0.0.1",
+                    f"127.0.0.1:{int(port) + 1}", f"[::1].evil.com:{port}"):  # fmt: skip
+            conn.request("GET", "/api/status", headers={"Host": bad})
+            assert conn.getresponse().status == 403, bad
+            conn.close()
+        for good in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+            conn.request("GET", "/api/status", headers={"Host": good})
+            assert conn.getresponse().status == 200, good
+            conn.close()
     finally:
         conn.close()
 
@@ -307,3 +317,28 @@ def test_a_link_to_the_timeline_tab_opens_it_and_follows_the_run(
         expect(page.locator("#live")).to_be_visible()
         expect(page.locator("#timeline")).to_be_hidden()
         assert not page.evaluate("location.hash")
+
+
+def _handler_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "process_request" in t.name]
+
+
+def test_connections_open_at_shutdown_end_quietly(url: str, capfd: pytest.CaptureFixture[str]) -> None:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    socks = []
+    for _ in range(3):  # each mid-request: its handler waits for the end of the headers
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.sendall(f"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode())
+        socks.append(s)
+    wait_until(lambda: len(_handler_threads()) >= 3, 10, "the server to take the connections")
+    raylite.shutdown()
+    for s in socks:  # the browser finishes its request and goes away at once (RST)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        try:
+            s.sendall(b"\r\n")
+        except OSError:
+            pass  # hung up on already
+        s.close()
+    wait_until(lambda: not _handler_threads(), 10, "the dashboard's connections to end")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Error" not in err, err

@@ -6,12 +6,13 @@ driver) are the fault suite's, in ``tests/faults/``."""
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
 
 import raylite
-from raylite.exceptions import RayTaskError
+from raylite.exceptions import RaySystemError, RayTaskError
 
 
 @raylite.remote
@@ -135,3 +136,37 @@ def test_nested_put_wait_and_refs_returned_from_tasks(rl):
 
     refs = raylite.get(producer.remote(), timeout=30)
     assert raylite.get(refs) == [0, 1, 2]
+
+
+class RebuildsOnlyAway:
+    """Pickles anywhere; unpickling fails in the process whose pid it was given."""
+
+    def __init__(self, refuse_in: int) -> None:
+        self.refuse_in = refuse_in
+
+    def __setstate__(self, state: dict) -> None:
+        if state["refuse_in"] == os.getpid():
+            raise RuntimeError("cannot rebuild in the driver")
+        self.__dict__.update(state)
+
+
+@raylite.remote
+def make_unloadable(driver_pid):
+    return RebuildsOnlyAway(driver_pid)
+
+
+def test_a_result_that_cannot_be_unpickled_names_the_task_and_cause(rl):
+    with pytest.raises(RaySystemError, match="cannot rebuild in the driver") as info:
+        raylite.get(make_unloadable.remote(os.getpid()), timeout=60)
+    if not isinstance(info.value, ray_errors()):
+        assert "the result of make_unloadable()" in str(info.value)
+    _pool_still_works()
+
+
+def ray_errors() -> tuple[type, ...]:
+    """Ray's own error classes, where Ray is installed (their messages are Ray's)."""
+    try:
+        import ray.exceptions
+    except ImportError:
+        return ()
+    return (ray.exceptions.RayError,)

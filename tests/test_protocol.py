@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -170,8 +172,11 @@ def frame_of(messages) -> bytes:
     return encode(list(messages))
 
 
+HEAD = protocol._HEADER.size
+
+
 def body_of(messages) -> bytes:
-    return encode(list(messages))[4:]
+    return encode(list(messages))[HEAD:]
 
 
 @pytest.fixture
@@ -216,10 +221,10 @@ def test_round_trip_preserves_field_types():
 
 def test_round_trip_batch_in_one_frame():
     frame = frame_of(SAMPLES)
-    (length,) = struct.unpack("<I", frame[:4])
-    assert length == len(frame) - 4
-    assert_same(decode(frame[4:]), SAMPLES)
-    assert_same(decode(memoryview(frame)[4:]), SAMPLES)
+    length, _ = protocol._HEADER.unpack(frame[:HEAD])
+    assert length == len(frame) - HEAD
+    assert_same(decode(frame[HEAD:]), SAMPLES)
+    assert_same(decode(memoryview(frame)[HEAD:]), SAMPLES)
 
 
 def test_empty_batch():
@@ -271,10 +276,24 @@ def test_feed_several_frames_in_one_chunk(pair):
     assert chan.feed(b"") == []
 
 
-def test_feed_rejects_a_corrupt_length(pair):
+def test_feed_rejects_bytes_that_are_not_frames(pair):
+    # What a task writing to the worker's socket by mistake sends: caught at its first bytes,
+    # not read as the length of a frame to wait for.
     chan = Channel(pair[0])
-    with pytest.raises(ConnectionError, match="corrupt frame length"):
-        chan.feed(struct.pack("<I", 0xFFFFFFFF) + b"junk")
+    with pytest.raises(ConnectionError, match="not a frame"):
+        chan.feed(b"hello from a stray write\n")
+    chan = Channel(pair[0])
+    assert_same(chan.feed(frame_of(SAMPLES[:2])), SAMPLES[:2])
+    with pytest.raises(ConnectionError, match="not a frame"):
+        chan.feed(struct.pack("<I", 0xFFFFFFFF) + b"junk" * 4)
+
+
+def test_feed_rejects_a_frame_that_does_not_decode(pair):
+    body = b"\xff" * 8  # not marshal data
+    n = len(body)
+    chan = Channel(pair[0])
+    with pytest.raises(ConnectionError, match="does not decode"):
+        chan.feed(protocol._HEADER.pack(n, n ^ protocol._CHECK) + body)
 
 
 # ---- Channel over a socket ------------------------------------------------------------------
@@ -367,3 +386,27 @@ def test_receive_returns_none_at_end_of_stream(pair):
     receiver = Channel(b)
     assert receiver.receive() == []
     assert receiver.receive() is None
+
+
+_FDS_AT_THE_LIMIT = """
+import os, resource, socket
+from raylite._local.protocol import Channel, FdsDropped, Unblocked
+a, b = socket.socketpair()
+sender, receiver = Channel(a), Channel(b)
+fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(5)]
+sender.queue(Unblocked(), fds)
+sender.flush()
+used = len(os.listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (used, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+try:
+    receiver.read()
+except FdsDropped as exc:
+    print("dropped:", exc)
+"""
+
+
+def test_fds_dropped_at_the_open_files_limit_are_an_error_naming_it():
+    out = subprocess.run(
+        [sys.executable, "-c", _FDS_AT_THE_LIMIT], capture_output=True, text=True, timeout=60
+    )
+    assert "dropped:" in out.stdout and "RLIMIT_NOFILE" in out.stdout, out.stdout + out.stderr

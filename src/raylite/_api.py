@@ -167,6 +167,7 @@ def _init(
     # The runtimes are imported here, not at `import raylite` (it stays ~50 ms): init pays
     # for them once, before the zygote forks, so workers start with them loaded.
     from ._local.inline import InlineRuntime
+    from ._local.interrupts import deferred_sigint
     from ._local.runtime import LocalRuntime, RuntimeConfig
     from ._local.spill import spill_config
 
@@ -187,8 +188,9 @@ def _init(
     if local_mode:
         _runtime.set_current(InlineRuntime(config))
         return InitInfo(session=session, address="local", num_cpus=cpus, dashboard_url=None)
-    rt = LocalRuntime(config)
-    _runtime.set_current(rt)
+    with deferred_sigint():  # Ctrl-C lands once the runtime is installed (so owned)
+        rt = LocalRuntime(config)
+        _runtime.set_current(rt)
     return InitInfo(
         session=session, address="local", num_cpus=cpus, dashboard_url=rt.dashboard_url
     )
@@ -240,15 +242,10 @@ def _init_ray(address: str, local_mode: bool, **options: Any) -> InitInfo:
 def _max_workers(cpus: float) -> int:
     """The cap on worker processes: ``RAYLITE_MAX_WORKERS``, else max(64, 4 x CPUs). Each
     task blocked in ``get`` holds one, so the cap bounds runaway nested recursion."""
-    value = os.environ.get("RAYLITE_MAX_WORKERS")
-    if value is None:
-        return max(64, 4 * int(math.ceil(cpus)))
-    if not value.strip().isdigit() or int(value) < 1:
-        raise ValueError(
-            f"The environment variable RAYLITE_MAX_WORKERS must be a whole number >= 1 (the "
-            f"most worker processes raylite may start), got {value!r}: fix or unset it."
-        )
-    return int(value)
+    default = max(64, 4 * int(math.ceil(cpus)))
+    from ._local.env import env_int
+
+    return env_int("RAYLITE_MAX_WORKERS", default, 1, "the most worker processes raylite may start")
 
 
 def _gpu_list(num_gpus: float | None) -> list[float]:

@@ -16,7 +16,7 @@ import pytest
 from _helpers import pid_alive, stamp, wait_until
 
 import raylite
-from raylite.exceptions import GetTimeoutError, TaskCancelledError
+from raylite.exceptions import GetTimeoutError, RayTaskError, TaskCancelledError
 
 
 @raylite.remote
@@ -169,3 +169,46 @@ def test_cancelled_actor_call_waiting_behind_a_running_one_never_runs(fault, tmp
     go.touch()
     assert raylite.get(running, timeout=30) == 0  # not interrupted: actors have state
     assert raylite.get(a.add.remote(), timeout=30) == 1  # the cancelled call never ran
+
+
+@raylite.remote
+def hold(go, started):
+    """Like ``wait_for``, but holds longer than a ``get`` of the fault suite waits."""
+    Path(started).touch()
+    deadline = time.monotonic() + 120
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "done"
+
+
+@raylite.remote
+def get_of_hold(go, child_started):
+    return raylite.get(hold.remote(go, child_started))
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_cancel_lands_in_a_task_blocked_in_a_nested_get(fault, tmp_path, recursive):
+    go, child_started = tmp_path / "go", tmp_path / "child-started"
+    ref = get_of_hold.remote(str(go), str(child_started))
+    wait_until(child_started.exists, 30, "the child to run (its parent waits in get)")
+    cancelled_at = time.monotonic()
+    raylite.cancel(ref, recursive=recursive)
+    try:
+        fault.expect(TaskCancelledError, ref, since=cancelled_at)
+    finally:
+        go.touch()  # a child not cancelled finishes (unheard)
+    assert raylite.get([ok.remote(i) for i in range(4)], timeout=30) == list(range(4))
+
+
+@raylite.remote(max_retries=0)
+def raise_keyboard_interrupt():
+    raise KeyboardInterrupt("raised by the task itself")
+
+
+def test_a_task_raising_keyboard_interrupt_itself_shows_where(fault):
+    # As in Ray: reported as cancelled, but as the task's own error, with its traceback
+    # (a real cancel() has no task frame to show).
+    since = time.monotonic()
+    error = fault.expect(TaskCancelledError, raise_keyboard_interrupt.remote(), since=since)
+    assert isinstance(error, RayTaskError)
+    assert "in raise_keyboard_interrupt" in str(error)  # the frame it was raised in

@@ -22,8 +22,9 @@ the last poll: live tasks are built as records, finished ones only counted or cu
 
 Security: there is no authentication, so the server binds to a loopback address only
 (anything else is refused at ``init``), answers GET only (other methods get 501), answers
-only requests whose ``Host`` header names a loopback host (a web page cannot reach it
-through DNS rebinding), and sends JSON of the runtime's state: it never unpickles,
+only requests whose ``Host`` header is exactly ``127.0.0.1``, ``localhost``, ``[::1]`` or
+the address it listens on, with its port (a web page cannot reach it through DNS
+rebinding, whose host names are the attacker's: ``127.0.0.1.evil.com`` is refused too), and sends JSON of the runtime's state: it never unpickles,
 evaluates or stores anything a request carries. To look from another machine, tunnel:
 ``ssh -L 8265:127.0.0.1:8265 user@host``.
 """
@@ -34,6 +35,7 @@ import errno
 import ipaddress
 import json
 import socket
+import sys
 import threading
 import weakref
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,7 +52,7 @@ __all__ = ["DEFAULT_PORT", "DashboardServer", "check_host"]
 
 DEFAULT_PORT = 8265  # Ray's
 _PORT_TRIES = 20  # with the default port busy, try this many after it (as Ray does)
-_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 _ROUTES = ("status", "summary", "timeline", "tasks", "actors", "objects", "workers")
 _TIMELINE_LIMIT = 20_000  # events per /api/timeline answer unless ?limit= says otherwise
 
@@ -79,6 +81,37 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck browser connection never holds up shutdown
     request_queue_size = 16
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._open: set[socket.socket] = set()  # accepted connections not yet closed
+        self._open_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        with self._open_lock:
+            self._open.add(conn)
+        return conn, addr
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def hang_up(self) -> None:
+        """Ends every open connection: their handlers see EOF and return."""
+        with self._open_lock:
+            conns = list(self._open)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            return  # the browser went away (or shutdown hung up on it): nothing to report
+        super().handle_error(request, client_address)
+
 
 class _Server6(_Server):
     address_family = socket.AF_INET6
@@ -102,9 +135,11 @@ class DashboardServer:
         check_host(host)
         bind_host = "127.0.0.1" if host == "localhost" else host.strip("[]")
         server_cls = _Server6 if ":" in bind_host else _Server
-        self._server = _bind(server_cls, bind_host, port, _handler(weakref.ref(view)))
+        hosts: set[str] = set()  # the Host headers served: filled in once the port is known
+        self._server = _bind(server_cls, bind_host, port, _handler(weakref.ref(view), hosts))
         self.port: int = self._server.server_address[1]
         shown = f"[{bind_host}]" if ":" in bind_host else bind_host
+        hosts.update(f"{name}:{self.port}" for name in (*_LOOPBACK_NAMES, shown))
         self.url = f"{shown}:{self.port}"  # Ray's dashboard_url has no scheme either
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -118,9 +153,10 @@ class DashboardServer:
         self._server.socket.close()
 
     def close(self) -> None:
-        """Stops serving and closes the listening socket."""
+        """Stops serving, hangs up on open connections and closes the listening socket."""
         self._server.shutdown()  # returns once serve_forever has
         self._server.server_close()
+        self._server.hang_up()
         self._thread.join(timeout=5)
 
 
@@ -152,8 +188,11 @@ def _page() -> bytes:
     return resources.files(__package__).joinpath("dashboard.html").read_bytes()
 
 
-def _handler(state: weakref.ref[StateView]) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to ``state`` (http.server makes one per request)."""
+def _handler(
+    state: weakref.ref[StateView], hosts: set[str]
+) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to ``state`` (http.server makes one per request) that
+    serves only requests whose ``Host`` header is one of ``hosts`` (``name:port``)."""
     # StateView measures CPU between two calls per process: one reader at a time.
     lock = threading.Lock()
 
@@ -162,8 +201,8 @@ def _handler(state: weakref.ref[StateView]) -> type[BaseHTTPRequestHandler]:
         timeout = 10  # a client that sends nothing does not hold its thread for long
 
         def do_GET(self) -> None:
-            if not _loopback_host(self.headers.get("Host", "")):
-                self._send(403, {"error": "Host header is not a loopback address"})
+            if self.headers.get("Host", "").lower() not in hosts:
+                self._send(403, {"error": f"Host header is not one of {sorted(hosts)}"})
                 return
             url = urlsplit(self.path)
             if url.path in ("/", "/index.html"):
@@ -203,11 +242,6 @@ def _handler(state: weakref.ref[StateView]) -> type[BaseHTTPRequestHandler]:
             pass  # one line per poll would flood the user's console
 
     return Handler
-
-
-def _loopback_host(header: str) -> bool:
-    host = header.rsplit(":", 1)[0] if not header.endswith("]") else header
-    return host in _LOOPBACK_NAMES or host.startswith("127.")
 
 
 class _NotFound(Exception):

@@ -15,9 +15,10 @@ deque keeps the newest ``RAYLITE_TASK_HISTORY`` entries (default 100,000, as Ray
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from typing import Any, NamedTuple
+
+from .env import task_history
 
 __all__ = ["ACTOR_TASK", "NORMAL_TASK", "Done", "History", "trace_events"]
 
@@ -45,10 +46,18 @@ class History:
 
     def __init__(self, maxlen: int | None = None) -> None:
         if maxlen is None:
-            maxlen = int(os.environ.get("RAYLITE_TASK_HISTORY", "100000"))
+            maxlen = task_history()
         self.enabled = maxlen > 0
         self.done: deque[Done] = deque(maxlen=max(maxlen, 0))
         self.recorded = 0  # ever, including those the deque has dropped since
+
+    def name_of(self, task_id: int) -> str | None:
+        """The name of finished task ``task_id``, if it is still kept (newest first)."""
+        if task_id:
+            for done in reversed(self.done):
+                if done.task_id == task_id:
+                    return done.name
+        return None
 
     def add(self, done: Done) -> None:
         if self.enabled:

@@ -18,6 +18,11 @@ single-threaded, so it can fork workers safely and fast (~1-2 ms each, against 7
 ``multiprocessing``'s spawn/forkserver). Workers inherit the modules the driver had
 imported at ``init``.
 
+File descriptors: the zygote points every fd it inherited from the driver but its channel
+and stdio at /dev/null before serving (a pipe of the driver's would never see EOF, a port
+would stay bound), and receives the workers' fds close-on-exec. A worker that fails in
+raylite's own code prints why on its stderr before it exits.
+
 Lifetimes: the zygote exits when its control socket reaches EOF (the driver closed it, or
 died), killing its workers first; each worker also has ``PR_SET_PDEATHSIG`` tied to the
 zygote, so no worker outlives the driver, even after a SIGKILL of the driver.
@@ -34,10 +39,13 @@ import select
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Zygote", "describe_exit"]
+from .protocol import recv_with_fds
+
+__all__ = ["CLOSED_CHANNEL", "STRAY_BYTES", "Zygote", "crash_message", "describe_exit"]
 
 WorkerMain = Callable[[int, socket.socket, dict[str, Any], int], None]
 
@@ -71,6 +79,33 @@ def describe_exit(status: int | None) -> str:
     return f"wait status {status}"
 
 
+# Why the driver kills a worker whose channel fails (see LocalRuntime._receive):
+STRAY_BYTES = (
+    "its channel to the driver carried {} (did the task write to a file descriptor it does "
+    "not own?)"
+)
+CLOSED_CHANNEL = (
+    "it closed its channel to the driver while running (did the task close file descriptors "
+    "it does not own?)"
+)
+
+
+def crash_message(
+    name: str, pid: int, cause: str | None, status: int | None, tries: int, max_retries: int
+) -> str:
+    """The ``WorkerCrashedError`` message of task ``name`` whose worker ``pid`` died with
+    wait ``status`` (killed by the driver because ``cause``, if given)."""
+    if cause is not None:
+        why = f"it was killed because {cause}"
+    else:
+        why = (f"{describe_exit(status)}. Likely causes: sys.exit() or os._exit() in the task, "
+               "a crash in native code, running out of memory, or an external kill")  # fmt: skip
+    return (
+        f"The worker running {name}() (pid={pid}) died: {why}. It was tried {tries} time(s) "
+        f"(max_retries={max_retries}; a run whose reply was lost with its worker counts as one)."
+    )
+
+
 class Zygote:
     """The fork server. Made by the driver at ``init``; ``worker_main`` runs in each child.
 
@@ -83,9 +118,9 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:  # the zygote
-            ours.close()
             code = 1
             try:
+                _release_inherited_fds(keep={0, 1, 2, theirs.fileno()})
                 _ZygoteLoop(theirs, worker_main).run()
                 code = 0
             finally:
@@ -122,6 +157,41 @@ class Zygote:
                 os.waitpid(self.pid, 0)
             except ChildProcessError:
                 pass
+
+
+def _release_inherited_fds(keep: set[int]) -> None:
+    """Points every fd of this (just forked) process but ``keep`` at /dev/null.
+
+    The zygote is forked from the driver, so it starts with every fd the driver had: pipes
+    whose readers would then never see EOF, listening ports that stay bound, files. It
+    releases them all before serving, and so do the workers it forks. Each fd number stays
+    taken, by /dev/null: a Python object inherited from the driver that still names it can
+    then never close a channel that reused the number.
+    """
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd not in keep and fd != devnull:
+                try:
+                    os.dup2(devnull, fd, inheritable=False)
+                except OSError:
+                    pass  # the listing's own fd, closed by now
+    finally:
+        os.close(devnull)
+
+
+def _report_death(wid: int) -> None:
+    """Prints why this worker process fails (the exception being handled) to stderr."""
+    try:
+        sys.stderr.write(
+            f"raylite: worker {wid} (pid={os.getpid()}) failed and exits: this is a bug in "
+            f"raylite or a task broke the worker's state; please report it.\n"
+            + traceback.format_exc()
+        )
+        sys.stderr.flush()
+    except Exception:
+        pass  # stderr is gone: nothing more to do
 
 
 class _ZygoteLoop:
@@ -162,7 +232,7 @@ class _ZygoteLoop:
 
     def _serve(self) -> bool:
         try:
-            data, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 4)
+            data, fds, _ = recv_with_fds(self.sock, 1 << 16)
         except InterruptedError:
             return True
         except OSError:
@@ -195,6 +265,12 @@ class _ZygoteLoop:
                 os._exit(1)
             self.worker_main(wid, socket.socket(fileno=fds[0]), config, fds[1])
             code = 0
+        except SystemExit as exc:  # the driver went away: a quiet end
+            code = exc.code if isinstance(exc.code, int) else 1
+        except (ConnectionResetError, BrokenPipeError):  # so did it: it closed mid-message
+            code = 0
+        except BaseException:  # say why, or a worker that dies this way dies unexplained
+            _report_death(wid)
         finally:
             os._exit(code)
 

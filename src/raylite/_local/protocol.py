@@ -6,7 +6,11 @@ parses several per task, and a frozen dataclass's ``__init__`` (``object.__setat
 field) cost ~9% of the driver's CPU in a tiny-task profile; a NamedTuple is built and
 unpacked in C. On the wire a *batch* of messages is one frame::
 
-    [u32 little-endian length][marshal.dumps([(tag, field, field, ...), ...])]
+    [u64 little-endian length][u32 check][marshal.dumps([(tag, field, field, ...), ...])]
+
+The check (the length's low 32 bits xor a constant) tells frames from stray bytes: a task
+that writes to a file descriptor it does not own (the worker's socket) is caught at the
+next frame, and only that worker is lost (``ConnectionError`` from ``Channel.feed``).
 
 Senders queue messages and flush them as one frame (see ``Channel.flush``); receivers parse
 every complete frame in what one ``recv`` returned. Fields are marshal-able (ints, floats,
@@ -21,23 +25,34 @@ the frame (SCM_RIGHTS, in the order the values appear in it): the receiver maps 
 keeps the mapping until the driver sends ``Forget``.
 
 Ids are ints: task ids, object ids and request ids, unique per driver session (workers
-make ids of their own in a range of their own: see ``worker.WorkerRuntime``).
+make ids of their own in a range of their own: see ``ID_BITS``). Besides the socket, each
+worker shares a 32-byte slot of memory with the driver (``write_slot``/``read_slot``): the
+task to interrupt, and the task to blame if the worker dies.
 """
 
 from __future__ import annotations
 
 import array
 import marshal
+import mmap
 import os
+import resource
 import socket
 import struct
 from collections import deque
 from typing import Any, NamedTuple
 
-__all__ = ["Channel", "decode", "encode"]
+__all__ = [
+    "CANCEL_AT", "ID_BITS", "RUNNING_AT", "SLOT_SIZE", "read_slot", "write_slot",
+    "MAX_INBAND_BYTES", "Channel", "FdsDropped", "check_inband", "decode", "encode",
+    "open_files_limit_reached", "raise_open_files_limit", "recv_with_fds",
+]  # fmt: skip
 
-_LEN = struct.Struct("<I")
-_MAX_FRAME = 1 << 31
+# A value's pickled in-band bytes travel in one marshal'ed string: marshal refuses one of
+# 2 GiB or more. Larger values fail with a clear error instead (see ``check_inband``).
+MAX_INBAND_BYTES = (1 << 31) - (1 << 20)
+_HEADER = struct.Struct("<QI")
+_CHECK = 0x726C6974  # "rlit"
 MAX_FDS_PER_FRAME = 200  # the kernel passes at most 253 per message (SCM_MAX_FD)
 _FDS_SPACE = socket.CMSG_SPACE(253 * 4)
 
@@ -357,10 +372,103 @@ class CancelRequest(NamedTuple):
     recursive: bool
 
 
+class FdsDropped(ConnectionError):
+    """File descriptors sent with a message were dropped (this process has no room for
+    them): the channel cannot be trusted any more."""
+
+
+# A worker's slot, shared memory with the driver: the task id the driver wants interrupted
+# (at CANCEL_AT), then the task id the worker runs now, or ran last while its reply may still
+# be unsent (at RUNNING_AT; 0 once its replies are flushed), which tells the driver which
+# task to blame when the worker dies (see worker.py). Each holds any id there is: see ID_BITS.
+_ID_BYTES = 16
+CANCEL_AT = 0
+RUNNING_AT = _ID_BYTES
+SLOT_SIZE = 2 * _ID_BYTES
+# Ids made in worker w are w << ID_BITS | n with 0 < n < 2**ID_BITS; the driver's are below
+# 2**ID_BITS. Worker w is the driver's w-th spawn. Neither count can reach 2**64 (584 years
+# at a billion a second), so every id fits the slot's 128 bits.
+ID_BITS = 64
+
+
+_HALVES = struct.Struct("<QQ")  # an id's low and high 64 bits
+_LOW = (1 << 64) - 1
+
+
+def write_slot(slot: mmap.mmap, at: int, task_id: int) -> None:
+    """Writes ``task_id`` at ``at`` (``CANCEL_AT`` or ``RUNNING_AT``) of a worker's slot.
+
+    Raises:
+        struct.error: not an id raylite makes (they all fit).
+    """
+    _HALVES.pack_into(slot, at, task_id & _LOW, task_id >> 64)
+
+
+def read_slot(slot: mmap.mmap, at: int) -> int:
+    """The task id at ``at`` of a worker's slot (0: none)."""
+    low, high = _HALVES.unpack_from(slot, at)
+    return low | high << 64
+
+
+def check_inband(what: str, payload: bytes) -> None:
+    """Refuses a value whose pickled in-band bytes are too large for a message.
+
+    Raises:
+        ValueError: ``payload`` is larger than ``MAX_INBAND_BYTES``; the message says what
+            goes out of band instead.
+    """
+    if len(payload) > MAX_INBAND_BYTES:
+        raise ValueError(
+            f"{what} pickles to {len(payload) / 2**30:,.2f} GiB of in-band data, more than "
+            f"raylite can send in one message ({MAX_INBAND_BYTES / 2**30:,.2f} GiB). Data "
+            "nested in lists, dicts or objects is pickled in-band; numpy arrays, bytearrays "
+            "and top-level bytes go to shared memory instead, without this limit: return or "
+            "pass the big parts as numpy arrays or top-level bytes, or in smaller pieces."
+        )
+
+
+def open_files_limit_reached() -> str:
+    """What to tell the user when this process has no file descriptor left."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (
+        f"the process reached its limit of open files (RLIMIT_NOFILE: `ulimit -n` is {soft}, "
+        f"the hard limit {hard}; raylite.init() raises the first to the second). raylite "
+        "holds a file descriptor for each object in shared memory (numpy arrays, large "
+        "bytes): hold fewer such results at once (get them and drop their refs), or raise "
+        "the hard limit (`ulimit -Hn`, /etc/security/limits.conf) before starting Python."
+    )
+
+
+def raise_open_files_limit() -> None:
+    """Raises this process's soft limit of open files to its hard limit (workers inherit
+    it), as the shared-memory objects each hold a file descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        pass  # a container may cap it lower: the limit's error then names it
+
+
+def recv_with_fds(sock: socket.socket, size: int, flags: int = 0) -> tuple[bytes, list[int], int]:
+    """One ``recvmsg``: ``(bytes, fds, msg_flags)``. The fds come close-on-exec, so a
+    task's ``subprocess`` never inherits a channel or a segment."""
+    # Not socket.recv_fds: Python 3.11's ignores its flags (MSG_DONTWAIT would block).
+    data, ancdata, msg_flags, _ = sock.recvmsg(size, _FDS_SPACE, flags | socket.MSG_CMSG_CLOEXEC)
+    fds = array.array("i")
+    for level, kind, raw in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(raw[: len(raw) - len(raw) % fds.itemsize])
+    return data, fds.tolist(), msg_flags
+
+
 def encode(messages: list[Message]) -> bytes:
     """One frame holding ``messages``."""
     body = marshal.dumps([m.TAG + m for m in messages])  # type: ignore[attr-defined]
-    return _LEN.pack(len(body)) + body
+    n = len(body)
+    return _HEADER.pack(n, (n & 0xFFFFFFFF) ^ _CHECK) + body
 
 
 def decode(body: bytes | memoryview) -> list[Message]:
@@ -444,15 +552,12 @@ class Channel:
 
     def read(self, flags: int = 0) -> bytes:
         """One ``recvmsg``: the bytes (``b""`` at end of stream); fds go to ``in_fds``."""
-        # Not socket.recv_fds: Python 3.11's ignores its flags (MSG_DONTWAIT would block).
-        data, ancdata, msg_flags, _ = self.sock.recvmsg(1 << 20, _FDS_SPACE, flags)
-        for level, kind, raw in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = array.array("i")
-                fds.frombytes(raw[: len(raw) - len(raw) % fds.itemsize])
-                self.in_fds.extend(fds)
+        data, fds, msg_flags = recv_with_fds(self.sock, 1 << 20, flags)
+        self.in_fds.extend(fds)
         if msg_flags & socket.MSG_CTRUNC:
-            raise ConnectionError("file descriptors were dropped in transit (MSG_CTRUNC)")
+            raise FdsDropped(
+                f"file descriptors sent with it were dropped: {open_files_limit_reached()}"
+            )
         return data
 
     def receive(self) -> list[Message] | None:
@@ -481,15 +586,19 @@ class Channel:
         buf += chunk
         out: list[Message] = []
         pos, end = 0, len(buf)
+        head = _HEADER.size
         with memoryview(buf) as view:
-            while end - pos >= 4:
-                (n,) = _LEN.unpack_from(view, pos)
-                if n > _MAX_FRAME:
-                    raise ConnectionError(f"corrupt frame length {n}")
-                if end - pos - 4 < n:
+            while end - pos >= head:
+                n, check = _HEADER.unpack_from(view, pos)
+                if check != (n & 0xFFFFFFFF) ^ _CHECK:
+                    raise ConnectionError(f"bytes that are not a frame: {bytes(view[pos:pos + 16])!r}")
+                if end - pos - head < n:
                     break
-                out.extend(decode(view[pos + 4 : pos + 4 + n]))
-                pos += 4 + n
+                try:
+                    out.extend(decode(view[pos + head : pos + head + n]))
+                except (ValueError, EOFError, TypeError, IndexError) as exc:
+                    raise ConnectionError(f"a frame that does not decode ({exc})") from None
+                pos += head + n
         if pos:
             del buf[:pos]
         return out

@@ -10,7 +10,9 @@
       block on a _Waiter        │         ├ Submit/Put/Get/Wait/RefOps from workers
     put(): store inline         │         ├ zygote: started -> scheduler.worker_started
     ObjectRef.__del__: release ─┘         │         exited  -> drain socket, retry or fail
-      (queued, never locks)               ├ flush every channel with queued output
+      (queued, never locks)               ├ a channel failing (stray bytes, fds dropped,
+                                          │   EOF mid-task): that worker is killed
+                                          ├ flush every channel with queued output
                                           └ then, unlocked: resolve ref.future()s
 
 State: one lock (``_lock``) guards everything below; whoever holds it may queue messages on
@@ -38,6 +40,9 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
+import errno
+import functools
 import heapq
 import itertools
 import mmap
@@ -71,19 +76,29 @@ from ..exceptions import (
 from . import serialization as ser
 from .actors import ActorManager, warn_unschedulable
 from .dashboard import DashboardServer
+from .env import pending_warning_s, task_history
 from .history import NORMAL_TASK, Done, History
 from .inbox import WorkerMessages
 from .io_thread import io_main
 from .locking import DriverLock
 from .objects import ObjectTable, Waiter, lost
 from .placement import Placement, check_bundles
-from .pool import Zygote, describe_exit
+from .pool import CLOSED_CHANNEL, STRAY_BYTES, Zygote, crash_message, describe_exit
 from .protocol import (
+    CANCEL_AT,
+    RUNNING_AT,
+    SLOT_SIZE,
     CancelTask,
     Channel,
+    FdsDropped,
     Forget,
     FunctionDef,
     TaskRequest,
+    check_inband,
+    open_files_limit_reached,
+    raise_open_files_limit,
+    read_slot,
+    write_slot,
 )
 from .scheduler import Actions, Request, Scheduler
 from .session import ControlServer, SessionDir
@@ -94,15 +109,7 @@ from .streams import StreamTable
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
 from .watchdog import Watchdog, caller_site
-from .worker import (
-    CANCEL_SIGNAL,
-    CANCEL_SLOT,
-    RUNNING_SLOT,
-    SLOT_SIZE,
-    n_refs,
-    stream_mode,
-    worker_main,
-)
+from .worker import CANCEL_SIGNAL, n_refs, stream_mode, worker_main
 
 if TYPE_CHECKING:
     from .._remote_function import RemoteFunction
@@ -134,7 +141,7 @@ class _Worker:
 
     __slots__ = (
         "wid", "pid", "chan", "cancel_slot", "known_fns", "borrows", "mapped", "gone", "doomed",
-        "waits",
+        "waits", "cause",
     )  # fmt: skip
 
     def __init__(self, wid: int, chan: Channel, cancel_slot: mmap.mmap) -> None:
@@ -147,11 +154,14 @@ class _Worker:
         self.mapped: set[int] = set()  # objects whose segment it maps (until Forget)
         self.gone = False
         self.doomed = False  # to be killed as soon as it has a pid
+        self.cause: str | None = None  # why the driver killed it, when it did
         # {request id: object ids it waits for, or None if it may wake on its own (timeout)}
         self.waits: dict[int, list[int] | None] = {}
 
 
 _WAKE = "wake"
+_FREE_RERUNS = 5  # reruns after deaths that were not a task's own; then each is a retry
+_EOF_GRACE_S = 2.0  # a worker that closed its channel has this long to exit on its own
 _ZYGOTE = "zygote"
 
 
@@ -160,13 +170,12 @@ class LocalRuntime(WorkerMessages, Watchdog):
 
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
+        # Settings first: a bad one is an error before anything exists to clean up.
+        self._pending_warning_s = pending_warning_s()
+        self._history = History(task_history())  # finished tasks: timeline(), state API
         self.sched = Scheduler(
             config.num_cpus, config.gpus, config.resources, max_workers=config.max_workers
         )
-        self._session = SessionDir(Path(config.temp_dir) if config.temp_dir else None)
-        self.session_dir = str(self._session.path)
-        # Fork the zygote first: no thread of ours runs yet (see pool.py).
-        self._zygote = Zygote(worker_main)
         self.pid = os.getpid()  # a forked child's copy of this runtime is not its runtime
         self._closed = False
         self._guard = DriverLock(self._wake)
@@ -174,6 +183,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._shutdown_requested = False  # by a signal handler inside a section
         self._down = threading.Event()  # set once shutdown() is complete
         self._ids = itertools.count(1)
+        self._wids = itertools.count(1)  # worker ids: one per spawn (see protocol.ID_BITS)
         self._tasks: dict[int, Task] = {}
         self._functions: dict[int, bytes] = {}  # {fn id: pickled body}
         self._workers: dict[int, _Worker] = {}
@@ -182,20 +192,10 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._deadlines: list[tuple[float, int, Callable[[], None]]] = []
         # {pickled options from workers: parsed}, the newest _NESTED_OPTIONS kept
         self._options: dict[bytes, tuple[TaskOptions, Request]] = {}
-        spill = config.spilling
         self._memory = memory_resources(config.object_store_memory)  # reported, not reserved
-        self._objs = ObjectTable(
-            int(self._memory["object_store_memory"]),
-            self._forget,
-            self._object_freed,
-            SpillDir.for_session(spill, self._session) if spill.enabled else None,
-            self._busy_objects,
-        )
-        self._streams = StreamTable(self._objs, lambda oid: ObjectRef(oid, self))
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
         self._placement = Placement(self)
         self._threads = ThreadRunner(self, max_threads=64)
-        self._history = History()  # finished tasks, for timeline() and the state API
         self._state = StateView(self)
         self._control: ControlServer | None = None  # started last, once the rest runs
         self._dashboard: DashboardServer | None = None  # likewise, if init asked for it
@@ -207,37 +207,61 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._watching_pending = False
         self._pending_checked = 0.0
         self._stalled: set[int] = set()  # ready tasks no worker can take (see _fail_stalled)
-        self._pending_warning_s = float(os.environ.get("RAYLITE_PENDING_WARNING_S", "5"))
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
+        self._new_workers: list[_Worker] = []
+        self._want_write: set[_Worker] = set()
+        # Then resources, each undone (in reverse) if a later step fails: nothing is left.
+        with contextlib.ExitStack() as undo:
+            self._start(undo)
+            undo.pop_all()
 
+    def _start(self, undo: contextlib.ExitStack) -> None:
+        """Makes the session folder, zygote, workers, I/O thread, servers; ``undo`` frees."""
+        config = self.config
+        raise_open_files_limit()  # before the zygote: workers inherit it
+        self._session = SessionDir(Path(config.temp_dir) if config.temp_dir else None)
+        undo.callback(self._session.remove)
+        self.session_dir = str(self._session.path)
+        spill = config.spilling  # its folder is made at the first spill, in the session's
+        self._objs = ObjectTable(
+            int(self._memory["object_store_memory"]),
+            self._forget,
+            self._object_freed,
+            SpillDir.for_session(spill, self._session) if spill.enabled else None,
+            self._busy_objects,
+        )
+        self._streams = StreamTable(self._objs, lambda oid: ObjectRef(oid, self))
+        # Fork the zygote first: no thread of ours runs yet (see pool.py).
+        self._zygote = Zygote(worker_main)
+        undo.callback(self._zygote.close)
         self._sel = selectors.DefaultSelector()
+        undo.callback(self._sel.close)
         self._wake_r, self._wake_w = os.pipe()
+        undo.callback(os.close, self._wake_r)
+        undo.callback(os.close, self._wake_w)
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         self._zygote.sock.setblocking(False)
         self._sel.register(self._zygote.sock, selectors.EVENT_READ, _ZYGOTE)
-        self._new_workers: list[_Worker] = []
-
-        self._want_write: set[_Worker] = set()
+        undo.callback(self._close_workers)
         self._spawn(self.sched.prestart(int(min(max(config.num_cpus, 1), config.max_workers))))
         self._register_new()
         self._io = threading.Thread(
             target=io_main, args=(weakref.ref(self),), name="raylite-io", daemon=True
         )
+        undo.callback(self._stop_io)
         self._io.start()
-        try:
-            self._control = ControlServer(
-                self._session.control, self._state.answer_control, first=self._session.prune
+        self._control = ControlServer(
+            self._session.control, self._state.answer_control, first=self._session.prune
+        )
+        undo.callback(self._control.close)
+        if config.dashboard_host is not None:
+            self._dashboard = DashboardServer(
+                self._state, config.dashboard_host, config.dashboard_port
             )
-            if config.dashboard_host is not None:
-                self._dashboard = DashboardServer(
-                    self._state, config.dashboard_host, config.dashboard_port
-                )
-                self.dashboard_url = self._dashboard.url
-        except BaseException:
-            self.shutdown()
-            raise
+            undo.callback(self._dashboard.close)
+            self.dashboard_url = self._dashboard.url
 
     def _object_freed(self, oid: int) -> None:
         """An object its owner hears of was freed: a generator's ref, or an actor's id."""
@@ -407,6 +431,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 f"Could not serialize the arguments of {name}.remote(): {exc}. "
                 "Pass picklable data, or create the object inside the task."
             ) from None
+        check_inband(f"The arguments of {name}.remote()", s.payload)
         shm = self._write_shm(s, f"the arguments of {name}()")[0] if s.buffers else None
         return PackedArgs(s, positions, dep_ids, shm)
 
@@ -535,6 +560,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         except ser.SerializationError as exc:
             raise ser.put_error(exc) from None
         self._guard.refuse_here("put()")
+        check_inband("The value passed to put()", s.payload)
         shm, mapping = self._write_shm(s, "an object put", keep=True) if s.buffers else (None, None)
         with self._lock:
             self._settle()
@@ -578,6 +604,10 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 self._objs.books.unreserve(counted)
             if segment is not None:
                 segment.close()
+            if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
+                raise ObjectStoreFullError(
+                    f"Cannot store {what}: {open_files_limit_reached()}"
+                ) from exc
             if isinstance(exc, OSError):
                 raise ObjectStoreFullError(
                     f"Cannot store {what} of {layout.size / 1e6:,.1f} MB: the machine refused "
@@ -595,8 +625,17 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 "timeout, or raylite.wait() to take the ones that are ready."
             )
         with self._lock:
-            readable = [self._objs.readable(r._id) for r in refs]
-        return [ser.load_value(*r) for r in readable]
+            try:
+                readable = [self._objs.readable(r._id) for r in refs]
+            except OSError as exc:  # mapping a segment takes a file descriptor
+                if exc.errno == errno.EMFILE:
+                    exc = OSError(exc.errno, f"Cannot map them: {open_files_limit_reached()}")
+                raise exc from None
+        describe = self._state.describe_object
+        return [
+            ser.load_value(*r, describe=functools.partial(describe, ref._id))
+            for ref, r in zip(refs, readable, strict=True)
+        ]
 
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
@@ -885,16 +924,31 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if self._dashboard is not None:
             self._dashboard.close()
         self._threads.shutdown()
-        for w in list(self._workers.values()) + self._new_workers:
-            w.chan.close()
-            w.cancel_slot.close()
+        self._close_workers()
         with self._lock:
             self._objs.close()
         self._zygote.close()
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._session.close()
         self._guard.run_after()  # futures failed by the shutdown get their errors
+
+    def _stop_io(self) -> None:
+        """Stops the I/O thread (it sees ``_closed`` once woken)."""
+        with self._lock:
+            self._closed = True
+        os.write(self._wake_w, b"x")
+        try:
+            self._io.join(timeout=5)
+        except RuntimeError:  # its start was interrupted: woken and closed, it ends alone
+            pass
+
+    def _close_workers(self) -> None:
+        """Closes the driver's ends of the workers' channels and slots (see Zygote.close)."""
+        for w in list(self._workers.values()) + self._new_workers:
+            w.chan.close()
+            w.cancel_slot.close()
 
     # ---- submission and dispatch (lock held) --------------------------------------------
 
@@ -1111,7 +1165,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         else:
             queued = self.sched.queued_on(w.wid)
             if queued and queued[0] == task_id:  # running (or about to): interrupt it
-                CANCEL_SLOT.pack_into(w.cancel_slot, 0, task_id)
+                write_slot(w.cancel_slot, CANCEL_AT, task_id)
                 _signal(w.pid, CANCEL_SIGNAL)
             else:  # waiting in the worker's queue: it drops it and reports it cancelled
                 w.chan.queue(CancelTask(task_id))
@@ -1124,13 +1178,14 @@ class LocalRuntime(WorkerMessages, Watchdog):
         for _ in range(n):
             try:
                 self._spawn_worker()
-            except OSError:
+            except OSError as exc:
                 self.sched.worker_start_failed()
+                self._no_worker_started(exc)
 
     def _spawn_worker(self) -> _Worker:
         """Asks the zygote for a worker; messages queued to it wait in its socket until it
         runs. Raises OSError if the zygote cannot be reached."""
-        wid = next(self._ids)
+        wid = next(self._wids)
         ours, theirs = socket.socketpair()
         slot_fd = os.memfd_create("raylite-cancel-slot", os.MFD_CLOEXEC)
         try:
@@ -1151,8 +1206,15 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._wake()  # the I/O thread registers it
         return w
 
-    def _kill_worker(self, w: _Worker) -> None:
-        """SIGKILLs ``w`` (now, or as soon as it has a pid); its death is handled as any."""
+    def _kill_worker(self, w: _Worker, cause: str | None = None) -> None:
+        """SIGKILLs ``w`` (now, or once it has a pid); its death is handled as any. With a
+        ``cause`` (its channel failed) it is no more listened to; its task's error names it."""
+        if cause is not None and w.cause is None:
+            w.cause = cause
+            try:
+                self._sel.unregister(w.chan.sock)
+            except (KeyError, ValueError):
+                pass
         if w.pid:
             _signal(w.pid, signal.SIGKILL)
         else:
@@ -1191,14 +1253,35 @@ class LocalRuntime(WorkerMessages, Watchdog):
 
     def _drain(self, w: _Worker) -> None:
         """Reads what a dead worker sent before it died."""
-        while not w.gone:
+        while not w.gone and w.cause is None:
             try:
                 chunk = w.chan.read()
             except (BlockingIOError, InterruptedError, OSError):
                 return
             if not chunk:
                 return
-            self._handle(w, w.chan.feed(chunk))
+            self._receive(w, chunk)
+
+    def _receive(self, w: _Worker, chunk: bytes) -> None:
+        """Handles the messages in ``chunk``; bytes that are not frames kill the worker."""
+        try:
+            msgs = w.chan.feed(chunk)
+        except ConnectionError as exc:
+            self._kill_worker(w, STRAY_BYTES.format(exc))
+            return
+        self._handle(w, msgs)
+
+    def _channel_closed(self, w: _Worker) -> None:
+        """EOF from ``w``: it is exiting (its exit report follows, with its status), or it
+        closed its end while it goes on running; then it is killed after a grace period."""
+        self._sel.unregister(w.chan.sock)
+
+        def check() -> None:
+            if not w.gone:
+                self._kill_worker(w, CLOSED_CHANNEL)
+
+        deadline = time.monotonic() + _EOF_GRACE_S
+        heapq.heappush(self._deadlines, (deadline, next(self._ids), check))
 
     def _worker_died(self, w: _Worker, status: int | None) -> None:
         if w.wid not in self._workers:
@@ -1211,10 +1294,12 @@ class LocalRuntime(WorkerMessages, Watchdog):
         except (KeyError, ValueError):
             pass
         w.chan.close()
-        running = RUNNING_SLOT.unpack_from(w.cancel_slot, CANCEL_SLOT.size)[0]  # 0: none
+        running = read_slot(w.cancel_slot, RUNNING_AT)  # 0: none
         w.cancel_slot.close()
         self._objs.worker_gone(w.wid, w.borrows, w.mapped)
         actions, lost = self.sched.worker_died(w.wid)
+        if w.cause is not None and lost:  # killed for what its running task (first) did
+            running = lost[0]
         self._actors.process_died(w.wid, describe_exit(status))
         for task_id in lost:
             task = self._tasks.get(task_id)
@@ -1223,23 +1308,16 @@ class LocalRuntime(WorkerMessages, Watchdog):
             task.worker = None
             if task.cancelled:
                 self._fail(task, TaskCancelledError(f"{task_id:056x}"))
-            elif task_id != running:  # never started, or done with its reply unsent: rerun
+            elif task_id != running and task.reruns < _FREE_RERUNS:
+                task.reruns += 1  # never started, or done with its reply unsent: rerun
                 self._submit(task)
             elif task.retries_left != 0:
                 task.retries_left -= 1
                 self._submit(task)
             else:
-                self._fail(
-                    task,
-                    WorkerCrashedError(
-                        f"The worker running {task.name}() (pid={w.pid}) died: "
-                        f"{describe_exit(status)}. Likely causes: sys.exit() or os._exit() in the "
-                        "task, a crash in native code, running out of memory, or an external "
-                        "kill. It was "
-                        f"tried {task.opts.max_retries + 1} time(s) (max_retries="
-                        f"{task.opts.max_retries})."
-                    ),
-                )
+                tries = task.opts.max_retries - task.retries_left + 1
+                why = crash_message(task.name, w.pid, w.cause, status, tries, task.opts.max_retries)
+                self._fail(task, WorkerCrashedError(why))
         self._apply(actions)
 
     # ---- the I/O thread's steps (lock held) ---------------------------------------------
@@ -1285,12 +1363,15 @@ class LocalRuntime(WorkerMessages, Watchdog):
                     chunk = data.chan.read()
                 except (BlockingIOError, InterruptedError):
                     continue
-                except OSError:
+                except FdsDropped as exc:  # at the open-files limit
+                    self._kill_worker(data, str(exc))
+                    continue
+                except OSError:  # reset: the worker is dying
                     chunk = b""
                 if chunk:
-                    self._handle(data, data.chan.feed(chunk))
-                else:  # EOF: wait for the zygote's exit report, which has the status
-                    self._sel.unregister(data.chan.sock)
+                    self._receive(data, chunk)
+                else:
+                    self._channel_closed(data)
         self._register_new()
         timeout = self._run_deadlines()  # before the flush: an expiry queues a reply
         self._flush_dirty()

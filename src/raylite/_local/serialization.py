@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from .._object_ref import ObjectRef, collect_refs
-from ..exceptions import RayTaskError, TaskCancelledError
+from ..exceptions import RaySystemError, RayTaskError, TaskCancelledError
 
 __all__ = [
     "INLINE_LIMIT",
@@ -391,9 +391,25 @@ def place_values(
     return args, kwargs
 
 
-def load_value(payload: bytes, is_error: bool, buffers: list[memoryview] | None = None) -> Any:
-    """The stored value, or raises the stored error (a task error as both of its types)."""
-    value = pickle.loads(payload, buffers=buffers)
+def load_value(
+    payload: bytes, is_error: bool, buffers: list[memoryview] | None = None,
+    describe: Callable[[], str] | None = None,
+) -> Any:  # fmt: skip
+    """The stored value, or raises the stored error (a task error as both of its types).
+
+    Raises:
+        RaySystemError: the value cannot be unpickled here (as Ray raises it); the message
+            names the value (``describe()``, e.g. "the result of f()") and the cause.
+    """
+    try:
+        value = pickle.loads(payload, buffers=buffers)
+    except Exception as exc:
+        what = describe() if describe is not None else "a stored value"
+        raise RaySystemError(
+            f"System error: could not deserialize {what} in this process: "
+            f"{type(exc).__name__}: {exc}. Its class must be importable here and rebuild "
+            "from its pickle (check its __reduce__/__setstate__ and the modules it needs)."
+        ) from exc
     if not is_error:
         return value
     if isinstance(value, RayTaskError):

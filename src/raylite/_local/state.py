@@ -51,6 +51,16 @@ class StateView:
         self._procs_lock = threading.Lock()  # the CLI's and the dashboard's threads both read
         self.started = time.time()
 
+    def describe_object(self, oid: int) -> str:
+        """Words for object ``oid`` in an error: the task whose result it is, if known."""
+        rt = self._rt
+        with rt._lock:
+            entry = rt._objs.get(oid)
+            task_id = entry.task_id if entry is not None else 0
+            task = rt._tasks.get(task_id)
+            name = task.name if task is not None else rt._history.name_of(task_id)
+        return f"the result of {name}()" if name else f"object {oid:056x}"
+
     # ---- records ------------------------------------------------------------------------
 
     def tasks(self, finished: bool = True) -> list[dict[str, Any]]:

@@ -53,3 +53,4 @@ class Task:
     site: CallSite | None = None  # the driver's .remote() line, for warnings; None if nested
     end: float = 0.0
     lane: int = 0  # the thread it ran on, for thread tasks
+    reruns: int = 0  # reruns after its worker died of another task's fault (bounded)

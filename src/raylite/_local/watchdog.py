@@ -12,6 +12,8 @@
                                               └──> _fail_stalled: ready tasks that can never
         start (every worker blocked in get/wait on tasks that need a worker, none may be
         added) fail with RecursionError, once two checks a second apart agree
+    a worker that cannot be started (no fd left) while none runs ──> _no_worker_started:
+        the tasks waiting for one fail at once, naming RLIMIT_NOFILE
 
 ``Watchdog`` is a mixin of ``LocalRuntime`` (runtime.py), as ``WorkerMessages`` is: its
 methods run with the runtime's lock held, in the I/O thread, on the runtime's state.
@@ -19,12 +21,14 @@ methods run with the runtime's lock held, in the I/O thread, on the runtime's st
 
 from __future__ import annotations
 
+import errno
 import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..exceptions import PendingTaskWarning
+from ..exceptions import PendingTaskWarning, RaySystemError
+from .protocol import open_files_limit_reached
 from .scheduler import Request
 from .tasks import DRIVER
 
@@ -176,6 +180,17 @@ class Watchdog:
             task = self._tasks.get(tid)
             if tid in previous and task is not None and self.sched.cancel(tid):
                 self._fail(task, RecursionError(self._stalled_message(task)))
+
+    def _no_worker_started(self: LocalRuntime, exc: OSError) -> None:
+        """No worker could be started for want of fds, and none runs: the tasks waiting for
+        one would wait forever, so they fail, naming the limit. (A dead zygote, the other
+        cause, breaks the runtime: see ``_on_zygote``.)"""
+        if exc.errno != errno.EMFILE or any(w not in self._actors.hosts for w in self._workers):
+            return  # the running ones will take them
+        error = RaySystemError(f"raylite could not start a worker: {open_files_limit_reached()}")
+        for task in [t for t in self._tasks.values() if t.worker is None and t.call is None]:
+            if self.sched.cancel(task.task_id):
+                self._fail(task, error)
 
     def _blocked_for_good(self: LocalRuntime) -> bool:
         """Whether every wait of every worker is for tasks that need a worker to run (queued,

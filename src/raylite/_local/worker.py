@@ -17,6 +17,11 @@ Inside a task, ``raylite.get``/``put``/``wait``/``.remote()`` go to the driver t
 ``WorkerRuntime``. A ``get`` that has to wait hands the worker's queued tasks back to the
 driver (they may be the very children it waits for) and returns any that arrive meanwhile.
 
+Cancel: the driver writes the task id into the slot and sends SIGUSR1; the handler raises
+``CancelInterrupt`` into the task unless a frame is in hand (then it lands once the frame
+is), also while the task waits in a nested ``get``. A process the task forks never comes
+back to this loop: when the task's function returns or raises there, it exits.
+
 ObjectRefs that come alive here are *borrowed*: the driver is told before any later message
 (so before the task that brought them in reports done), and told again when the last copy
 here dies. The driver keeps a borrowed object alive until then, or until this process dies.
@@ -30,12 +35,13 @@ import io
 import itertools
 import mmap
 import os
+import select
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
+import traceback
 import types
 from collections import deque
 from typing import TYPE_CHECKING, Any, NoReturn, cast
@@ -43,11 +49,15 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 from .. import _runtime
 from .._actor import ActorHandle, IntendedExit, exit_outside_actor
 from .._object_ref import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
-from ..exceptions import GetTimeoutError, RaySystemError
+from ..exceptions import GetTimeoutError, RaySystemError, TaskCancelledError
 from . import serialization as ser
 from .actor_host import HostedActor
 from .protocol import (
+    CANCEL_AT,
     DYNAMIC,
+    ID_BITS,
+    RUNNING_AT,
+    SLOT_SIZE,
     STREAMING,
     ActorCall,
     ActorInfo,
@@ -79,6 +89,9 @@ from .protocol import (
     Value,
     WaitReply,
     WaitRequest,
+    check_inband,
+    read_slot,
+    write_slot,
 )
 from .replies import Replies
 from .store import Mappings, Segment, layout_of, write_segment
@@ -89,19 +102,11 @@ if TYPE_CHECKING:
     from .._remote_function import RemoteFunction
 
 __all__ = [
-    "CANCEL_SIGNAL", "CANCEL_SLOT", "ID_BITS", "RUNNING_SLOT", "SLOT_SIZE", "WorkerRuntime",
-    "n_refs", "stream_mode", "worker_main",
+    "CANCEL_SIGNAL", "WorkerRuntime", "n_refs", "stream_mode", "worker_main",
 ]  # fmt: skip
 
 CANCEL_SIGNAL = signal.SIGUSR1
-# A worker's slot, shared memory with the driver: the task id the driver wants interrupted
-# (CANCEL_SLOT, at 0), then the task id the worker runs now (RUNNING_SLOT, 0 between tasks),
-# which tells the driver which task was running when the worker died: the head of its queue
-# may have finished with its reply still unsent (replies are batched).
-CANCEL_SLOT = struct.Struct("<q")
-RUNNING_SLOT = struct.Struct("<q")
-SLOT_SIZE = CANCEL_SLOT.size + RUNNING_SLOT.size
-ID_BITS = 44  # ids made in worker w are (w + 1) << ID_BITS | n; the driver's are below 2**44
+
 _POLL_SECONDS = 0.001
 _DRIVER_GONE = "raylite's driver is gone (it exited or was killed): this worker stops."
 _DRIVER_ONLY = (
@@ -164,7 +169,7 @@ class WorkerRuntime:
         self._inbound = Replies(self.chan, self._adopt_msg, self._main, self._divert)
         self._helper: threading.Thread | None = None  # reads for futures: see future()
         self._main_idle = False  # the main thread waits for messages (so it reads them)
-        self._ids = itertools.count(((wid + 1) << ID_BITS) + 1)
+        self._ids = itertools.count((wid << ID_BITS) + 1)
         self._fns: dict[int, Any] = {}  # {fn id: function, or its pickled body until first use}
         self._driver_fns: set[int] = set()  # fn ids the driver has the body of
         self._queue: deque[TaskRequest] = deque()
@@ -177,6 +182,8 @@ class WorkerRuntime:
         self._blocked = False  # the main thread waits for a reply (see _blocking_request)
         self._running = False  # the main thread runs a task (the user's code)
         self._waits = 0  # requests whose replies are awaited, by any thread
+        self._blamed = 0  # the task id at RUNNING_AT of the slot
+        self._pid = os.getpid()  # a process forked by a task is not this worker
         self.interruptible = False  # running the user's code: a cancel may interrupt it
         self.in_io = False  # inside a send or receive that a cancel must not cut in two
         self.interrupt_pending = False
@@ -220,6 +227,7 @@ class WorkerRuntime:
                 self._running = req is not None
             if req is None:
                 self._flush()
+                self._replies_sent()
                 self._main_idle = True
                 try:
                     if not inbound.read_once(lambda: bool(inbound.inbox)):
@@ -238,7 +246,15 @@ class WorkerRuntime:
                 self._running = False
             if time.perf_counter() - self._last_poll > _POLL_SECONDS:
                 self._flush()
+                self._replies_sent()
                 self._poll()
+
+    def _replies_sent(self) -> None:
+        """Every finished task's reply is flushed: the last one is no more to blame if this
+        process dies now (until then, a reply lost with the process counts as its run)."""
+        if self._blamed:
+            self._blamed = 0
+            write_slot(self.cancel_slot, RUNNING_AT, 0)
 
     def _poll(self) -> None:
         """Reads whatever the driver sent meanwhile, without waiting."""
@@ -332,7 +348,7 @@ class WorkerRuntime:
                 return_ids, split_returns(name, len(return_ids), result), strict=True
             ):
                 s = ser.serialize_result(name, value)
-                wire, new_fds = self._value_of(oid, s, keep=True)
+                wire, new_fds = self._value_of(oid, s, f"The result of {name}()", keep=True)
                 fds += new_fds
                 results.append(wire)
                 contained.append(s.contained)
@@ -380,7 +396,7 @@ class WorkerRuntime:
             wire, fds, contained = value, [], []
         else:
             s = ser.serialize_result(name, value)
-            wire, fds = self._value_of(oid, s, keep=True)
+            wire, fds = self._value_of(oid, s, f"A value yielded by {name}()", keep=True)
             contained = s.contained
         item = GeneratorItem(task_id, index, oid, wire, contained, is_error)
         self.send_from_thread(item, fds, flush=mode == STREAMING)
@@ -414,10 +430,17 @@ class WorkerRuntime:
         payload, oid, _, spans, _ = cast(ShmValue, value)
         return ser.load_value(payload, is_error, self._maps.buffers(oid, spans))
 
-    def _value_of(self, oid: int, s: ser.Serialized, keep: bool = False) -> tuple[Value, list[int]]:
+    def _value_of(
+        self, oid: int, s: ser.Serialized, what: str, keep: bool = False
+    ) -> tuple[Value, list[int]]:
         """``s`` as a wire value: buffers written to a new segment whose fd travels along;
         with ``keep`` (a result or put, under its own id) this process keeps the mapping
-        until the driver says ``Forget``."""
+        until the driver says ``Forget``.
+
+        Raises:
+            ValueError: ``s`` is too large for a message (``what`` names it).
+        """
+        check_inband(what, s.payload)
         if not s.buffers:
             return s.payload, []
         layout = layout_of(s.buffers)
@@ -450,23 +473,24 @@ class WorkerRuntime:
             if self.in_io:
                 self.interrupt_pending = True  # never cut a frame in two
             else:
-                raise KeyboardInterrupt
+                raise CancelInterrupt
 
     def _cancel_requested(self) -> bool:
         task = self.current
-        return task is not None and CANCEL_SLOT.unpack_from(self.cancel_slot)[0] == task.task_id
+        return task is not None and read_slot(self.cancel_slot, CANCEL_AT) == task.task_id
 
     def _run(self, req: TaskRequest) -> None:
         self.current = req
-        RUNNING_SLOT.pack_into(self.cancel_slot, CANCEL_SLOT.size, req.task_id)
         started = time.time()
         start = time.perf_counter()
         done: TaskDone | None = None
         fds: list[int] = []  # segments of big results, sent with TaskDone
         try:
+            self._blamed = req.task_id
+            write_slot(self.cancel_slot, RUNNING_AT, req.task_id)
             self.interruptible = True
             if self._cancel_requested():  # cancelled while on its way here
-                raise KeyboardInterrupt
+                raise CancelInterrupt
             if req.gpu_ids is not None:
                 self.assign_gpus(req.gpu_ids)
             fn = self.function(req.fn_id)
@@ -477,20 +501,25 @@ class WorkerRuntime:
                 result = self.run_generator(req.name, req.task_id, req.stream, result)
             self.interruptible = False
             done, fds = self.pack_results(req.name, req.task_id, req.return_ids, result)
-        except KeyboardInterrupt:
+        except CancelInterrupt:
             done = TaskDone(req.task_id, [], [], ser.dumps_cancelled(req.task_id), 0.0)
         except SystemExit as exc:
             self._exit_process(exc)
         except BaseException as exc:  # the user's error travels to whoever calls get()
             self.interruptible = False
+            if os.getpid() != self._pid:
+                _exit_forked_child(exc)
+            if isinstance(exc, KeyboardInterrupt):  # the task's own: cancelled, as Ray says,
+                exc = _cancelled_by(req.task_id, exc)  # with its traceback
             error = ser.dumps_error(req.name, exc, os.getpid())
             done = TaskDone(req.task_id, [], [], error, 0.0)
         finally:
             self.interruptible = False
             self.interrupt_pending = False
             self.current = None
+        if os.getpid() != self._pid:
+            _exit_forked_child(None)
         self._out(done._replace(duration=time.perf_counter() - start, start=started), fds)
-        RUNNING_SLOT.pack_into(self.cancel_slot, CANCEL_SLOT.size, 0)  # done: its fault no more
 
     def _exit_process(self, exc: SystemExit) -> NoReturn:
         """``sys.exit()`` in a task is its worker exiting, as in Ray: the replies of tasks
@@ -538,7 +567,7 @@ class WorkerRuntime:
         self.in_io = False
         if self.interrupt_pending and self.interruptible:
             self.interrupt_pending = False
-            raise KeyboardInterrupt  # a cancel that arrived mid-I/O
+            raise CancelInterrupt  # a cancel that arrived mid-I/O
 
     def _send(self, msg: Message) -> None:
         self._out(msg)
@@ -612,7 +641,7 @@ class WorkerRuntime:
         except ser.SerializationError as exc:
             raise ser.put_error(exc) from None
         oid = next(self._ids)
-        wire, fds = self._value_of(oid, s, keep=True)
+        wire, fds = self._value_of(oid, s, "The value passed to put()", keep=True)
         self._out(PutObject(oid, wire, s.contained), fds)
         self._flush()
         return self._new_ref(oid)
@@ -657,8 +686,14 @@ class WorkerRuntime:
             self._hand_back_queued()
         self._flush()
         self._blocked = True
+        readable = select.poll()
+        readable.register(self.chan.sock, select.POLLIN)
         try:
             while request.req_id not in inbound.replies:
+                # Wait outside in_io, so a cancel's KeyboardInterrupt lands here, with nothing
+                # half read; briefly, as another thread may read the reply for us meanwhile.
+                if not inbound.inbox and not readable.poll(50):
+                    continue
                 self.in_io = True
                 try:
                     if not inbound.read_once(lambda: request.req_id in inbound.replies
@@ -777,7 +812,7 @@ class WorkerRuntime:
             s, positions, dep_ids = ser.dumps_args(args, kwargs)
         except ser.SerializationError as exc:
             raise _argument_error(name, exc) from None
-        args_value, fds = self._value_of(next(self._ids), s)
+        args_value, fds = self._value_of(next(self._ids), s, f"The arguments of {name}.remote()")
         return s, positions, dep_ids, args_value, fds
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
@@ -899,6 +934,40 @@ def n_refs(num_returns: int | str) -> int:
 def stream_mode(num_returns: int | str) -> int:
     """The wire's ``stream`` value (protocol.STREAMING, ...) for ``num_returns``."""
     return STREAMING if num_returns == "streaming" else DYNAMIC if num_returns == "dynamic" else 0
+
+
+def _exit_forked_child(exc: BaseException | None) -> NoReturn:
+    """Ends a process that a task forked, which came back here from the task's function: it
+    must never go on as the worker (the worker's socket is its parent's). It exits as a
+    Python program would: 0 when the function returned, ``SystemExit``'s code, else 1 with
+    the traceback on stderr."""
+    code = 0
+    if isinstance(exc, SystemExit):
+        if isinstance(exc.code, int):
+            code = exc.code
+        elif exc.code is not None:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    elif exc is not None:
+        traceback.print_exception(exc)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+class CancelInterrupt(KeyboardInterrupt):
+    """Raised into a task's code by ``cancel()`` (a KeyboardInterrupt, as in Ray, so that
+    ``finally`` blocks run); a KeyboardInterrupt the task raises itself is not one."""
+
+
+def _cancelled_by(task_id: int, exc: KeyboardInterrupt) -> TaskCancelledError:
+    """The error of a task that raised KeyboardInterrupt itself, keeping its traceback."""
+    error = TaskCancelledError(f"{task_id:056x}")
+    return error.with_traceback(exc.__traceback__)
 
 
 def split_returns(name: str, n: int, result: Any) -> list[Any]:
