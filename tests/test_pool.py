@@ -457,13 +457,26 @@ def test_raylite_pool_starts_raylite_and_checks_cpus() -> None:
         assert raylite.is_initialized()
         assert raylite.cluster_resources()["CPU"] == 2
         assert pool.apply(sqr, (4,)) == 16
-        with pytest.raises(ValueError, match="needs 3 CPUs"):
+        with pytest.raises(ValueError, match="more processes than raylite's 2 CPUs"):
             RayalitePool(3)
-        pool.terminate()
-        with RayalitePool(3, ray_remote_args={"num_cpus": 0.5}) as half:
-            assert half.map(sqr, range(4)) == [0, 1, 4, 9]
     finally:
         pool.terminate()
+        raylite.shutdown()
+
+
+def test_raylite_pools_side_by_side_as_with_multiprocessing() -> None:
+    """Pool processes hold no whole CPU (Ray's pool actors hold none while running): a
+    second pool, and plain tasks, run while the first is busy."""
+    raylite.init(num_cpus=2)
+    try:
+        with RayalitePool(2) as first, RayalitePool(2) as second:
+            busy = first.map_async(sqr, range(100))
+            assert second.map(sqr, range(10)) == [i * i for i in range(10)]
+            assert raylite.get(raylite.remote(sqr).remote(3), timeout=GATE_TIMEOUT) == 9
+            assert busy.get(timeout=GATE_TIMEOUT) == [i * i for i in range(100)]
+            pids = set(first.map(pid_of, range(20), chunksize=1))
+            assert not pids & set(second.map(pid_of, range(20), chunksize=1))
+    finally:
         raylite.shutdown()
 
 

@@ -69,7 +69,7 @@ class Sink(Protocol):
 
 
 class PoolProcess:
-    """One process of a pool (an actor reserving CPU, hence a process of its own)."""
+    """One process of a pool (an actor reserving some CPU, hence a process of its own)."""
 
     def __init__(self, initializer: Callable[..., object] | None, initargs: Sequence[Any]):
         if initializer is not None:

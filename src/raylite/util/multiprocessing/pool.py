@@ -2,8 +2,8 @@
 
 Ray's ``ray.util.multiprocessing.Pool`` under raylite's name: the same methods and
 arguments as ``multiprocessing.pool.Pool`` plus Ray's ``ray_address`` and
-``ray_remote_args``. Each of the pool's processes is an actor reserving one CPU (so a
-process of its own), started from raylite's zygote in milliseconds; the engine that feeds
+``ray_remote_args``. Each of the pool's processes is an actor with a process of its own
+(``PROCESS_CPUS``), forked from raylite's zygote in milliseconds; the engine that feeds
 them is in ``_manager.py``.
 """
 
@@ -25,6 +25,13 @@ __all__ = ["Pool"]
 _log = logging.getLogger(__name__)
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
+
+PROCESS_CPUS = 0.01
+"""What each pool process reserves. Some CPU, because that is what gives an actor a process
+of its own (raylite packs actors that reserve nothing into shared host processes); little,
+because Ray's pool actors hold no CPU while they run: several pools, and tasks beside them,
+run at once, as with ``multiprocessing``, instead of the second pool waiting for the first
+to end. ``processes`` is still capped at the CPU count, as in Ray."""
 
 
 class Pool:
@@ -48,8 +55,9 @@ class Pool:
         ray_address: If raylite is not initialized yet: ``raylite.init(address=...)``
             (``"auto"``, ``"HOST:6379"``, ``"ray://..."``, or ``"local"``). Default: the
             ``RAY_ADDRESS`` environment variable, else a local raylite.
-        ray_remote_args: Options for the pool's actors (``raylite.remote(**...)``). Each
-            needs some CPU (default ``{"num_cpus": 1}``): it is what gives it a process.
+        ray_remote_args: Options for the pool's actors (``raylite.remote(**...)``); default
+            ``{"num_cpus": 0.01}`` (see ``PROCESS_CPUS``). ``num_cpus`` must stay above 0:
+            raylite packs actors that reserve nothing into shared processes.
 
     Raises:
         ValueError: ``processes`` is below 1, or more than the CPUs available for it.
@@ -79,8 +87,8 @@ class Pool:
             raise TypeError(f"initializer must be a callable, got {initializer!r}")
         if context is not None:
             _log.warning("raylite Pool ignores context=%r: raylite starts its processes", context)
-        options = {"num_cpus": 1, **(ray_remote_args or {})}
-        self._processes = _start_runtime(processes, ray_address, options)
+        options = {"num_cpus": PROCESS_CPUS, **(ray_remote_args or {})}
+        self._processes = _start_runtime(processes, ray_address)
         actor_class = _api.remote(**options)(PoolProcess)
         args = tuple(initargs)
         self._state = _RUN
@@ -287,7 +295,7 @@ class Pool:
         return result
 
 
-def _start_runtime(processes: int | None, address: str | None, options: Mapping[str, Any]) -> int:
+def _start_runtime(processes: int | None, address: str | None) -> int:
     """Starts raylite if needed (Ray's rules) and checks the pool fits; its process count."""
     if not _api.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
@@ -295,15 +303,13 @@ def _start_runtime(processes: int | None, address: str | None, options: Mapping[
             _api.init(address=address)
         else:
             _api.init(num_cpus=processes)
-    cpus = _api.cluster_resources().get("CPU", 0.0)
-    per_process = float(options.get("num_cpus") or 0)
+    cpus = int(_api.cluster_resources().get("CPU", 0))
     if processes is None:
-        processes = max(1, int(cpus // per_process) if per_process else int(cpus))
-    if per_process * processes > cpus + 1e-9:
+        processes = max(1, cpus)
+    if processes > cpus:
         raise ValueError(
-            f"Pool(processes={processes}) needs {per_process * processes:g} CPUs "
-            f"({per_process:g} per process) but raylite has {cpus:g}: ask for fewer "
-            f"processes, give each less (ray_remote_args={{'num_cpus': 0.5}}), or start "
-            f"raylite with more (raylite.init(num_cpus={processes}))"
+            f"Pool(processes={processes}) is more processes than raylite's {cpus} CPUs "
+            f"(Ray's rule): ask for at most {cpus}, or start raylite with more "
+            f"(raylite.init(num_cpus={processes}) before the pool)"
         )
     return processes
