@@ -6,15 +6,18 @@
                    Pool.close/terminate ───────┤
                                                v
     raylite's thread ── call finished ──> inbox (SimpleQueue) ──> manager thread (one per Pool)
-      (future done)                                                │ owns jobs, procs, calls
-                                                                   │ pump: pack chunks into calls
-          _PoolProcess actor (a process each) <── run(func, star, chunks) ──┘
-          initializer once; returns (seconds, [(ok, values | (exc, traceback))])
-                                                                   │
-    user thread <── result.get()/next() <── _set_chunk (results.py) ┘
+      (future done)  │                                           │ owns jobs, procs, calls
+                     │                                           │ pump: pack chunks into calls
+                     │   PoolProcess actor (a process each) <── run(func, star, chunks)
+                     │   initializer once; returns (seconds, [(ok, values | (exc, traceback))])
+                     │                                           │
+                     └─ results without callbacks ─┐             │ results with callbacks
+    user thread <── result.get()/next() <── _set_chunk (results.py) <┘
 
 Only the manager thread reads or changes the jobs, the processes and the calls in flight;
-everyone else talks to it through its inbox, so none of that state needs a lock.
+everyone else talks to it through its inbox, so none of that state needs a lock. The one
+shortcut: a result that runs no user code gets its chunks' outcomes on raylite's thread as
+soon as the call's reply is in (one thread hop less before ``get`` returns).
 
 How work is packed: a *chunk* is what ``multiprocessing`` calls a task (``chunksize``
 items, failing together, counted by ``maxtasksperchild``); each call carries one or more
@@ -26,9 +29,10 @@ tasks still go one chunk per call, to whichever process is free.
 
 A process gets a call when it has none in flight, or a second one (``DEPTH``: queued
 behind the first, so it does not sit idle while the driver hears back) only when the call
-it is running is expected to end soon: its duration was predictable and it is not late.
-A call stuck on a slow item therefore never holds quick work hostage behind it, as with
-``multiprocessing``'s shared queue.
+it is running is expected to end soon: its function's speed is known and it is not late.
+So a slow item of unknown speed holds no quick work hostage behind it, as with
+``multiprocessing``'s shared queue; a function that was fast until now may have one call
+wait behind its first slow item.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import queue
 import threading
 import time
 import traceback
+import types
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -48,14 +53,14 @@ from ... import _api
 from ...exceptions import ActorDiedError, ActorUnavailableError
 from ._results import RemoteTraceback
 
-__all__ = ["DEPTH", "TARGET_CALL_S", "Manager", "PoolProcess", "chunked"]
+__all__ = ["DEPTH", "SPEEDS", "TARGET_CALL_S", "Manager", "PoolProcess", "chunked"]
 
 _log = logging.getLogger(__name__)
 
 DEPTH = 2
 """Calls in flight per process at most: one running, one waiting behind it."""
 MEMORY = 64
-"""How many functions' speeds the pool remembers."""
+"""How many functions' speeds the pools remember."""
 LATE_S = 0.001
 """A call running this much past twice its expected time is late (no call queued behind)."""
 TARGET_CALL_S = 0.01
@@ -63,7 +68,12 @@ TARGET_CALL_S = 0.01
 
 
 class Sink(Protocol):
-    """Where a job's chunk outcomes go (``AsyncResult`` or an ``imap`` iterator)."""
+    """Where a job's chunk outcomes go (``AsyncResult`` or an ``imap`` iterator).
+
+    ``direct``: it runs no user code on delivery, so raylite's thread may deliver to it.
+    """
+
+    direct: bool
 
     def _set_chunk(self, index: int, ok: bool, value: Any) -> None: ...
 
@@ -160,7 +170,7 @@ class Job:
         by_time = max(1, int(TARGET_CALL_S / max(self.item_s * self.chunksize, 1e-9)))
         if self.total is None:
             return by_time
-        fair = -(-(self.total - self.taken) // max(1, DEPTH * slots))
+        fair = -(-(self.total - self.taken) // max(1, slots))
         return max(1, min(by_time, fair))
 
     def observe(self, seconds: float, items: int) -> None:
@@ -168,13 +178,44 @@ class Job:
         self.item_s = sample if self.item_s is None else (self.item_s + sample) / 2
 
 
-def _key(func: Callable[..., Any]) -> Any:
-    """``func`` itself as a dict key (held, so never reused), or None if unhashable."""
-    try:
-        hash(func)
-    except TypeError:
-        return None
-    return func
+class _Speeds:
+    """{function: seconds per item} of the newest ``MEMORY`` functions, for every pool: a
+    job of a function seen before is packed and pipelined from its first call (one round
+    trip, not two), also in a new pool (joblib makes one per ``Parallel`` call).
+
+    Only plain functions are remembered: they are small to hold (a key is held, so never
+    reused), whereas a closure, a partial or a callable object may hold big data (joblib's
+    batches do).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # several pools' manager threads
+        self._item_s: dict[Callable[..., Any], float] = {}
+
+    def get(self, func: Callable[..., Any]) -> float | None:
+        if not _plain(func):
+            return None
+        with self._lock:
+            return self._item_s.get(func)
+
+    def learn(self, func: Callable[..., Any], item_s: float) -> None:
+        if not _plain(func):
+            return
+        with self._lock:
+            self._item_s.pop(func, None)
+            self._item_s[func] = item_s
+            if len(self._item_s) > MEMORY:
+                del self._item_s[next(iter(self._item_s))]
+
+
+def _plain(func: Callable[..., Any]) -> bool:
+    """A builtin, or a function without a closure (which could hold big data)."""
+    if isinstance(func, types.FunctionType):
+        return func.__closure__ is None
+    return isinstance(func, types.BuiltinFunctionType)
+
+
+SPEEDS = _Speeds()
 
 
 @dataclass(eq=False, slots=True)
@@ -203,6 +244,23 @@ class _Call:
     job: Job
     chunks: list[tuple[int, Sequence[Any]]]
     items: int
+
+
+def _deliver(call: _Call, future: Any) -> None:
+    """Hands each chunk of a finished call its outcome (or the call's failure)."""
+    sink = call.job.sink
+    try:
+        _, outcomes = future.result()
+    except Exception as exc:  # the process died, or a result would not pickle
+        for index, _ in call.chunks:
+            sink._set_chunk(index, False, exc)
+        return
+    for (index, _), (ok, value) in zip(call.chunks, outcomes, strict=True):
+        if not ok:
+            error, text = value
+            error.__cause__ = RemoteTraceback(text)
+            value = error
+        sink._set_chunk(index, ok, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +302,6 @@ class Manager:
     _procs: list[_Proc] = field(default_factory=list)
     _jobs: deque[Job] = field(default_factory=deque)
     _calls: set[_Call] = field(default_factory=set)
-    # {function: seconds per item}, the newest MEMORY functions: a new job of a function
-    # seen before is packed and pipelined from its first call (one round trip, not two).
-    _item_s: dict[Any, float] = field(default_factory=dict)
     _closing: bool = False
     broken: str | None = None  # why the manager stopped, if it did before close/terminate
     thread: threading.Thread = field(init=False)
@@ -282,8 +337,7 @@ class Manager:
         """Handles one event; False once the pool is finished."""
         if isinstance(event, _Submit):
             self._jobs.append(event.job)
-            key = _key(event.job.func)
-            event.job.item_s = None if key is None else self._item_s.get(key)
+            event.job.item_s = SPEEDS.get(event.job.func)
         elif isinstance(event, _Done):
             self._finished(event.call, event.future)
         elif isinstance(event, _Close):
@@ -335,37 +389,26 @@ class Manager:
         self._calls.add(call)
         if self.max_tasks is not None and proc.assigned >= self.max_tasks:
             self._replace(proc)  # retired: it ends once its calls are done (last handle)
-        ref.future().add_done_callback(lambda f: self._inbox.put(_Done(call, f)))
+        ref.future().add_done_callback(lambda f: self._done(call, f))
+
+    def _done(self, call: _Call, future: Any) -> None:
+        """On raylite's thread: a call finished. A result that runs no user code gets its
+        outcomes here, one thread hop sooner; the manager does the rest."""
+        if call.job.sink.direct:
+            _deliver(call, future)
+        self._inbox.put(_Done(call, future))
 
     def _finished(self, call: _Call, future: Any) -> None:
         self._calls.discard(call)
         call.proc.inflight.popleft()
-        sink = call.job.sink
-        try:
-            seconds, outcomes = future.result()
-        except Exception as exc:  # the process died, or a result would not pickle
-            for index, _ in call.chunks:
-                sink._set_chunk(index, False, exc)
-            if isinstance(exc, (ActorDiedError, ActorUnavailableError)):
-                self._replace(call.proc)
-            return
-        call.job.observe(seconds, call.items)
-        self._learn(call.job)
-        for (index, _), (ok, value) in zip(call.chunks, outcomes, strict=True):
-            if not ok:
-                error, text = value
-                error.__cause__ = RemoteTraceback(text)
-                value = error
-            sink._set_chunk(index, ok, value)
-
-    def _learn(self, job: Job) -> None:
-        key = _key(job.func)
-        if key is None or job.item_s is None:
-            return
-        self._item_s.pop(key, None)
-        self._item_s[key] = job.item_s
-        if len(self._item_s) > MEMORY:
-            del self._item_s[next(iter(self._item_s))]
+        if not call.job.sink.direct:
+            _deliver(call, future)
+        error = future.exception()
+        if error is None:
+            call.job.observe(future.result()[0], call.items)
+            SPEEDS.learn(call.job.func, call.job.item_s or 0.0)
+        elif isinstance(error, (ActorDiedError, ActorUnavailableError)):
+            self._replace(call.proc)
 
     def _replace(self, proc: _Proc) -> None:
         if proc in self._procs and _api.is_initialized():

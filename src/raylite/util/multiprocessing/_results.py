@@ -2,14 +2,16 @@
 
 ::
 
-    pool manager thread ── _set_chunk(index, ok, value) ──> result ── get()/next() ──> user
-                          _set_length(chunks)  (imap)        (its own lock + event/condition)
+    raylite's thread (no callbacks) ─┐
+    pool manager thread ─────────────┴─ _set_chunk(index, ok, value) ─> result ─ get()/next() ─> user
+                                        _set_length(chunks)  (imap)     (own lock + event/condition)
 
-The pool's manager thread is the only writer: it delivers each chunk's outcome (a list of
-values, or the exception that stopped the chunk) and, for ``imap``, the number of chunks
-once its iterable is exhausted. User threads only read. A result's callbacks run on the
-manager thread, before ``ready()`` turns true, as ``multiprocessing``'s do on its result
-handler thread: a callback should return quickly, or it holds up the pool's other results.
+Two threads deliver: raylite's, for results that run no user code (``direct``: one thread
+hop less between a worker's reply and ``get``), and the pool's manager thread, for results
+with callbacks and for failures it decides (terminate). Each result guards its state with
+its own lock; user threads only read. A result's callbacks run on the manager thread, before
+``ready()`` turns true, as ``multiprocessing``'s do on its result handler thread: a callback
+should return quickly, or it holds up the pool's other results.
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class AsyncResult:
             does, so ``Pool(2).map_async(...)`` alone is not garbage collected mid-way).
         """
         self._event = threading.Event()
+        self._lock = threading.Lock()  # the manager and raylite's thread both deliver
+        self.direct = callback is None and error_callback is None  # no user code to run
         self._parts: list[list[Any]] = [[] for _ in range(chunks)]  # [chunk's values]
         self._remaining = chunks
         self._single = single
@@ -91,16 +95,19 @@ class AsyncResult:
             self._finish(True, [])
 
     def _set_chunk(self, index: int, ok: bool, value: Any) -> None:
-        if self._event.is_set():  # an earlier chunk failed: the result is already decided
-            return
-        if not ok:
-            self._finish(False, value)
-            return
-        self._parts[index] = value
-        self._remaining -= 1
-        if self._remaining == 0:
-            parts, self._parts = self._parts, []
-            self._finish(True, parts[0][0] if self._single else list(itertools.chain(*parts)))
+        with self._lock:
+            if self._remaining <= 0:  # decided already (done, or an earlier chunk failed)
+                return
+            if ok:
+                self._parts[index] = value
+                self._remaining -= 1
+                if self._remaining:
+                    return
+                parts, self._parts = self._parts, []
+                value = parts[0][0] if self._single else list(itertools.chain(*parts))
+            else:
+                self._remaining = 0
+        self._finish(ok, value)
 
     def _finish(self, ok: bool, value: Any) -> None:
         self._success, self._value = ok, value
@@ -150,6 +157,7 @@ class IMapIterator:
 
     __module__ = "raylite.util.multiprocessing"
     _ordered = True
+    direct = True  # delivery runs no user code
 
     def __init__(self, *, keep_alive: object) -> None:
         self._cond = threading.Condition(threading.Lock())
