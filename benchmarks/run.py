@@ -55,6 +55,11 @@ each object is freed (``del`` of its last ref) before the next:
   task is the only process mapping the object's shared pages: the kernel counts such pages
   as private (so in USS) although they are not copies and outlive the task.
 
+After the table, the drop-ins (``dropins.py``): raylite's ``multiprocessing.Pool``, joblib
+backend and Dask scheduler against the libraries they stand in for, each pair interleaved
+in one process (``--no-dropins`` skips them; ``python benchmarks/dropins.py`` runs them
+alone).
+
 How: each (contender, repeat) runs in its own fresh subprocess (``run.py --child NAME``),
 sequentially, never two at once; repeats interleave the contenders (round 1: all of them,
 round 2: all of them, ...) so machine noise spreads evenly. The table shows medians over
@@ -67,6 +72,7 @@ Usage:
     python benchmarks/run.py                       # all contenders, 5 repeats
     python benchmarks/run.py --quick               # 2 repeats
     python benchmarks/run.py --only raylite,multiprocessing --json results.json
+    python benchmarks/run.py --no-dropins          # the contenders' table only
 
 To add a benchmark, see ``harness.py``; contenders live in ``benchmarks/contenders/``.
 """
@@ -75,7 +81,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import contenders
@@ -100,6 +108,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=300.0,
         metavar="S",
         help="seconds one contender's subprocess may run (default 300)",
+    )
+    parser.add_argument(
+        "--no-dropins", action="store_true", help="skip the drop-in comparisons (dropins.py)"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
@@ -128,10 +139,29 @@ def main(argv: list[str] | None = None) -> int:
     results = harness.run_all(names, repeats, args.timeout)
     machine = harness.machine_info()
     print(harness.format_report(results, machine))
+    data = harness.to_json(results, machine)
+    if not args.no_dropins:
+        print()
+        data["dropins"] = run_dropins(rounds=3 if args.quick else 7, timeout=args.timeout * 3)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(harness.to_json(results, machine), indent=2) + "\n")
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
     return 0
+
+
+def run_dropins(rounds: int, timeout: float) -> dict[str, object] | None:
+    """Runs ``dropins.py`` in a fresh subprocess, prints its table; its JSON, or None."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "dropins.json"
+        command = [sys.executable, str(harness.BENCH_DIR / "dropins.py")]
+        command += ["--rounds", str(rounds), "--json", str(out)]
+        try:
+            subprocess.run(command, check=True, timeout=timeout)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            print(f"drop-ins: failed ({exc})")
+            return None
+        loaded: dict[str, object] = json.loads(out.read_text())
+        return loaded
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ tasks still go one chunk per call, to whichever process is free.
 
 A process gets a call when it has none in flight, or a second one (``DEPTH``: queued
 behind the first, so it does not sit idle while the driver hears back) only when the call
-it is running is expected to end soon: its function's speed is known and it is not late.
-So a slow item of unknown speed holds no quick work hostage behind it, as with
-``multiprocessing``'s shared queue; a function that was fast until now may have one call
-wait behind its first slow item.
+it is running is expected to end soon and is not late. Expected from the function's speed,
+else from the pool's recent calls; with neither (a pool's first calls) nothing is queued.
+So the first slow item holds no quick work hostage behind it, as with
+``multiprocessing``'s shared queue; once calls were quick, one call may wait behind a
+call that turns out slow.
 """
 
 from __future__ import annotations
@@ -298,10 +299,12 @@ class Manager:
     processes: int
     new_actor: Callable[[], Any]
     max_tasks: int | None
+    session: str  # the raylite session's job id, where the actors live
     _inbox: queue.SimpleQueue[_Event] = field(default_factory=queue.SimpleQueue)
     _procs: list[_Proc] = field(default_factory=list)
     _jobs: deque[Job] = field(default_factory=deque)
     _calls: set[_Call] = field(default_factory=set)
+    _recent_call_s: float | None = None  # running average of calls' durations in the workers
     _closing: bool = False
     broken: str | None = None  # why the manager stopped, if it did before close/terminate
     thread: threading.Thread = field(init=False)
@@ -373,7 +376,7 @@ class Manager:
         items = sum(len(c) for _, c in chunks)
         call = _Call(proc, job, chunks, items)
         try:
-            if not _api.is_initialized():
+            if not self._in_session():
                 raise RuntimeError(
                     "raylite was shut down while this Pool was open: close the pool "
                     "before raylite.shutdown(), or make a new Pool"
@@ -383,7 +386,9 @@ class Manager:
             for index, _ in chunks:
                 job.sink._set_chunk(index, False, exc)
             return
-        expected = None if job.item_s is None else job.item_s * items
+        # A job of unknown speed is expected to take what the pool's recent calls took
+        # (joblib submits each batch as its own apply_async; they are alike).
+        expected = self._recent_call_s if job.item_s is None else job.item_s * items
         proc.inflight.append((time.monotonic(), expected))
         proc.assigned += len(chunks)
         self._calls.add(call)
@@ -405,13 +410,21 @@ class Manager:
             _deliver(call, future)
         error = future.exception()
         if error is None:
-            call.job.observe(future.result()[0], call.items)
+            seconds = future.result()[0]
+            call.job.observe(seconds, call.items)
+            recent = self._recent_call_s
+            self._recent_call_s = seconds if recent is None else (recent + seconds) / 2
             SPEEDS.learn(call.job.func, call.job.item_s or 0.0)
         elif isinstance(error, (ActorDiedError, ActorUnavailableError)):
             self._replace(call.proc)
 
+    def _in_session(self) -> bool:
+        """raylite is up, and it is the session the pool's actors belong to (a handle used
+        in a later session would name another actor)."""
+        return _api.is_initialized() and _api.get_runtime_context().get_job_id() == self.session
+
     def _replace(self, proc: _Proc) -> None:
-        if proc in self._procs and _api.is_initialized():
+        if proc in self._procs and self._in_session():
             self._procs[self._procs.index(proc)] = _Proc(self.new_actor())
 
     def _stop(self, reason: str) -> None:
@@ -424,7 +437,7 @@ class Manager:
             job.abandon(error)
         self._calls.clear()
         self._jobs.clear()
-        if _api.is_initialized():
+        if self._in_session():  # else its actors died with their session
             for proc in self._procs:
                 try:
                     _api.kill(proc.actor)

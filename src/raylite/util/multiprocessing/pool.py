@@ -96,6 +96,7 @@ class Pool:
             processes=self._processes,
             new_actor=lambda: actor_class.remote(initializer, args),
             max_tasks=maxtasksperchild,
+            session=_api.get_runtime_context().get_job_id(),
         )
         # A pool dropped without close()/terminate() still ends its processes.
         self._finalizer = weakref.finalize(
@@ -225,6 +226,10 @@ class Pool:
         if self._state == _RUN:
             raise ValueError("Pool is still running: call close() or terminate() before join()")
         self._manager.thread.join(timeout)
+
+    def running(self) -> bool:
+        """True until ``close``/``terminate`` (or a failure of the pool's own thread)."""
+        return self._state == _RUN and self._manager.broken is None
 
     def __enter__(self) -> Pool:
         self._check_running()
