@@ -10,8 +10,9 @@
   it, raylite puts it in its store; both once per call), 10,000 no-op tasks (automatic
   batching), and a ``GridSearchCV`` (decision tree, 12 candidates x 3 folds, 2,000 x 20).
 - ``dask``: ``scheduler=raylite_dask_get`` vs Dask's ``"threads"`` and ``"processes"``:
-  an array expression (4000 x 4000, 16 chunks), a ``dask.delayed`` tree of 511 small
-  tasks, and a dataframe group-by (1,000,000 rows, 8 partitions).
+  an array expression (2000 x 2000, 8 chunks), a ``dask.delayed`` tree of 511 small
+  tasks, 16 pure-Python tasks that hold the GIL, and a dataframe group-by (1,000,000
+  rows, 8 partitions).
 
 How: within one process per group, every case runs each contender once per round, after
 one untimed warm-up each; the order alternates between rounds (A B, then B A, ...) so that
@@ -44,6 +45,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_tasks, run alo
 from bench_tasks import noop, slice_sum  # noqa: E402
 
 SUBJECT = "raylite"
+
+
+def spin(n: int) -> int:
+    """Pure-Python work that holds the GIL (threads cannot run two at once)."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
 
 
 @dataclass
@@ -188,7 +197,7 @@ def dask_cases() -> Iterator[list[Case]]:
 
     from raylite.util.dask import raylite_dask_get
 
-    x = da.random.RandomState(0).random((4000, 4000), chunks=(500, 2000))
+    x = da.random.RandomState(0).random((2000, 2000), chunks=(500, 1000))
     array_expr = (x + x.T).mean(axis=0)
     inc = dask.delayed(lambda i: i + 1, pure=True)
     add = dask.delayed(lambda a, b: a + b, pure=True)
@@ -196,6 +205,7 @@ def dask_cases() -> Iterator[list[Case]]:
     while len(level) > 1:
         level = [add(level[i], level[i + 1]) for i in range(0, len(level), 2)]
     tree = level[0]
+    spun = dask.delayed(sum)([dask.delayed(spin, pure=True)(300_000 + i) for i in range(16)])
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"k": rng.integers(0, 100, 1_000_000), "v": rng.random(1_000_000)})
     grouped = dd.from_pandas(frame, npartitions=8).groupby("k").v.mean()
@@ -214,10 +224,9 @@ def dask_cases() -> Iterator[list[Case]]:
         }
 
     yield [
-        Case(
-            "dask", "array: (x + x.T).mean(axis=0), 4000x4000, 16 chunks", runs(array_expr), close
-        ),
+        Case("dask", "array: (x + x.T).mean(axis=0), 2000x2000, 8 chunks", runs(array_expr), close),
         Case("dask", "delayed: tree of 511 small tasks", runs(tree)),
+        Case("dask", "delayed: 16 pure-Python (GIL-bound) tasks of ~30 ms", runs(spun)),
         Case("dask", "dataframe: groupby mean, 1M rows, 8 partitions", runs(grouped), same_frame),
     ]
 
