@@ -155,3 +155,10 @@ def test_ray_keywords(two_cpus: None) -> None:
         dask.compute(inc(1), scheduler=raylite_dask_get, ray_remote_args={"num_cpus": 64})
     with pytest.raises(TypeError, match="unknown keyword"):
         dask.compute(inc(1), scheduler=raylite_dask_get, colour="blue")
+
+
+def test_every_runtime(rl: object) -> None:
+    """The same scheduler on the local runtime and, through init(address=...), on Ray."""
+    x = da.arange(100, chunks=10)
+    assert int((x * 2).sum().compute(scheduler=raylite_dask_get)) == 9900
+    assert dask.compute(add(inc(1), inc(2)), scheduler=raylite_dask_get) == (5,)

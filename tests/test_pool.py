@@ -488,3 +488,13 @@ def test_raylite_apply_takes_rays_kwargs_name() -> None:
             assert pool.apply_async(mul, (3,), kwargs={"y": 5}).get(timeout=GATE_TIMEOUT) == 15
     finally:
         raylite.shutdown()
+
+
+def test_pool_on_every_runtime(rl: Any) -> None:
+    """The same Pool on the local runtime and, through init(address=...), on real Ray."""
+    with RayalitePool(2) as pool:
+        assert pool.map(sqr, range(20), chunksize=3) == [i * i for i in range(20)]
+        assert sorted(pool.imap_unordered(sqr, range(5))) == [0, 1, 4, 9, 16]
+        with pytest.raises(ZeroDivisionError):
+            pool.apply(raise_zero, (1,))
+        assert os.getpid() not in set(pool.map(pid_of, range(4), chunksize=1))

@@ -2,7 +2,7 @@
 
 ::
 
-    user thread ── Pool.map/apply/imap ─ _Job ─┐
+    user thread ── Pool.map/apply/imap ─ Job ──┐
                    Pool.close/terminate ───────┤
                                                v
     raylite's thread ── call finished ──> inbox (SimpleQueue) ──> manager thread (one per Pool)
@@ -21,8 +21,9 @@ soon as the call's reply is in (one thread hop less before ``get`` returns).
 
 How work is packed: a *chunk* is what ``multiprocessing`` calls a task (``chunksize``
 items, failing together, counted by ``maxtasksperchild``); each call carries one or more
-chunks of one job. How many is learnt: the first calls of a job carry one chunk; once a
-call reports how long its chunks took, the next ones carry as many as fit in
+chunks of one job. How many is learnt: the first calls of a job carry one chunk (unless
+its function's speed is known from earlier jobs, ``SPEEDS``); once a call reports how long
+its chunks took, the next ones carry as many as fit in
 ``TARGET_CALL_S`` (never more than a fair share of what is left), so ``imap(f, items)`` of
 tiny tasks with the default ``chunksize=1`` costs a few calls, not one per item, while slow
 tasks still go one chunk per call, to whichever process is free.
