@@ -464,18 +464,18 @@ def test_raylite_pool_starts_raylite_and_checks_cpus() -> None:
         raylite.shutdown()
 
 
-def test_raylite_pools_side_by_side_as_with_multiprocessing() -> None:
-    """Pool processes hold no whole CPU (Ray's pool actors hold none while running): a
-    second pool, and plain tasks, run while the first is busy."""
+def test_raylite_pool_holds_a_cpu_per_process_until_it_ends() -> None:
+    """Each process is an actor holding a whole CPU (a process of its own); terminate gives
+    the CPUs back to raylite's tasks."""
     raylite.init(num_cpus=2)
     try:
-        with RayalitePool(2) as first, RayalitePool(2) as second:
-            busy = first.map_async(sqr, range(100))
-            assert second.map(sqr, range(10)) == [i * i for i in range(10)]
-            assert raylite.get(raylite.remote(sqr).remote(3), timeout=GATE_TIMEOUT) == 9
-            assert busy.get(timeout=GATE_TIMEOUT) == [i * i for i in range(100)]
-            pids = set(first.map(pid_of, range(20), chunksize=1))
-            assert not pids & set(second.map(pid_of, range(20), chunksize=1))
+        pool = RayalitePool(1)
+        assert pool.apply(sqr, (3,)) == 9
+        assert raylite.available_resources().get("CPU") == 1
+        assert raylite.get(raylite.remote(sqr).remote(4), timeout=GATE_TIMEOUT) == 16
+        pool.terminate()
+        pool.join()
+        wait_until(lambda: raylite.available_resources().get("CPU") == 2, 10, "the CPU back")
     finally:
         raylite.shutdown()
 

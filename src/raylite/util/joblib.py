@@ -21,10 +21,9 @@ How a batch runs::
                                   │  (raylite.util.multiprocessing.Pool, n_jobs processes)
     worker process: get(ref) = a read-only view of the shared-memory store, then the batch
 
-The pool of ``n_jobs`` processes is kept for the next ``Parallel`` call with the same
-``n_jobs`` (as loky keeps its executor), until a task fails (joblib then aborts the call)
-or the raylite session ends. Big arrays are joblib's auto-memmapping done by raylite's
-store: an array that every task of a
+The pool lives for one ``Parallel`` call (as Ray's does): its processes hold a CPU each,
+which raylite's tasks and other pools get back when the call ends. Big arrays are joblib's
+auto-memmapping done by raylite's store: an array that every task of a
 grid search takes (``X``, ``y``) is written once, however many tasks read it, and no task
 copies it. ``max_nbytes`` (joblib's, default ``"1M"``; None turns it off) is the size from
 which an array goes through the store instead of the task's own pickle.
@@ -33,7 +32,6 @@ which an array goes through the store instead of the task's own pickle.
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -93,43 +91,6 @@ class _Resolved:
                 kwargs = {**kwargs, where: value}
             items[i] = (func, args, kwargs)
         return self.batch()
-
-
-class _Pools:
-    """The pools kept between ``Parallel`` calls, one per (processes, actor options), for
-    the current raylite session; a new session ends those of the one before. Starting
-    processes for every ``Parallel`` call would cost what loky saves by reusing its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._session: str | None = None
-        self._pools: dict[tuple[int, str], Pool] = {}  # {(n_jobs, repr(options)): pool}
-
-    def get(self, n_jobs: int, remote_args: dict[str, Any] | None) -> Pool:
-        if not _api.is_initialized():
-            _api.init()
-        session = _api.get_runtime_context().get_job_id()
-        key = (n_jobs, repr(sorted((remote_args or {}).items())))
-        with self._lock:
-            if session != self._session:
-                for stale in self._pools.values():
-                    stale.terminate()  # its processes died with their session
-                self._pools.clear()
-                self._session = session
-            pool = self._pools.get(key)
-            if pool is None or not pool.running():
-                pool = self._pools[key] = Pool(n_jobs, ray_remote_args=remote_args)
-            return pool
-
-    def discard(self, pool: Pool) -> None:
-        with self._lock:
-            for key, kept in list(self._pools.items()):
-                if kept is pool:
-                    del self._pools[key]
-        pool.terminate()
-
-
-_POOLS = _Pools()
 
 
 class RayliteBackend(AutoBatchingMixin, PoolManagerMixin, ParallelBackendBase):
@@ -193,7 +154,7 @@ class RayliteBackend(AutoBatchingMixin, PoolManagerMixin, ParallelBackendBase):
         options = {**self.backend_kwargs, **pool_kwargs}
         self._max_nbytes = _nbytes(options.get("max_nbytes", _DEFAULT_MAX_NBYTES))
         remote_args = ray_remote_args if ray_remote_args is not None else self.ray_remote_args
-        self._pool = _POOLS.get(n_jobs, remote_args)
+        self._pool = Pool(n_jobs, ray_remote_args=remote_args)
         self.parallel = parallel
         return n_jobs
 
@@ -206,18 +167,13 @@ class RayliteBackend(AutoBatchingMixin, PoolManagerMixin, ParallelBackendBase):
         self._stored.clear()
 
     def terminate(self) -> None:
-        """Lets go of the pool (kept for the next ``Parallel`` call, as loky keeps its
-        executor) and of the arrays put in the store."""
+        """Ends the pool (its processes hold a CPU each) and frees the arrays put in the
+        store."""
         self._stored.clear()
-        self._pool = None
-        self.reset_batch_stats()
-
-    def abort_everything(self, ensure_ready: bool = True) -> None:
-        """A task failed: ends the pool for good (tasks of the call may still run in it),
-        then starts a fresh one if ``ensure_ready``."""
         if self._pool is not None:
-            _POOLS.discard(self._pool)
-        super().abort_everything(ensure_ready)
+            self._pool.terminate()
+            self._pool = None
+        self.reset_batch_stats()
 
     def _with_refs(self, batch: Any) -> Any:
         """``batch``, or a copy of it whose big arrays are refs, to be fetched in the worker."""

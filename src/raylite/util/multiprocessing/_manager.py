@@ -81,7 +81,7 @@ class Sink(Protocol):
 
 
 class PoolProcess:
-    """One process of a pool (an actor reserving some CPU, hence a process of its own)."""
+    """One process of a pool (an actor reserving a CPU, hence a process of its own)."""
 
     def __init__(self, initializer: Callable[..., object] | None, initargs: Sequence[Any]):
         if initializer is not None:

@@ -26,12 +26,12 @@ _log = logging.getLogger(__name__)
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
-PROCESS_CPUS = 0.01
-"""What each pool process reserves. Some CPU, because that is what gives an actor a process
-of its own (raylite packs actors that reserve nothing into shared host processes); little,
-because Ray's pool actors hold no CPU while they run: several pools, and tasks beside them,
-run at once, as with ``multiprocessing``, instead of the second pool waiting for the first
-to end. ``processes`` is still capped at the CPU count, as in Ray."""
+PROCESS_CPUS = 1
+"""What each pool process reserves: a whole CPU, because that is what gives an actor a
+process of its own (raylite packs actors that reserve less into shared host processes,
+where they would share a GIL). A pool holds its CPUs until it is closed or terminated:
+close pools you are done with (``with Pool() as pool:`` does), or tasks and other pools
+wait for those CPUs. ``processes`` is capped at the CPU count, as in Ray."""
 
 
 class Pool:
@@ -56,8 +56,8 @@ class Pool:
             (``"auto"``, ``"HOST:6379"``, ``"ray://..."``, or ``"local"``). Default: the
             ``RAY_ADDRESS`` environment variable, else a local raylite.
         ray_remote_args: Options for the pool's actors (``raylite.remote(**...)``); default
-            ``{"num_cpus": 0.01}`` (see ``PROCESS_CPUS``). ``num_cpus`` must stay above 0:
-            raylite packs actors that reserve nothing into shared processes.
+            ``{"num_cpus": 1}`` (see ``PROCESS_CPUS``). Keep ``num_cpus`` at 1 or more:
+            raylite packs actors that reserve less into shared processes.
 
     Raises:
         ValueError: ``processes`` is below 1, or more than the CPUs available for it.
@@ -226,10 +226,6 @@ class Pool:
         if self._state == _RUN:
             raise ValueError("Pool is still running: call close() or terminate() before join()")
         self._manager.thread.join(timeout)
-
-    def running(self) -> bool:
-        """True until ``close``/``terminate`` (or a failure of the pool's own thread)."""
-        return self._state == _RUN and self._manager.broken is None
 
     def __enter__(self) -> Pool:
         self._check_running()
