@@ -29,6 +29,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing
 import os
@@ -36,7 +37,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,9 @@ GROUPS: dict[str, Callable[[], AbstractContextManager[list[Case]]]] = {
 }
 
 
+_LIBRARIES = ("joblib", "sklearn.model_selection", "sklearn.tree", "dask.array", "dask.dataframe")
+
+
 def _load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -257,6 +261,9 @@ def run(groups: list[str], rounds: int) -> dict[str, Any]:
     import raylite
 
     load_before = _load()
+    for name in _LIBRARIES:  # imported before init, as a program's imports are: the
+        with suppress(ImportError):  # workers, forked from then, have them already
+            importlib.import_module(name)
     raylite.init(num_cpus=2)
     cases: list[Case] = []
     skipped: dict[str, str] = {}
