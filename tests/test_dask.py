@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 import raylite
-from raylite.exceptions import TaskUnschedulableError
+from raylite.exceptions import PendingTaskWarning, TaskUnschedulableError
 from raylite.util.dask import ray_dask_get, raylite_dask_get
 from raylite.util.state import list_tasks, list_workers
 
@@ -151,7 +151,7 @@ def test_errors_keep_their_type(two_cpus: None) -> None:
 def test_ray_keywords(two_cpus: None) -> None:
     (ref,) = dask.compute(add(inc(1), inc(2)), scheduler=raylite_dask_get, ray_persist=True)
     assert isinstance(ref, raylite.ObjectRef) and raylite.get(ref) == 5
-    with pytest.raises(TaskUnschedulableError):
+    with pytest.warns(PendingTaskWarning), pytest.raises(TaskUnschedulableError):
         dask.compute(inc(1), scheduler=raylite_dask_get, ray_remote_args={"num_cpus": 64})
     with pytest.raises(TypeError, match="unknown keyword"):
         dask.compute(inc(1), scheduler=raylite_dask_get, colour="blue")
