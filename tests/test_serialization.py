@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 
@@ -11,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import raylite
+from raylite._local import serialization
 from raylite._local.serialization import (
     SerializationError,
+    _format_user_traceback,
     dumps,
     dumps_args,
     dumps_error,
@@ -21,7 +24,7 @@ from raylite._local.serialization import (
     loads,
     loads_args,
 )
-from raylite.exceptions import RayTaskError
+from raylite.exceptions import RayError, RayTaskError
 
 
 def ref(oid: int) -> raylite.ObjectRef:
@@ -95,13 +98,13 @@ def test_plain_values_take_the_fast_path(value, monkeypatch):
 )
 def test_other_builtin_values_go_through_cloudpickle(value, monkeypatch):
     calls = []
-    real = cloudpickle.dumps
+    real = serialization._dumps  # cloudpickle's pickler (with raylite's reducers)
 
     def spy(*args, **kwargs):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cloudpickle, "dumps", spy)
+    monkeypatch.setattr(serialization, "_dumps", spy)
     out, contained = round_trip(value)
     assert out == value
     assert contained == []
@@ -267,7 +270,7 @@ def test_error_that_cannot_be_rebuilt_arrives_as_plain_task_error():
     err = info.value
     assert type(err) is RayTaskError
     assert not isinstance(err, NeedsTwoArgs)
-    assert err.cause is None
+    assert isinstance(err.cause, RayError) and "NeedsTwoArgs" in str(err.cause)
     assert "NeedsTwoArgs: x-y" in str(err)
 
 
@@ -279,6 +282,10 @@ def test_error_that_cannot_be_pickled_keeps_its_text():
         load_value(data, is_error=True)
     assert type(info.value) is RayTaskError
     assert "UserError: holds a lock" in str(info.value)
+    cause = info.value.cause
+    assert type(cause) is RayError  # as on Ray: the cause says why the exception is missing
+    assert "UserError" in str(cause) and "cannot pickle '_thread.lock'" in str(cause)
+    assert "holds a lock" in str(cause)  # with the original traceback
 
 
 def test_load_value_returns_values_and_raises_other_errors():
@@ -318,3 +325,86 @@ def test_nested_containers_round_trip(value):
     assert out == value
     assert repr(out) == repr(value)  # same types all the way down (True is not 1, () is not [])
     assert contained == []
+
+
+def module_level_function(x: int) -> int:
+    return x + 1
+
+
+class ModuleLevelClass:
+    pass
+
+
+def test_functions_and_classes_of_importable_modules_travel_by_reference():
+    assert loads(dumps_function(module_level_function)) is module_level_function
+    assert loads(dumps(ModuleLevelClass)[0]) is ModuleLevelClass
+    assert type(loads(dumps(ModuleLevelClass())[0])) is ModuleLevelClass
+
+
+def test_code_sent_by_value_keeps_its_file_and_lines():
+    @raylite.remote
+    def decorated(x):  # not reachable by its name: travels by value, as on Ray
+        return x * 2
+
+    shipped = loads(dumps_function(decorated._function))
+    assert shipped is not decorated._function and shipped(4) == 8
+    code = shipped.__code__
+    assert code.co_filename == __file__  # cloudpickle alone makes it "<dynamic-code>"
+    assert code.co_firstlineno == decorated._function.__code__.co_firstlineno
+    nested = loads(dumps(lambda: (lambda: 1))[0])
+    assert nested.__code__.co_filename == __file__
+    assert nested()() == 1
+
+
+def test_task_error_text_is_the_traceback_as_ray_shows_it():
+    def inner():
+        raise KeyError("deep")
+
+    text = _format_user_traceback(raised_from(inner))
+    assert "in raised_from" in text and "in inner" in text
+    assert 'raise KeyError("deep")' in text  # the source line, read from this file
+    assert text.startswith("  File ")  # as Ray: no header, the frames follow the task's name
+
+
+def test_task_error_drops_raylites_frames(rl_local):
+    @raylite.remote
+    def fails():
+        raise KeyError("deep")
+
+    @raylite.remote
+    def calls_fails():
+        return raylite.get(fails.remote())
+
+    @raylite.remote
+    class Host:
+        def fails(self):
+            raise KeyError("deep")
+
+    for ref, name in [
+        (fails.remote(), "fails"),
+        (calls_fails.remote(), "calls_fails"),
+        (Host.remote().fails.remote(), "fails"),
+    ]:
+        with pytest.raises(KeyError) as info:
+            raylite.get(ref)
+        text = str(info.value)
+        assert f'File "{__file__}", line ' in text and f"in {name}" in text
+        assert 'raise KeyError("deep")' in text
+        assert "raylite" + os.sep not in text.replace(__file__, "")  # no worker/get frames
+
+
+def raised_from(fn):
+    try:
+        fn()
+    except Exception as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+@pytest.fixture
+def rl_local():
+    raylite.init(num_cpus=1)
+    try:
+        yield raylite
+    finally:
+        raylite.shutdown()

@@ -27,6 +27,8 @@ from ._api import remote as remote
 from ._api import shutdown as shutdown
 from ._api import timeline as timeline
 from ._api import wait as wait
+from ._compat import install_as_ray as install_as_ray
+from ._compat import module_getattr
 from ._object_ref import DynamicObjectRefGenerator as DynamicObjectRefGenerator
 from ._object_ref import ObjectRef as ObjectRef
 from ._object_ref import ObjectRefGenerator as ObjectRefGenerator
@@ -62,7 +64,11 @@ __all__ = [
     "get_gpu_ids",
     # observability
     "timeline",
+    # standing in for ray
+    "install_as_ray",
     # submodules
     "exceptions",
     "util",
 ]
+
+__getattr__ = module_getattr(__name__)  # a Ray name raylite lacks: an error that says so

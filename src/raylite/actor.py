@@ -7,6 +7,7 @@ from . import _runtime
 from ._actor import ActorClass as ActorClass
 from ._actor import ActorHandle as ActorHandle
 from ._actor import ActorMethod as ActorMethod
+from ._compat import module_getattr
 
 __all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor"]
 
@@ -23,3 +24,6 @@ def exit_actor() -> NoReturn:
         TypeError: called outside an actor (in the driver or a task).
     """
     _runtime.current().exit_actor()
+
+
+__getattr__ = module_getattr(__name__)  # a Ray name raylite lacks: an error that says so

@@ -1,4 +1,5 @@
-"""The ``raylite`` command line: ``raylite demo``, and ``status``, ``list``, ``summary``,
+"""The ``raylite`` command line: ``raylite demo``, ``raylite run`` (a Ray program on raylite,
+unchanged), and ``status``, ``list``, ``summary``,
 ``timeline``, ``logs`` to look into a running driver (``_cli_state.py``).
 
 Each subcommand is one function in :data:`_COMMANDS` that adds its parser to the
@@ -8,6 +9,7 @@ write such a function (and its handler) and append it to :data:`_COMMANDS`.
 Example:
     $ raylite demo --scale 0.2
     $ python -m raylite demo --cpus 2
+    $ raylite run my_ray_program.py --its-own-flag
 """
 
 from __future__ import annotations
@@ -95,7 +97,38 @@ def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
     parser.set_defaults(handler=_run_demo)
 
 
-_COMMANDS: list[_AddCommand] = [_add_demo, add_commands]
+def _run_program(args: argparse.Namespace) -> int:
+    """Runs ``raylite run``: the program's exit code, or 1 if it raised."""
+    from ._compat import run_program
+
+    return run_program(args.target, args.args, as_module=args.module)
+
+
+def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a Ray program on raylite, unchanged ('import ray' gives raylite)",
+        description=(
+            "Run a Python program written for Ray on raylite with no edit: 'import ray' (and "
+            "ray.util, ray.exceptions, ...) gives raylite, in the program, in raylite's "
+            "worker processes and in Python processes the program starts. A Ray name raylite "
+            "lacks raises an error that says so."
+        ),
+    )
+    parser.add_argument(
+        "-m",
+        dest="module",
+        action="store_true",
+        help="TARGET is a module name, run as 'python -m TARGET' would",
+    )
+    parser.add_argument("target", metavar="TARGET", help="the script (or, with -m, module)")
+    parser.add_argument(
+        "args", nargs=argparse.REMAINDER, metavar="ARGS", help="the program's own arguments"
+    )
+    parser.set_defaults(handler=_run_program)
+
+
+_COMMANDS: list[_AddCommand] = [_add_demo, _add_run, add_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

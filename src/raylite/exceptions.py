@@ -14,6 +14,8 @@ import builtins
 import os
 from typing import Any
 
+from ._compat import module_getattr
+
 __all__ = [
     "RayError",
     "RaySystemError",
@@ -96,7 +98,12 @@ class RayTaskError(RayError):
         cause = self.cause
         while isinstance(cause, RayTaskError) and cause.cause is not None:
             cause = cause.cause  # a nested task's error: the user's exception it carries
-        if cause is None or isinstance(cause, RayTaskError) or not isinstance(cause, Exception):
+        if (
+            cause is None
+            or isinstance(cause, RayTaskError)
+            or not isinstance(cause, Exception)
+            or isinstance(self, type(cause))  # a RayError or a plain Exception, as on Ray
+        ):
             return self
         cause_cls = type(cause)
         try:
@@ -260,3 +267,6 @@ class PendingCallsLimitExceeded(RayError):
     """An actor has more queued calls than its ``max_pending_calls``."""
 
     __module__ = "raylite.exceptions"
+
+
+__getattr__ = module_getattr(__name__)  # a Ray name raylite lacks: an error that says so

@@ -10,17 +10,25 @@
   views of it, without copying (top-level ``bytes`` are copied once: they own their memory).
 - ObjectRefs met while pickling are recorded (``_object_ref.collect_refs``): the runtime keeps
   the objects a stored value contains alive as long as the value.
-- Errors: a task's exception travels as a pickled ``RayTaskError``; when the user's exception
-  cannot be pickled, its text travels instead, so an error is never lost to a second error.
+- Functions and classes: those of importable modules travel by reference (the worker
+  imports them), those of ``__main__`` (and ``@remote``-decorated ones, whose module name
+  is the wrapper's) by value, as on Ray. By-value code keeps its file name (cloudpickle's
+  own reducer blanks it to ``<dynamic-code>``), so tracebacks name the user's file and line.
+- Errors: a task's exception travels as a pickled ``RayTaskError`` whose traceback shows the
+  user's frames only (no raylite frames), as Ray shows it; when the user's exception cannot
+  be pickled, its text travels instead, with a ``RayError`` saying so as the ``cause``, so an
+  error is never lost to a second error.
 """
 
 from __future__ import annotations
 
 import io
+import marshal
 import os
 import pickle
 import sys
 import traceback
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -28,7 +36,7 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from .._object_ref import ObjectRef, collect_refs
-from ..exceptions import RaySystemError, RayTaskError, TaskCancelledError
+from ..exceptions import RayError, RaySystemError, RayTaskError, TaskCancelledError
 
 __all__ = [
     "INLINE_LIMIT",
@@ -95,7 +103,7 @@ def dumps(value: Any) -> tuple[bytes, list[int]]:
         return pickle.dumps(value, 5), []
     with collect_refs() as refs:
         try:
-            data = cloudpickle.dumps(value, 5)
+            data = _dumps(value)
         except Exception as exc:
             raise SerializationError(f"{type(exc).__name__}: {exc}") from exc
     return data, refs
@@ -174,14 +182,18 @@ def deregister_serializer(cls: type) -> None:
 
 
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, plus zero-copy memoryviews (plain pickle refuses them) and the
-    serializers registered with :func:`register_serializer`."""
+    """cloudpickle, plus zero-copy memoryviews (plain pickle refuses them), code that keeps
+    its file name, and the serializers registered with :func:`register_serializer`."""
 
     def reducer_override(self, obj: Any) -> Any:
         t = type(obj)
         if _CUSTOM and t in _CUSTOM:
             serializer, deserializer = _CUSTOM[t]
             return deserializer, (serializer(obj),)
+        if t is types.CodeType:
+            # marshal keeps every field (the file name too) and nested code; both ends run
+            # the same interpreter (workers are forked from the driver).
+            return marshal.loads, (marshal.dumps(obj),)
         if t is memoryview:
             data = pickle.PickleBuffer(obj) if obj.c_contiguous else obj.tobytes()
             return _rebuild_memoryview, (data, obj.format, obj.shape)
@@ -240,6 +252,13 @@ class _LargeBytes:
         return (bytes, (pickle.PickleBuffer(self.data),))
 
 
+def _dumps(value: Any) -> bytes:
+    """``cloudpickle.dumps(value, 5)`` through :class:`_Pickler`."""
+    out = io.BytesIO()
+    _Pickler(out, 5).dump(value)
+    return out.getvalue()
+
+
 def loads(data: bytes, buffers: list[memoryview] | None = None) -> Any:
     """Unpickles what :func:`dumps`, :func:`serialize` or :func:`dumps_function` produced."""
     return pickle.loads(data, buffers=buffers)
@@ -253,7 +272,7 @@ def dumps_function(fn: Any) -> bytes:
         ValueError: its pickle is over Ray's limit (``FUNCTION_SIZE_ERROR_THRESHOLD``).
     """
     try:
-        data = cloudpickle.dumps(fn, 5)
+        data = _dumps(fn)
     except Exception as exc:
         name = getattr(fn, "__qualname__", repr(fn))
         raise SerializationError(
@@ -295,15 +314,50 @@ def _check_function_size(fn: Any, size: int) -> None:
 
 
 def dumps_error(function_name: str, exc: BaseException, pid: int) -> bytes:
-    """Pickles the ``RayTaskError`` for ``exc`` raised by ``function_name``."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    """Pickles the ``RayTaskError`` for ``exc`` raised by ``function_name``.
+
+    Where ``exc`` cannot be pickled (or not rebuilt), the error keeps its traceback text and
+    its ``cause`` is a ``RayError`` that says so, as on Ray.
+    """
+    tb = _format_user_traceback(exc)
     try:
-        data = cloudpickle.dumps(RayTaskError(function_name, tb, exc, pid), 5)
+        data = _dumps(RayTaskError(function_name, tb, exc, pid))
         pickle.loads(data)  # many exception classes pickle but cannot be rebuilt
         return data
-    except Exception:
-        # Keep the text (the traceback names the class and message), drop the object.
-        return cloudpickle.dumps(RayTaskError(function_name, tb, None, pid), 5)
+    except Exception as pickling_error:
+        cls = type(exc)
+        cause = RayError(
+            f"The exception {cls.__module__}.{cls.__qualname__} raised by {function_name}() "
+            f"could not be sent to the caller: {type(pickling_error).__name__}: "
+            f"{pickling_error}. To get the exception object itself, make it picklable (no "
+            "locks, sockets or open files in its attributes; an __init__ that accepts the "
+            f"args it passes to Exception.__init__). Its traceback:\n{tb}"
+        )
+        return _dumps(RayTaskError(function_name, tb, cause, pid))
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _format_user_traceback(exc: BaseException) -> str:
+    """``exc``'s traceback as Ray shows a task's: the user's frames only, no header.
+
+    raylite's own frames (the worker loop, ``get`` inside a task) are left out of each
+    exception of the chain; an exception raised inside raylite itself keeps them all.
+    """
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    pending = [te]
+    while pending:
+        one = pending.pop()
+        user = [f for f in one.stack if not f.filename.startswith(_PACKAGE_DIR)]
+        if user:
+            one.stack = traceback.StackSummary.from_list(user)
+        chained = [one.__cause__, one.__context__, *(getattr(one, "exceptions", None) or ())]
+        pending.extend(e for e in chained if e is not None)
+    lines = list(te.format())
+    if lines and lines[0].startswith("Traceback (most recent call last):"):
+        del lines[0]  # Ray's RayTaskError text starts with the first frame
+    return "".join(lines)
 
 
 def dumps_cancelled(task_id: int) -> bytes:

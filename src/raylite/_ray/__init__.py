@@ -8,11 +8,15 @@ Importing this package tells ``raylite.ObjectRef`` about Ray's ref class, so tha
 ``isinstance(ray_ref, raylite.ObjectRef)`` holds and a Ray ref belongs to the current
 ``RayRuntime`` (to no runtime when the current one is local); and ``raylite.ActorHandle``
 about Ray's actor handles, likewise.
+
+Real Ray is told apart by identity, never by the name ``ray``: under ``raylite run`` or
+``install_as_ray()`` (``_compat.py``), ``sys.modules["ray"]`` is raylite itself.
 """
 
 from __future__ import annotations
 
 import sys
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .. import _runtime
@@ -22,7 +26,21 @@ from .._object_ref import register_foreign_generators, register_foreign_refs
 if TYPE_CHECKING:
     from .runtime import RayRuntime
 
-__all__ = ["attached", "connect"]
+__all__ = ["attached", "connect", "real_ray"]
+
+
+def real_ray() -> ModuleType | None:
+    """Real Ray's ``ray`` package if this process has imported it, else ``None``.
+
+    Ray's package holds its compiled core as the submodule ``ray._raylet``; raylite standing
+    in for ``ray`` has no such submodule (its module ``__getattr__`` raises), so a module
+    under the name ``ray`` is real Ray only if its ``_raylet`` is the one in ``sys.modules``.
+    """
+    raylet = sys.modules.get("ray._raylet")
+    ray = sys.modules.get("ray")
+    if raylet is None or ray is None:
+        return None
+    return ray if getattr(ray, "_raylet", None) is raylet else None
 
 
 def connect(address: str, **options: Any) -> RayRuntime:
@@ -43,6 +61,15 @@ def connect(address: str, **options: Any) -> RayRuntime:
     Raises:
         ImportError: ``ray`` is not installed (the message says how to install it).
     """
+    from .._compat import standing_in_for_ray
+
+    if standing_in_for_ray():
+        raise RuntimeError(
+            f"raylite.init(address={address!r}) needs the real 'ray' package, but raylite "
+            "stands in for 'ray' in this process (raylite run, or install_as_ray()). Run the "
+            "program with plain 'python' to use a Ray cluster, or leave out address to run "
+            "it on raylite."
+        )
     try:
         import ray
     except ImportError as exc:
@@ -66,7 +93,7 @@ def attached() -> RayRuntime | None:
     such), or a driver that called ``ray.init()`` itself. Costs nothing when ``ray`` was
     never imported.
     """
-    ray = sys.modules.get("ray")
+    ray = real_ray()
     if ray is None or not ray.is_initialized():
         return None
     from .runtime import RayRuntime
@@ -75,7 +102,7 @@ def attached() -> RayRuntime | None:
 
 
 def _is_ray_ref_class(cls: type) -> bool:
-    ray = sys.modules.get("ray")  # a Ray ref exists only once ray is imported
+    ray = real_ray()  # a Ray ref exists only once ray is imported
     return ray is not None and issubclass(cls, ray.ObjectRef)
 
 
@@ -85,7 +112,7 @@ def _is_ray_generator_class(cls: type) -> bool:
 
 
 def _is_ray_handle_class(cls: type) -> bool:
-    ray = sys.modules.get("ray")
+    ray = real_ray()
     return ray is not None and issubclass(cls, ray.actor.ActorHandle)
 
 

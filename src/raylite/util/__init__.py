@@ -7,6 +7,7 @@ Ray's). Placement groups (``placement_group``, ...) reserve resources for the ta
 scheduled into them (``raylite.util.scheduling_strategies``).
 """
 
+from .._compat import module_getattr
 from . import scheduling_strategies as scheduling_strategies
 from .actor_pool import ActorPool as ActorPool
 from .helpers import as_completed as as_completed
@@ -36,3 +37,5 @@ __all__ = [
     "register_serializer",
     "deregister_serializer",
 ]
+
+__getattr__ = module_getattr(__name__)  # a Ray name raylite lacks: an error that says so

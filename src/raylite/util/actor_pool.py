@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .._api import get, wait
+from .._compat import module_getattr
 from .._object_ref import ObjectRef
 from ..exceptions import ActorDiedError
 
@@ -267,3 +268,6 @@ class ActorPool:
             call = next(iter(self._calls.values()))
             self._take(call)
             self._return_actor(call.actor)
+
+
+__getattr__ = module_getattr(__name__)  # a Ray name raylite lacks: an error that says so

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _api
+from .._compat import module_getattr
 
 __all__ = ["Empty", "Full", "Queue"]
 
@@ -333,3 +334,6 @@ def _attach(actor: Any, maxsize: int) -> Queue:
     q.maxsize = maxsize
     q.actor = actor
     return q
+
+
+__getattr__ = module_getattr(__name__)  # a Ray name raylite lacks: an error that says so

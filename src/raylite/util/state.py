@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from .. import _runtime
+from .._compat import module_getattr
 
 __all__ = [
     "ActorState", "ObjectState", "TaskState", "WorkerState",
@@ -165,3 +166,6 @@ def summarize_tasks(
     ``{"cluster": {"summary": {name: {"func_or_class_name", "type", "state_counts"}},
     "total_tasks", "total_actor_tasks", "total_actor_scheduled", "summary_by"}}``."""
     return _runtime.current().summarize_tasks()
+
+
+__getattr__ = module_getattr(__name__)  # a Ray name raylite lacks: an error that says so
