@@ -3,10 +3,12 @@ Ray name raylite lacks gives.
 
 ::
 
-    install_as_ray()        sys.modules["ray"]   = raylite
-                            sys.meta_path[0]     = _RayAliasFinder
+    import raylite          sys.meta_path[0]     = _RayAliasFinder (answers only while
+                                                   sys.modules["ray"] is raylite)
+    install_as_ray()        sys.modules["ray"]   = raylite   (or a user's own aliasing)
     import ray.util.queue   _RayAliasFinder: "ray.util.queue" -> the module raylite.util.queue
-                            (the very same object, so classes and isinstance agree)
+                            (the very same object, so classes and isinstance agree; without
+                            it Python would load raylite/util/queue.py a second time)
     import ray.data         ModuleNotFoundError: raylite does not provide ray.data ...
     ray.nodes               raylite's module __getattr__ (module_getattr):
                             AttributeError: raylite does not provide ray.nodes ...
@@ -135,8 +137,8 @@ class _RayAliasFinder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != "ray" and not fullname.startswith("ray."):
-            return None
+        if not fullname.startswith("ray.") or not standing_in_for_ray():
+            return None  # real Ray (or no ray at all) imports as usual
         parts = fullname.split(".")
         target_name = ".".join(["raylite", *parts[1:]])
         found = None
@@ -150,12 +152,16 @@ class _RayAliasFinder(importlib.abc.MetaPathFinder):
         return importlib.util.spec_from_loader(fullname, _AliasLoader(target_name))
 
 
-_FINDER = _RayAliasFinder()
-
-
 def standing_in_for_ray() -> bool:
-    """True when ``import ray`` in this process gives raylite (``install_as_ray()`` ran)."""
-    return any(finder is _FINDER for finder in sys.meta_path)
+    """True when ``import ray`` in this process gives raylite (``install_as_ray()``,
+    ``raylite run``, or the program's own ``sys.modules["ray"] = raylite``)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray is sys.modules.get("raylite")
+
+
+_FINDER = _RayAliasFinder()
+if not any(isinstance(finder, _RayAliasFinder) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _FINDER)
 
 
 def install_as_ray() -> None:
@@ -188,7 +194,7 @@ def install_as_ray() -> None:
     from . import _runtime
     from ._ray import real_ray
 
-    if standing_in_for_ray() and sys.modules.get("ray") is raylite:
+    if standing_in_for_ray():
         return
     if real_ray() is not None:
         raise RuntimeError(
@@ -204,7 +210,6 @@ def install_as_ray() -> None:
         )
     for name in [n for n in sys.modules if n.startswith("ray.")]:
         del sys.modules[name]  # leftovers of a failed import of real Ray
-    sys.meta_path.insert(0, _FINDER)
     sys.modules["ray"] = raylite
 
 
@@ -238,8 +243,9 @@ def run_program(target: str, args: list[str], *, as_module: bool = False) -> int
             sys.path[0] = os.getcwd()
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
-            sys.path[0] = os.path.dirname(os.path.abspath(target))
-            runpy.run_path(target, run_name="__main__")
+            path = os.path.abspath(target)  # as __main__.__file__ is under python
+            sys.path[0] = os.path.dirname(path)
+            runpy.run_path(path, run_name="__main__")
     except Exception as exc:
         tb = _user_frames(exc.__traceback__)
         traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
@@ -249,7 +255,6 @@ def run_program(target: str, args: list[str], *, as_module: bool = False) -> int
 
 def _user_frames(tb: TracebackType | None) -> TracebackType | None:
     """``tb`` from the program's first frame on: without this module's and runpy's."""
-    internal = (__file__, runpy.__file__)
-    while tb is not None and tb.tb_frame.f_code.co_filename in internal:
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") in (__name__, "runpy"):
         tb = tb.tb_next
     return tb
