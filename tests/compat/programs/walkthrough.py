@@ -3,7 +3,7 @@ inside containers, resources and the runtime context."""
 
 import ray
 
-ray.init(num_cpus=2)
+ray.init(num_cpus=2, resources={"db_connection": 2})
 
 
 @ray.remote(num_returns=2)
@@ -59,6 +59,37 @@ assert isinstance(inner, ray.ObjectRef) and ray.get(inner) == "inner value"
 total = ray.cluster_resources()
 assert total["CPU"] == 2
 assert 0 <= ray.available_resources().get("CPU", 0) <= 2
+
+
+# A custom resource caps how many tasks holding it run at once.
+@ray.remote(num_cpus=0)
+class Gauge:
+    def __init__(self):
+        self.now = 0
+        self.peak = 0
+
+    def enter(self):
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+
+    def leave(self):
+        self.now -= 1
+
+    def peak_seen(self):
+        return self.peak
+
+
+@ray.remote(num_cpus=0, resources={"db_connection": 1})
+def query(gauge, i):
+    ray.get(gauge.enter.remote())
+    ray.get(gauge.leave.remote())
+    return i
+
+
+gauge = Gauge.remote()
+assert ray.get([query.remote(gauge, i) for i in range(8)]) == list(range(8))
+assert 1 <= ray.get(gauge.peak_seen.remote()) <= 2
+assert ray.cluster_resources()["db_connection"] == 2
 
 
 @ray.remote
