@@ -274,6 +274,15 @@ def test_error_that_cannot_be_rebuilt_arrives_as_plain_task_error():
     assert "NeedsTwoArgs: x-y" in str(err)
 
 
+def test_error_of_a_class_task_errors_already_are_stays_a_plain_task_error():
+    # As Ray: RayTaskError is an Exception (and a RayError) already, so no dual class.
+    for exc in (Exception("plain"), RayError("raylite's own")):
+        with pytest.raises(RayTaskError) as info:
+            load_value(dumps_error("f", raised(exc), pid=1), is_error=True)
+        assert type(info.value) is RayTaskError
+        assert type(info.value.cause) is type(exc)
+
+
 def test_error_that_cannot_be_pickled_keeps_its_text():
     exc = raised(UserError("holds a lock"))
     exc.lock = threading.Lock()  # type: ignore[attr-defined]

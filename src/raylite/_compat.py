@@ -129,7 +129,8 @@ class _AliasLoader(importlib.abc.Loader):
 
 
 class _RayAliasFinder(importlib.abc.MetaPathFinder):
-    """Answers every import of ``ray`` and ``ray.*`` with raylite's module of that name."""
+    """While raylite stands in for ``ray``, answers each import of ``ray.X`` with raylite's
+    module ``raylite.X``, or an error naming what raylite does not provide."""
 
     def find_spec(
         self,
