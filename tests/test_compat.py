@@ -243,3 +243,9 @@ def test_raylite_run_dash_m_runs_a_module(tmp_path: Path):
     proc = run([sys.executable, "-m", "raylite", "run", "-m", "mod", "x"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["__main__", "raylite", "['x']"]
+
+
+def test_raylite_run_of_a_missing_script_says_so(tmp_path: Path):
+    proc = run([sys.executable, "-m", "raylite", "run", "nowhere.py"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "raylite run: can't open file 'nowhere.py'" in proc.stderr

@@ -233,8 +233,12 @@ def run_program(target: str, args: list[str], *, as_module: bool = False) -> int
 
     Returns:
         0 when the program returns; 1 after printing the traceback of an exception it
-        raised. ``SystemExit`` (``sys.exit(n)``) propagates, as in ``python``.
+        raised; 2 when the script does not exist. ``SystemExit`` (``sys.exit(n)``)
+        propagates, as in ``python``.
     """
+    if not as_module and not os.path.isfile(target):
+        print(f"raylite run: can't open file {target!r}: no such file", file=sys.stderr)
+        return 2
     install_as_ray()
     paths = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = shim_dir() + (os.pathsep + paths if paths else "")
