@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint bench soak clean
+.PHONY: demo test lint compat bench soak clean
 
 # make test: raylite and the dev toolchain (pytest, ruff, mypy, ray, playwright: ~650 MB).
 $(VENV)/.installed: pyproject.toml
@@ -34,6 +34,10 @@ lint: $(VENV)/.installed
 
 test: lint
 	$(PY) -m pytest -q
+
+# Only the Ray programs of tests/compat, each run three ways (`make test` runs them too).
+compat: $(VENV)/.installed
+	$(PY) -m pytest -q tests/compat
 
 bench: $(VENV)/.bench
 	$(PY) benchmarks/run.py
