@@ -149,12 +149,15 @@ def test_worker_processes_import_ray_as_raylite():
                 import ray.exceptions
                 return ray.exceptions.__name__
 
-        ray.init(num_cpus=1)
+        ray.init(num_cpus=2)
+        dedicated = Actor.options(num_cpus=1).remote()  # a process of its own
         print(*ray.get(inside.remote()), ray.get(Actor.remote().where.remote()))
+        print(ray.get(dedicated.where.remote()))
         ray.shutdown()
         """
     )
-    assert out.split() == ["raylite", "raylite.util.queue", "raylite.exceptions"]
+    packed_host, dedicated_host = ["raylite.exceptions"], ["raylite.exceptions"]
+    assert out.split() == ["raylite", "raylite.util.queue", *packed_host, *dedicated_host]
 
 
 def test_install_as_ray_refuses_when_it_cannot_take_effect():
