@@ -1,5 +1,6 @@
 """ray.wait: results in completion order, a cap on tasks in flight, and pipelined work."""
 
+import asyncio
 import time
 
 import ray
@@ -13,11 +14,32 @@ def slow_echo(value, delay):
     return value
 
 
-# Process results as they finish, not in submission order.
-refs = [slow_echo.remote("slow", 1.5), slow_echo.remote("fast", 0.0)]
+@ray.remote(num_cpus=0)
+class Gate:
+    def __init__(self):
+        self.opened = asyncio.Event()
+
+    def open(self):
+        self.opened.set()
+
+    async def wait(self):
+        await self.opened.wait()
+
+
+@ray.remote
+def behind_gate(gate, value):
+    ray.get(gate.wait.remote())
+    return value
+
+
+# Process results as they finish, not in submission order: the first task cannot finish
+# before the second one has.
+gate = Gate.remote()
+refs = [behind_gate.remote(gate, "slow"), slow_echo.remote("fast", 0.0)]
 ready, not_ready = ray.wait(refs, num_returns=1)
 assert len(ready) == 1 and len(not_ready) == 1
 assert ray.get(ready[0]) == "fast"
+gate.open.remote()
 assert ray.get(not_ready) == ["slow"]
 
 # wait() keeps the input order within each list and honours num_returns and timeout.
