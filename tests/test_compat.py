@@ -107,7 +107,7 @@ def test_ray_names_raylite_lacks_raise_errors_that_say_so():
         import raylite
         raylite.install_as_ray()
         import ray
-        for get in (lambda: ray.nodes, lambda: ray.util.placement_group_table,
+        for get in (lambda: ray.nodes, lambda: ray.util.inspect_serializability,
                     lambda: ray.exceptions.NodeDiedError):
             try:
                 get()
@@ -124,7 +124,7 @@ def test_ray_names_raylite_lacks_raise_errors_that_say_so():
     assert len(lines) == 6
     for line, name in zip(
         lines,
-        ["ray.nodes", "ray.util.placement_group_table", "ray.exceptions.NodeDiedError",
+        ["ray.nodes", "ray.util.inspect_serializability", "ray.exceptions.NodeDiedError",
          "ray.data (Ray Data)", "ray.util.collective", "ray._private"],
         strict=True,
     ):  # fmt: skip
