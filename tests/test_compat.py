@@ -49,6 +49,7 @@ def test_aliased_by_sys_modules_get_put_and_isinstance_work():
             pass
 
         assert not isinstance(NewType(), ray.ObjectRef)
+        assert not isinstance(NewType(), ray.ObjectRefGenerator)
         assert not isinstance(NewType(), ray.actor.ActorHandle)
         assert real_ray() is None and attached() is None
         import ray.exceptions

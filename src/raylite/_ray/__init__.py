@@ -107,7 +107,7 @@ def _is_ray_ref_class(cls: type) -> bool:
 
 
 def _is_ray_generator_class(cls: type) -> bool:
-    ray = sys.modules.get("ray")
+    ray = real_ray()
     return ray is not None and issubclass(cls, ray.ObjectRefGenerator)
 
 
