@@ -295,3 +295,13 @@ def stamp(path: str) -> None:
     ``path``: a task calls it just before it injects a failure, for the time to detect it."""
     with open(path, "w") as f:
         f.write(repr(time.monotonic()))
+
+
+def wait_for_file(path: str, timeout: float = 30.0) -> None:
+    """Inside a task or actor: blocks (the thread, not just a coroutine) until ``path``
+    exists, the test's go-ahead (see the ``go`` fixture in conftest.py)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)

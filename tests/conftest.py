@@ -122,3 +122,12 @@ def _no_session_leaks() -> Iterator[None]:
     if raylite.is_initialized():
         raylite.shutdown()
         pytest.fail("the test left raylite initialized")
+
+
+@pytest.fixture
+def go(tmp_path: Path) -> Iterator[str]:
+    """The file a test's tasks wait for (``_helpers.wait_for_file``); made at the end
+    whatever happens, so that no task is left waiting (the Ray runs share one cluster)."""
+    path = tmp_path / "go"
+    yield str(path)
+    path.touch()

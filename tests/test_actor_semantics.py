@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
-from _helpers import wait_until
+from _helpers import wait_for_file, wait_until
 
 import raylite
 from raylite.exceptions import (
@@ -21,28 +20,10 @@ from raylite.exceptions import (
 )
 
 
-def _wait_for_file(path: str, timeout: float = 30.0) -> None:
-    """Blocks (the thread, not just a coroutine) until ``path`` exists."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-
-@pytest.fixture
-def go(tmp_path):
-    """The file a test's tasks wait for; made at the end whatever happens, so that no task
-    is left waiting (the Ray runs share one cluster)."""
-    path = tmp_path / "go"
-    yield str(path)
-    path.touch()
-
-
-
 @raylite.remote
 def after(path, value):
     """A task whose result is ready only once ``path`` exists."""
-    _wait_for_file(path)
+    wait_for_file(path)
     return value
 
 
@@ -50,7 +31,7 @@ def after(path, value):
 def signal_then_wait(started, path, value):
     """Says it started (creates ``started``), then waits for ``path``."""
     Path(started).touch()
-    _wait_for_file(path)
+    wait_for_file(path)
     return value
 
 
@@ -114,7 +95,7 @@ def test_each_concurrency_group_has_its_own_event_loop(rl, go, tmp_path):
         @raylite.method(concurrency_group="io")
         async def block_io(self, started, go):
             Path(started).touch()
-            _wait_for_file(go)  # blocks this group's loop thread
+            wait_for_file(go)  # blocks this group's loop thread
             return "io"
 
         @raylite.method(concurrency_group="compute")
@@ -123,7 +104,7 @@ def test_each_concurrency_group_has_its_own_event_loop(rl, go, tmp_path):
 
         async def block_default(self, started, go):
             Path(started).touch()
-            _wait_for_file(go)
+            wait_for_file(go)
             return "default"
 
     s = Service.remote()
@@ -173,7 +154,7 @@ def test_max_pending_calls_counts_per_caller(rl, go, tmp_path):
     @raylite.remote
     class Slow:
         def wait(self, go):
-            _wait_for_file(go)
+            wait_for_file(go)
             return "done"
 
     @raylite.remote

@@ -5,38 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from pathlib import Path
 
 import pytest
-from _helpers import wait_until
+from _helpers import wait_for_file, wait_until
 
 import raylite
 from raylite.exceptions import TaskCancelledError
 from raylite.util.state import list_objects
 
 
-def _wait_for_file(path: str, timeout: float = 30.0) -> None:
-    """Inside a task: blocks until ``path`` exists (the test's go-ahead)."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.01)
-
-@pytest.fixture
-def go(tmp_path):
-    """The file a test's tasks wait for; made at the end whatever happens, so that no task
-    is left waiting (the Ray runs share one cluster)."""
-    path = tmp_path / "go"
-    yield str(path)
-    path.touch()
-
-
-
 @raylite.remote
 def after(go):
-    _wait_for_file(go)
+    wait_for_file(go)
     return "after"
 
 
@@ -76,7 +57,7 @@ def test_values_reach_the_driver_as_they_are_yielded(rl, go):
     @raylite.remote
     def two_steps(go):
         yield "first"
-        _wait_for_file(go)  # the task cannot end before the test says so
+        wait_for_file(go)  # the task cannot end before the test says so
         yield "second"
 
     gen = two_steps.remote(go)
@@ -173,7 +154,7 @@ def test_cancel_a_running_generator(rl, go):
     @raylite.remote
     def endless(go):
         yield 0
-        _wait_for_file(go, timeout=60)  # the test never makes it: only the cancel ends this
+        wait_for_file(go, timeout=60)  # the test never makes it: only the cancel ends this
         yield 1
 
     gen = endless.remote(go)
@@ -238,7 +219,7 @@ def test_wait_on_generators_and_refs(rl, go):
     @raylite.remote
     def gated(go):
         yield "now"
-        _wait_for_file(go)
+        wait_for_file(go)
         yield "later"
 
     gen = gated.remote(go)
