@@ -1,0 +1,85 @@
+"""Ray API names that Ray programs, libraries and Ray's own tests reach for beyond the
+headline API: ``ObjectID``, ``f._remote(...)``, ``ref._on_completed(cb)``, and values Ray
+accepts in a looser form (``object_store_memory=700e6``)."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+from _helpers import wait_until
+
+import raylite
+
+pytestmark = pytest.mark.local_only("raylite's own spelling of Ray's names; Ray has them")
+
+
+def test_object_id_is_ray_s_older_name_for_object_ref() -> None:
+    assert raylite.ObjectID is raylite.ObjectRef
+
+
+def test_remote_function_underscore_remote_takes_args_kwargs_and_options(rl: object) -> None:
+    @raylite.remote
+    def span(n: int, start: int = 0) -> list[int]:
+        return list(range(start, start + n))
+
+    assert raylite.get(span._remote(args=[2], kwargs={"start": 5})) == [5, 6]
+    first, second = span._remote(args=[2], num_returns=2)
+    assert raylite.get([first, second]) == [0, 1]
+    assert span._remote([0], num_returns=0) is None
+    assert raylite.get(span._remote(args=[1])) == [0]
+
+
+def test_on_completed_gets_the_value_or_the_error_and_then_drops_the_callback(
+    rl: object,
+) -> None:
+    seen: list[object] = []
+    arrived = threading.Event()
+
+    def callback(value: object) -> None:
+        seen.append(value)
+        arrived.set()
+
+    @raylite.remote
+    def fail() -> None:
+        raise ValueError("boom")
+
+    before = sys.getrefcount(callback)
+    ref = raylite.put(41)
+    ref._on_completed(callback)
+    assert arrived.wait(30)
+    assert seen == [41]
+    wait_until(lambda: sys.getrefcount(callback) == before, 10, "the callback to be dropped")
+
+    arrived.clear()
+    ref = fail.remote()
+    ref._on_completed(callback)
+    assert arrived.wait(30)
+    assert isinstance(seen[1], raylite.exceptions.RayTaskError)
+    assert isinstance(seen[1], ValueError)
+
+
+def test_on_completed_callback_that_raises_is_logged_not_propagated(
+    rl: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    done = threading.Event()
+
+    def callback(value: object) -> None:
+        done.set()
+        raise RuntimeError("callback trouble")
+
+    raylite.put(1)._on_completed(callback)
+    assert done.wait(30)
+    wait_until(lambda: "callback trouble" in caplog.text, 10, "the callback's error in the log")
+    assert raylite.get(raylite.put(2)) == 2  # raylite goes on
+
+
+def test_object_store_memory_takes_an_integral_float_as_ray_does() -> None:
+    raylite.init(num_cpus=1, object_store_memory=64e6)
+    try:
+        assert raylite.cluster_resources()["object_store_memory"] == 64_000_000
+    finally:
+        raylite.shutdown()
+    with pytest.raises(ValueError, match="object_store_memory must be a positive number"):
+        raylite.init(num_cpus=1, object_store_memory=1.5)
