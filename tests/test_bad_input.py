@@ -116,6 +116,11 @@ def test_bad_method_options_and_decorator_misuse_show_the_right_form():
         raylite.method(2)
     with pytest.raises(TypeError, match=r"for example '@raylite\.remote\(num_cpus=1\)'"):
         raylite.remote(5)
+    with pytest.raises(TypeError, match="no arguments and no parentheses"):
+
+        @raylite.remote()  # parentheses and no option: Ray rejects it too
+        class Empty:
+            pass
 
 
 @pytest.mark.parametrize(

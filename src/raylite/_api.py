@@ -336,7 +336,7 @@ def remote(*args: Any, **options: Any) -> Any:
     """
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
-    if args:
+    if args or not options:  # `@remote(x)` or `@remote()`: Ray rejects both
         raise TypeError(
             "The @raylite.remote decorator must be applied either with no arguments and no "
             "parentheses, for example '@raylite.remote', or it must be applied using some "
