@@ -31,6 +31,7 @@ import logging
 import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from traceback import format_exc
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -227,7 +228,9 @@ class ObjectRef(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for its virtual su
             try:
                 run(value)
             except Exception:
-                _log.exception("The _on_completed callback of %r raised", self)
+                # The text only: a record holding the traceback would keep the callback
+                # (its frame's function) alive as long as a log handler keeps the record.
+                _log.error("The _on_completed callback of %r raised:\n%s", self, format_exc())
 
         self.future().add_done_callback(done)
 
