@@ -86,3 +86,50 @@ def test_object_store_memory_takes_an_integral_float_as_ray_does() -> None:
         raylite.shutdown()
     with pytest.raises(ValueError, match="object_store_memory must be a positive number"):
         raylite.init(num_cpus=1, object_store_memory=1.5)
+
+
+def test_ray_ready_and_ray_call_are_builtin_actor_methods(rl: object) -> None:
+    @raylite.remote
+    class Store:
+        def __init__(self) -> None:
+            self.items: list[int] = []
+
+        def add(self, x: int) -> int:
+            self.items.append(x)
+            return len(self.items)
+
+    store = Store.remote()
+    assert raylite.get(store.__ray_ready__.remote(), timeout=60) is True
+    store.add.remote(1)
+    # __ray_call__ runs a function on the instance, in call order after add(1)
+    assert raylite.get(store.__ray_call__.remote(lambda self, k: self.items * k, 2)) == [1, 1]
+    assert raylite.get(Store.options(name="named_store").remote().__ray_ready__.remote())
+    assert Store._cls.__name__ == "Store" and Store._cls.__qualname__ == Store.__qualname__
+
+
+def test_builtin_actor_methods_in_thread_and_inline_actors() -> None:
+    @raylite.remote
+    class Pinger:
+        def ping(self) -> str:
+            return "pong"
+
+    for kwargs in ({"local_mode": True}, {}):
+        raylite.init(num_cpus=1, **kwargs)
+        try:
+            actor = Pinger.remote()
+            assert raylite.get(actor.__ray_ready__.remote(), timeout=60) is True
+            assert raylite.get(actor.__ray_call__.remote(lambda self: self.ping())) == "pong"
+        finally:
+            raylite.shutdown()
+
+
+def test_an_actor_whose_class_cannot_be_derived_from_still_runs(rl: object) -> None:
+    class Final:
+        def __init_subclass__(cls, **kwargs: object) -> None:
+            raise TypeError("Final cannot be subclassed")
+
+        def value(self) -> int:
+            return 7
+
+    actor = raylite.remote(Final).remote()
+    assert raylite.get(actor.value.remote(), timeout=60) == 7

@@ -124,6 +124,42 @@ def _meta_of(cls: type) -> ActorMeta:
     )
 
 
+def _ray_ready(self: Any) -> bool:
+    """``handle.__ray_ready__.remote()``: True once the actor is created (its ``__init__``
+    ran); waiting on it is how Ray programs wait for an actor to be up."""
+    return True
+
+
+def _ray_call(self: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``handle.__ray_call__.remote(fn, *args)``: runs ``fn(instance, *args, **kwargs)``
+    inside the actor, in call order like a method."""
+    return fn(self, *args, **kwargs)
+
+
+# Ray's builtin actor methods, callable through every handle.
+_BUILTIN_METHODS = {"__ray_ready__": _ray_ready, "__ray_call__": _ray_call}
+_WITH_BUILTINS = "__raylite_builtin_methods__"
+
+
+def _with_builtins(cls: type) -> type:
+    """``cls`` with Ray's builtin actor methods added, as Ray adds them: a subclass of the
+    same name, module and qualname (``cls`` itself when it already has them, or when it
+    cannot be derived from: then only its own methods are callable)."""
+    if vars(cls).get(_WITH_BUILTINS):
+        return cls
+    namespace: dict[str, Any] = {
+        **_BUILTIN_METHODS,
+        _WITH_BUILTINS: True,
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+    }
+    try:
+        return type(cls)(cls.__name__, (cls,), namespace)
+    except Exception:  # a metaclass that takes other arguments, a final class...
+        return cls
+
+
 class ActorClass:
     """A class whose instances are actors: ``Cls.remote(*args)`` returns an ActorHandle.
 
@@ -170,7 +206,7 @@ class ActorClass:
                 )
         # Straight into __dict__: the user's class may define __setattr__.
         vars(self).update(
-            _cls=cls,
+            _cls=_with_builtins(cls),  # what the actor's process instantiates
             _options=options,
             _cls_id=cls_id or int.from_bytes(os.urandom(7), "big"),
             _meta=meta,
@@ -283,6 +319,8 @@ class ActorHandle(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for its virtual 
 
     def __getattr__(self, name: str) -> ActorMethod:
         meta = self.__dict__.get("_meta")
+        if meta is not None and name in _BUILTIN_METHODS:
+            return ActorMethod(self, name, MethodOptions())
         if meta is None or name.startswith("__"):
             raise AttributeError(name)
         opts = meta.methods.get(name)
