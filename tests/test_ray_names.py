@@ -133,3 +133,23 @@ def test_an_actor_whose_class_cannot_be_derived_from_still_runs(rl: object) -> N
 
     actor = raylite.remote(Final).remote()
     assert raylite.get(actor.value.remote(), timeout=60) == 7
+
+
+def test_deriving_from_an_actor_class_is_refused_as_in_ray() -> None:
+    from raylite.actor import ActorClassInheritanceException
+
+    class Plain:
+        pass
+
+    @raylite.remote
+    class Base(Plain):
+        pass
+
+    with pytest.raises(ActorClassInheritanceException, match="subclass 'Derived' of actor cl"):
+
+        class Derived(Base):  # type: ignore[misc,valid-type]
+            pass
+
+    assert issubclass(ActorClassInheritanceException, TypeError)
+    with pytest.raises(TypeError, match="cannot be instantiated directly"):
+        Base()

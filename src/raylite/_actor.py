@@ -30,6 +30,7 @@ from ._signature import ArgSpec, arg_spec
 
 __all__ = [
     "ActorClass",
+    "ActorClassInheritanceException",
     "ActorHandle",
     "ActorMethod",
     "ActorMeta",
@@ -160,6 +161,19 @@ def _with_builtins(cls: type) -> type:
         return cls
 
 
+class ActorClassInheritanceException(TypeError):
+    """A class was defined with an actor class (the result of ``@remote``) as a base."""
+
+
+def _inheritance_error(name: str, bases: Any) -> ActorClassInheritanceException:
+    parent = next((b.__name__ for b in bases if isinstance(b, ActorClass)), "?")
+    return ActorClassInheritanceException(
+        f"Attempted to define subclass '{name}' of actor class '{parent}'. Inheriting from "
+        "actor classes is not currently supported. You can instead inherit from a non-actor "
+        "base class and make the derived class an actor class (with @raylite.remote)."
+    )
+
+
 class ActorClass:
     """A class whose instances are actors: ``Cls.remote(*args)`` returns an ActorHandle.
 
@@ -196,6 +210,8 @@ class ActorClass:
         return object.__new__(klass) if klass is ActorClass else _instance_of(klass)
 
     def __init__(self, cls: type, options: ActorOptions, cls_id: int = 0) -> None:
+        if isinstance(cls, str):  # `class Derived(SomeActorClass)`: Python calls us so
+            raise _inheritance_error(cls, options)
         meta = _meta_of(cls)
         for group in {m.concurrency_group for m in meta.methods.values()} - {None}:
             if group not in options.concurrency_groups:
