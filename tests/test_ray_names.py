@@ -31,6 +31,21 @@ def test_remote_function_underscore_remote_takes_args_kwargs_and_options(rl: obj
     assert raylite.get(span._remote(args=[1])) == [0]
 
 
+def test_actor_underscore_remote_takes_args_kwargs_and_options(rl: object) -> None:
+    @raylite.remote
+    class Pair:
+        def __init__(self, x: int, y: int = 0) -> None:
+            self.x, self.y = x, y
+
+        def both(self, a: int, b: int = 0) -> tuple[int, int, int, int]:
+            return self.x, self.y, a, b
+
+    pair = Pair._remote(args=[1], kwargs={"y": 2}, num_cpus=0)
+    refs = pair.both._remote(args=["a"], kwargs={"b": "b"}, num_returns=4)
+    assert raylite.get(refs) == [1, 2, "a", "b"]
+    assert raylite.get(pair.both._remote(args=[3])) == (1, 2, 3, 0)
+
+
 def test_on_completed_gets_the_value_or_the_error_and_then_drops_the_callback(
     rl: object,
 ) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -265,6 +265,17 @@ class ActorClass:
             spec.check(f"{self.__name__}.remote()", args, kwargs)
         return _runtime.current().create_actor(self, args, kwargs, self._options)
 
+    def _remote(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **actor_options: Any,
+    ) -> ActorHandle:
+        """Ray's lower-level form: ``Cls._remote(args=[1], num_cpus=2)`` is
+        ``Cls.options(num_cpus=2).remote(1)``."""
+        cls = self.options(**actor_options) if actor_options else self
+        return cls.remote(*(args or ()), **(kwargs or {}))
+
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")
 
@@ -382,6 +393,17 @@ class ActorMethod:
         what = f"{meta.class_name}.{self._name}()"
         returns = resolve_num_returns(opts.num_returns, self._name in meta.generators, what)
         return ActorMethod(self._handle, self._name, replace(opts, num_returns=returns))
+
+    def _remote(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **method_options: Any,
+    ) -> Any:
+        """Ray's lower-level form: ``h.m._remote(args=[1], num_returns=2)`` is
+        ``h.m.options(num_returns=2).remote(1)``."""
+        call = self.options(**method_options) if method_options else self
+        return call.remote(*(args or ()), **(kwargs or {}))
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Calls the method on the actor; returns ObjectRef(s) (as ``num_returns`` says)."""
