@@ -168,3 +168,12 @@ def test_deriving_from_an_actor_class_is_refused_as_in_ray() -> None:
     assert issubclass(ActorClassInheritanceException, TypeError)
     with pytest.raises(TypeError, match="cannot be instantiated directly"):
         Base()
+
+
+def test_runtime_env_class_is_the_dict_of_its_given_fields() -> None:
+    from raylite.runtime_env import RuntimeEnv
+
+    env = RuntimeEnv(env_vars={"A": "1"}, pip=None)
+    assert isinstance(env, dict) and env == {"env_vars": {"A": "1"}}
+    assert env.env_vars() == {"A": "1"} and RuntimeEnv().env_vars() == {}
+    assert RuntimeEnv(working_dir=".", plugin_x=3) == {"working_dir": ".", "plugin_x": 3}
