@@ -347,7 +347,7 @@ class ActorHandle(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for its virtual 
     def __getattr__(self, name: str) -> ActorMethod:
         meta = self.__dict__.get("_meta")
         if meta is not None and name in _BUILTIN_METHODS:
-            return ActorMethod(self, name, MethodOptions())
+            return ActorMethod(self, name, MethodOptions(num_returns=1))
         if meta is None or name.startswith("__"):
             raise AttributeError(name)
         opts = meta.methods.get(name)
