@@ -177,3 +177,36 @@ def test_runtime_env_class_is_the_dict_of_its_given_fields() -> None:
     assert isinstance(env, dict) and env == {"env_vars": {"A": "1"}}
     assert env.env_vars() == {"A": "1"} and RuntimeEnv().env_vars() == {}
     assert RuntimeEnv(working_dir=".", plugin_x=3) == {"working_dir": ".", "plugin_x": 3}
+
+
+def test_ray_terminate_ends_the_actor_after_earlier_calls(rl: object) -> None:
+    @raylite.remote
+    class Counter:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def add(self) -> int:
+            self.n += 1
+            return self.n
+
+    counter = Counter.remote()
+    earlier = [counter.add.remote() for _ in range(3)]
+    end = counter.__ray_terminate__.remote()
+    assert raylite.get(earlier, timeout=60) == [1, 2, 3]
+    with pytest.raises(raylite.exceptions.RayActorError):
+        raylite.get(end, timeout=60)
+    with pytest.raises(raylite.exceptions.RayActorError):
+        raylite.get(counter.add.remote(), timeout=60)
+
+
+def test_runtime_env_class_sets_env_vars_of_a_task(rl: object) -> None:
+    import os
+
+    from raylite.runtime_env import RuntimeEnv
+
+    @raylite.remote
+    def read(name: str) -> str | None:
+        return os.environ.get(name)
+
+    env = RuntimeEnv(env_vars={"RAYLITE_TEST_RUNTIME_ENV": "set"})
+    assert raylite.get(read.options(runtime_env=env).remote("RAYLITE_TEST_RUNTIME_ENV")) == "set"

@@ -137,8 +137,20 @@ def _ray_call(self: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> A
     return fn(self, *args, **kwargs)
 
 
+def _ray_terminate(self: Any) -> None:
+    """``handle.__ray_terminate__.remote()``: ends the actor gracefully once the calls
+    submitted before it have run (``exit_actor()`` inside it)."""
+    from .actor import exit_actor  # the public module imports this one
+
+    exit_actor()
+
+
 # Ray's builtin actor methods, callable through every handle.
-_BUILTIN_METHODS = {"__ray_ready__": _ray_ready, "__ray_call__": _ray_call}
+_BUILTIN_METHODS = {
+    "__ray_ready__": _ray_ready,
+    "__ray_call__": _ray_call,
+    "__ray_terminate__": _ray_terminate,
+}
 _WITH_BUILTINS = "__raylite_builtin_methods__"
 
 
