@@ -153,7 +153,7 @@ def test_exit_actor_ends_the_actor_for_good(rl):
 
     actor = Leaver.remote()
     assert rl.get(actor.ping.remote()) == "pong"
-    with pytest.raises(ActorDiedError):
+    with pytest.raises(ActorDiedError, match="INTENDED_USER_EXIT"):  # Ray's name for it
         rl.get(actor.leave.remote())
     with pytest.raises(RayActorError):  # not restarted, whatever max_restarts says
         rl.get(actor.ping.remote())

@@ -220,7 +220,7 @@ class HostedActor:
         an unexpected exit, ``exit_actor()`` an intended one)."""
         intended = isinstance(exc, IntendedExit)
         if intended:
-            reason = f"{name}() called exit_actor()"
+            reason = f"{name}() called exit_actor() (exit type INTENDED_USER_EXIT, as Ray names it)"
         else:
             reason = (
                 f"{name}() raised SystemExit({exc.code!r}) (sys.exit() ends an actor, as in "
