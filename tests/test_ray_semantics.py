@@ -355,6 +355,33 @@ def test_a_function_over_the_size_limit_fails_at_remote(rl, monkeypatch):
         Big.remote()
 
 
+def test_local_mode_refuses_the_same_sizes(monkeypatch):
+    monkeypatch.setenv("FUNCTION_SIZE_ERROR_THRESHOLD", str(1_000_000))
+    captured = os.urandom(2_000_000)
+
+    @raylite.remote
+    def big():
+        return len(captured)
+
+    @raylite.remote
+    class Big:
+        data = captured
+
+    @raylite.remote
+    def small():
+        return 1
+
+    raylite.init(local_mode=True)
+    try:
+        with pytest.raises(ValueError, match=r"The remote function .*big is too large"):
+            big.remote()
+        with pytest.raises(ValueError, match="The actor Big is too large"):
+            Big.remote()
+        assert raylite.get(small.remote()) == 1
+    finally:
+        raylite.shutdown()
+
+
 # ---- objects --------------------------------------------------------------------------
 
 
