@@ -174,6 +174,8 @@ class HostedActor:
         self._ready.set()
 
     def call(self, msg: ActorCall) -> None:
+        if self.dead:  # it ended (exit_actor, kill) while this call was on its way: the
+            return  # driver fails or retries the calls it sent, as for queued ones (stop)
         if self._loops:
             group = self._loops.get(msg.group) or self._loops[None]
             group.loop.call_soon_threadsafe(self._spawn_async, group, msg)
