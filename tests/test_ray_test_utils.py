@@ -4,6 +4,7 @@ Ray test suite gets when it runs on raylite."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -159,3 +160,39 @@ def test_cloudpickle_is_the_package_raylite_uses() -> None:
     offset = 40
     add = cloudpickle.loads(cloudpickle.dumps(lambda x: x + offset))
     assert add(2) == 42
+
+
+def test_rays_test_helper_modules_resolve_under_rays_names_and_nothing_else_private() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import raylite
+        sys.modules["ray"] = raylite
+        from ray._common.test_utils import SignalActor, wait_for_condition
+        from ray._private.test_utils import client_test_enabled, wait_for_pid_to_exit
+        from ray._private.client_mode_hook import client_mode_should_convert
+        from ray import cloudpickle
+        import ray.cluster_utils
+        import raylite._common.test_utils
+        assert SignalActor is raylite._common.test_utils.SignalActor  # one module, not two
+        assert ray.cluster_utils is raylite.cluster_utils
+        try:
+            import ray._private.worker
+        except ModuleNotFoundError as exc:
+            print("worker:", "raylite does not provide ray._private.worker" in str(exc))
+        ray.init(num_cpus=1)
+        signal = SignalActor.remote()
+        ray.get(signal.send.remote())
+        ray.get(signal.wait.remote(), timeout=60)
+        print("ok", client_test_enabled(), client_mode_should_convert())
+        ray.shutdown()
+        """
+    )
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(raylite.__file__)))
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["worker: True", "ok False False"]

@@ -162,10 +162,10 @@ def _driver_env(env: dict[str, str] | None) -> dict[str, str]:
     """The child's environment: ``env`` (or ours), with raylite's ``ray`` package first on
     ``PYTHONPATH`` when ``ray`` is raylite in this process, so the child's ``import ray``
     gets raylite as ours does."""
-    child = dict(os.environ if env is None else env)
-    if sys.modules.get("ray") is sys.modules.get("raylite"):
-        from .. import _compat
+    from .. import _compat
 
+    child = dict(os.environ if env is None else env)
+    if _compat.standing_in_for_ray():
         paths = child.get("PYTHONPATH", "")
         child["PYTHONPATH"] = _compat.shim_dir() + (os.pathsep + paths if paths else "")
     return child
