@@ -79,8 +79,19 @@ def test_bad_init_resources_are_named(init_kwargs, error, words):
         ({"num_gpus": -0.5}, ValueError, "num_gpus must be a finite number >= 0, got -0.5"),
         ({"resources": {"db": float("-inf")}}, ValueError, "resources['db'] must be a finite"),
         ({"resources": {"": 1}}, TypeError, "resources keys must be non-empty strings"),
-        ({"num_returns": -1}, ValueError, "num_returns must be >= 0, got -1"),
-        ({"max_retries": 1.5}, TypeError, "max_retries must be an int, got float 1.5"),
+        ({"num_returns": -1}, ValueError, "The keyword 'num_returns' only accepts None, a "
+         "non-negative integer, 'streaming' (for generators), or 'dynamic'; got -1"),
+        ({"num_returns": 0.5}, TypeError, "The type of keyword 'num_returns' must be (<class "
+         "'int'>, <class 'str'>, <class 'NoneType'>), but received type <class 'float'>"),
+        ({"max_retries": 1.5}, TypeError, "The type of keyword 'max_retries' must be (<class "
+         "'int'>, <class 'NoneType'>), but received type <class 'float'> (1.5)"),
+        ({"max_retries": -2}, ValueError, "The keyword 'max_retries' only accepts None, 0, -1 "
+         "or a positive integer, where -1 represents infinity; got -2"),
+        ({"max_calls": -1}, ValueError, "The keyword 'max_calls' only accepts None, 0 or a "
+         "positive integer; got -1"),
+        ({"num_gpus": 0.00001}, ValueError, "The precision of the fractional quantity of "
+         "resource num_gpus cannot go beyond 0.0001"),
+        ({"resources": {"db": 1e-7}}, ValueError, "quantity of resource db cannot go beyond"),
         ({"retry_exceptions": "yes"}, TypeError, "retry_exceptions must be a bool or a list"),
         ({"executor": "gpu"}, ValueError, "executor must be 'process' (CPU-bound work) or"),
     ],
@@ -96,8 +107,14 @@ def test_bad_task_options_name_the_option_and_what_is_allowed(options, error, wo
     [
         ({"max_concurency": 2}, ValueError, "Invalid option keyword 'max_concurency' for actors. "
          "Valid ones are allow_out_of_order_execution, concurrency_groups"),
-        ({"max_restarts": "x"}, TypeError, "max_restarts must be an int, got str 'x'"),
-        ({"max_concurrency": 0}, ValueError, "max_concurrency must be >= 1, got 0"),
+        ({"max_restarts": "x"}, TypeError, "The type of keyword 'max_restarts' must be (<class "
+         "'int'>, <class 'NoneType'>), but received type <class 'str'> ('x')"),
+        ({"max_task_retries": -3}, ValueError, "The keyword 'max_task_retries' only accepts "
+         "None, 0, -1 or a positive integer, where -1 represents infinity; got -3"),
+        ({"max_concurrency": 0}, ValueError, "The keyword 'max_concurrency' only accepts None "
+         "or an integer >= 1; got 0"),
+        ({"num_cpus": 1e-5}, ValueError, "The precision of the fractional quantity of resource "
+         "num_cpus cannot go beyond 0.0001"),
         ({"lifetime": "forever"}, ValueError, "lifetime must be None, 'detached' or"),
         ({"concurrency_groups": {"io": 0}}, TypeError, "concurrency_groups must be a dict of"),
         ({"num_cpus": float("nan")}, ValueError, "num_cpus must be a finite number >= 0"),
@@ -116,6 +133,11 @@ def test_bad_method_options_and_decorator_misuse_show_the_right_form():
         raylite.method(2)
     with pytest.raises(TypeError, match=r"for example '@raylite\.remote\(num_cpus=1\)'"):
         raylite.remote(5)
+    with pytest.raises(TypeError, match="no arguments and no parentheses"):
+
+        @raylite.remote()  # parentheses and no option: Ray rejects it too
+        class Empty:
+            pass
 
 
 @pytest.mark.parametrize(

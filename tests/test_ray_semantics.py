@@ -6,6 +6,7 @@ Each test runs on the local runtime and, where Ray behaves the same, on real Ray
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 
@@ -153,7 +154,7 @@ def test_exit_actor_ends_the_actor_for_good(rl):
 
     actor = Leaver.remote()
     assert rl.get(actor.ping.remote()) == "pong"
-    with pytest.raises(ActorDiedError):
+    with pytest.raises(ActorDiedError, match="INTENDED_USER_EXIT"):  # Ray's name for it
         rl.get(actor.leave.remote())
     with pytest.raises(RayActorError):  # not restarted, whatever max_restarts says
         rl.get(actor.ping.remote())
@@ -169,6 +170,43 @@ def test_exit_actor_in_an_async_actor(rl):
 
     with pytest.raises(ActorDiedError):
         rl.get(AsyncLeaver.remote().leave.remote())
+
+
+@pytest.mark.local_only("raylite's host processes: actors packed in one process")
+def test_calls_on_their_way_to_an_exiting_actor_leave_its_host_process_alone():
+    @raylite.remote
+    class Leaver:
+        def __init__(self, exit_after):
+            self.left = exit_after
+            self.event = asyncio.Event()
+
+        async def leave_when_told(self):
+            await self.event.wait()
+            raylite.actor.exit_actor()
+
+        def ping(self):
+            self.left -= 1
+            if self.left == 0:
+                self.event.set()
+            return os.getpid()
+
+    @raylite.remote
+    class Stayer:
+        def ping(self):
+            return os.getpid()
+
+    raylite.init(num_cpus=1)  # one host process for packed actors: both live in it
+    try:
+        stayer, leaver = Stayer.remote(), Leaver.remote(500)
+        host = raylite.get(stayer.ping.remote())
+        end = leaver.leave_when_told.remote()
+        # more calls than are sent at once: some reach the host after the actor ended
+        pings = [leaver.ping.remote() for _ in range(2000)]
+        with pytest.raises(ActorDiedError, match="INTENDED_USER_EXIT"):
+            raylite.get([end, *pings], timeout=60)
+        assert raylite.get(stayer.ping.remote(), timeout=60) == host  # the host lives on
+    finally:
+        raylite.shutdown()
 
 
 def test_list_named_actors_in_ray_shapes(rl):
@@ -353,6 +391,33 @@ def test_a_function_over_the_size_limit_fails_at_remote(rl, monkeypatch):
 
     with pytest.raises(ValueError, match="The actor Big is too large"):
         Big.remote()
+
+
+def test_local_mode_refuses_the_same_sizes(monkeypatch):
+    monkeypatch.setenv("FUNCTION_SIZE_ERROR_THRESHOLD", str(1_000_000))
+    captured = os.urandom(2_000_000)
+
+    @raylite.remote
+    def big():
+        return len(captured)
+
+    @raylite.remote
+    class Big:
+        data = captured
+
+    @raylite.remote
+    def small():
+        return 1
+
+    raylite.init(local_mode=True)
+    try:
+        with pytest.raises(ValueError, match=r"The remote function .*big is too large"):
+            big.remote()
+        with pytest.raises(ValueError, match="The actor Big is too large"):
+            Big.remote()
+        assert raylite.get(small.remote()) == 1
+    finally:
+        raylite.shutdown()
 
 
 # ---- objects --------------------------------------------------------------------------

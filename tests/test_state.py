@@ -438,3 +438,33 @@ def test_cli_with_two_drivers_lists_them_and_asks_which(short_tmp: Path) -> None
         for driver in (first, second):
             driver.wait(timeout=30)
     assert "no raylite driver is running" in _cli_in(short_tmp, "sessions").stdout
+
+
+def test_get_actor_finds_an_actor_by_id_until_and_after_it_dies(rt: object) -> None:
+    from raylite.util.state import get_actor
+
+    @raylite.remote
+    class Named:
+        def ping(self) -> str:
+            return "pong"
+
+    actor = Named.remote()
+    assert raylite.get(actor.ping.remote()) == "pong"
+    (actor_id,) = [a.actor_id for a in list_actors() if a.class_name == "Named"]
+    found = get_actor(actor_id)
+    assert found is not None and found.state == "ALIVE" and found.class_name == "Named"
+    raylite.kill(actor)
+    dead = get_actor(actor_id)
+    assert dead is not None and dead.state == "DEAD"
+    assert get_actor("00" * 16) is None
+
+
+def test_get_task_finds_a_finished_task_by_id(rt: object) -> None:
+    from raylite.util.state import get_task, list_tasks
+
+    ref = pid_after.remote(0)
+    raylite.get(ref)
+    task_id = next(t.task_id for t in list_tasks() if t.func_or_class_name.endswith("pid_after"))
+    found = get_task(task_id)
+    assert found is not None and found.state == "FINISHED"
+    assert get_task("ff" * 16) is None

@@ -30,6 +30,7 @@ from ._api import wait as wait
 from ._compat import install_as_ray as install_as_ray
 from ._compat import module_getattr
 from ._object_ref import DynamicObjectRefGenerator as DynamicObjectRefGenerator
+from ._object_ref import ObjectRef as ObjectID  # Ray's older name, still exported by Ray
 from ._object_ref import ObjectRef as ObjectRef
 from ._object_ref import ObjectRefGenerator as ObjectRefGenerator
 from ._remote_function import RemoteFunction as RemoteFunction
@@ -48,6 +49,7 @@ __all__ = [
     "wait",
     "cancel",
     "ObjectRef",
+    "ObjectID",
     "ObjectRefGenerator",
     "DynamicObjectRefGenerator",
     "RemoteFunction",

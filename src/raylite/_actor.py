@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,6 +30,7 @@ from ._signature import ArgSpec, arg_spec
 
 __all__ = [
     "ActorClass",
+    "ActorClassInheritanceException",
     "ActorHandle",
     "ActorMethod",
     "ActorMeta",
@@ -124,6 +125,67 @@ def _meta_of(cls: type) -> ActorMeta:
     )
 
 
+def _ray_ready(self: Any) -> bool:
+    """``handle.__ray_ready__.remote()``: True once the actor is created (its ``__init__``
+    ran); waiting on it is how Ray programs wait for an actor to be up."""
+    return True
+
+
+def _ray_call(self: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``handle.__ray_call__.remote(fn, *args)``: runs ``fn(instance, *args, **kwargs)``
+    inside the actor, in call order like a method."""
+    return fn(self, *args, **kwargs)
+
+
+def _ray_terminate(self: Any) -> None:
+    """``handle.__ray_terminate__.remote()``: ends the actor gracefully once the calls
+    submitted before it have run (``exit_actor()`` inside it)."""
+    from .actor import exit_actor  # the public module imports this one
+
+    exit_actor()
+
+
+# Ray's builtin actor methods, callable through every handle.
+_BUILTIN_METHODS = {
+    "__ray_ready__": _ray_ready,
+    "__ray_call__": _ray_call,
+    "__ray_terminate__": _ray_terminate,
+}
+_WITH_BUILTINS = "__raylite_builtin_methods__"
+
+
+def _with_builtins(cls: type) -> type:
+    """``cls`` with Ray's builtin actor methods added, as Ray adds them: a subclass of the
+    same name, module and qualname (``cls`` itself when it already has them, or when it
+    cannot be derived from: then only its own methods are callable)."""
+    if vars(cls).get(_WITH_BUILTINS):
+        return cls
+    namespace: dict[str, Any] = {
+        **_BUILTIN_METHODS,
+        _WITH_BUILTINS: True,
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+    }
+    try:
+        return type(cls)(cls.__name__, (cls,), namespace)
+    except Exception:  # a metaclass that takes other arguments, a final class...
+        return cls
+
+
+class ActorClassInheritanceException(TypeError):
+    """A class was defined with an actor class (the result of ``@remote``) as a base."""
+
+
+def _inheritance_error(name: str, bases: Any) -> ActorClassInheritanceException:
+    parent = next((b.__name__ for b in bases if isinstance(b, ActorClass)), "?")
+    return ActorClassInheritanceException(
+        f"Attempted to define subclass '{name}' of actor class '{parent}'. Inheriting from "
+        "actor classes is not currently supported. You can instead inherit from a non-actor "
+        "base class and make the derived class an actor class (with @raylite.remote)."
+    )
+
+
 class ActorClass:
     """A class whose instances are actors: ``Cls.remote(*args)`` returns an ActorHandle.
 
@@ -160,6 +222,8 @@ class ActorClass:
         return object.__new__(klass) if klass is ActorClass else _instance_of(klass)
 
     def __init__(self, cls: type, options: ActorOptions, cls_id: int = 0) -> None:
+        if isinstance(cls, str):  # `class Derived(SomeActorClass)`: Python calls us so
+            raise _inheritance_error(cls, options)
         meta = _meta_of(cls)
         for group in {m.concurrency_group for m in meta.methods.values()} - {None}:
             if group not in options.concurrency_groups:
@@ -170,7 +234,7 @@ class ActorClass:
                 )
         # Straight into __dict__: the user's class may define __setattr__.
         vars(self).update(
-            _cls=cls,
+            _cls=_with_builtins(cls),  # what the actor's process instantiates
             _options=options,
             _cls_id=cls_id or int.from_bytes(os.urandom(7), "big"),
             _meta=meta,
@@ -212,6 +276,17 @@ class ActorClass:
         if spec is not None:
             spec.check(f"{self.__name__}.remote()", args, kwargs)
         return _runtime.current().create_actor(self, args, kwargs, self._options)
+
+    def _remote(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **actor_options: Any,
+    ) -> ActorHandle:
+        """Ray's lower-level form: ``Cls._remote(args=[1], num_cpus=2)`` is
+        ``Cls.options(num_cpus=2).remote(1)``."""
+        cls = self.options(**actor_options) if actor_options else self
+        return cls.remote(*(args or ()), **(kwargs or {}))
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("Ray DAGs (.bind) are not supported by raylite.")
@@ -283,6 +358,8 @@ class ActorHandle(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for its virtual 
 
     def __getattr__(self, name: str) -> ActorMethod:
         meta = self.__dict__.get("_meta")
+        if meta is not None and name in _BUILTIN_METHODS:
+            return ActorMethod(self, name, MethodOptions(num_returns=1))
         if meta is None or name.startswith("__"):
             raise AttributeError(name)
         opts = meta.methods.get(name)
@@ -328,6 +405,17 @@ class ActorMethod:
         what = f"{meta.class_name}.{self._name}()"
         returns = resolve_num_returns(opts.num_returns, self._name in meta.generators, what)
         return ActorMethod(self._handle, self._name, replace(opts, num_returns=returns))
+
+    def _remote(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **method_options: Any,
+    ) -> Any:
+        """Ray's lower-level form: ``h.m._remote(args=[1], num_returns=2)`` is
+        ``h.m.options(num_returns=2).remote(1)``."""
+        call = self.options(**method_options) if method_options else self
+        return call.remote(*(args or ()), **(kwargs or {}))
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Calls the method on the actor; returns ObjectRef(s) (as ``num_returns`` says)."""

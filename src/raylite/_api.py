@@ -156,6 +156,8 @@ def _init(
     cpus = float(os.cpu_count() or 1) if num_cpus is None else check_amount("num_cpus", num_cpus)
     gpus = _gpu_list(num_gpus)
     custom = validate_resources("resources", resources)
+    if isinstance(object_store_memory, float) and object_store_memory.is_integer():
+        object_store_memory = int(object_store_memory)  # 700e6, as Ray takes it
     if object_store_memory is not None and (
         isinstance(object_store_memory, bool)
         or not isinstance(object_store_memory, int)
@@ -334,7 +336,7 @@ def remote(*args: Any, **options: Any) -> Any:
     """
     if len(args) == 1 and not options and callable(args[0]):
         return _make_remote(args[0], {})
-    if args:
+    if args or not options:  # `@remote(x)` or `@remote()`: Ray rejects both
         raise TypeError(
             "The @raylite.remote decorator must be applied either with no arguments and no "
             "parentheses, for example '@raylite.remote', or it must be applied using some "

@@ -60,6 +60,19 @@ _LIBRARIES = {
 }
 
 
+# Ray's private modules that raylite provides under Ray's names: the test helpers Ray's own
+# test suites import (raylite/_common, raylite/_private); nothing else private resolves.
+_RAY_TEST_HELPERS = frozenset(
+    {
+        "ray._common",
+        "ray._common.test_utils",
+        "ray._private",
+        "ray._private.client_mode_hook",
+        "ray._private.test_utils",
+    }
+)
+
+
 def unsupported(ray_name: str) -> str:
     """The message for a Ray module or attribute raylite does not provide.
 
@@ -141,7 +154,8 @@ class _RayAliasFinder:
         parts = fullname.split(".")
         target_name = ".".join(["raylite", *parts[1:]])
         found = None
-        if not any(p.startswith("_") for p in parts[1:]):  # raylite's internals stay hidden
+        # raylite's internals stay hidden; Ray's test helpers resolve (raylite has them)
+        if fullname in _RAY_TEST_HELPERS or not any(p.startswith("_") for p in parts[1:]):
             try:
                 found = importlib.util.find_spec(target_name)
             except ModuleNotFoundError:

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from traceback import format_exc
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ __all__ = [
     "register_foreign_generators",
     "register_foreign_refs",
 ]
+
+_log = logging.getLogger(__name__)
 
 
 class _RefOwner(Protocol):
@@ -206,6 +210,29 @@ class ObjectRef(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for its virtual su
         if self._owner is None:
             raise _unbound_error(self)
         return self._owner.future(self._id)
+
+    def _on_completed(self, callback: Callable[[Any], None]) -> None:
+        """Calls ``callback(value)`` once the value is ready, on a thread of raylite's (at
+        once if it is ready already); the value is the task's error (an exception object)
+        if it failed. As Ray's ``ObjectRef._on_completed``: the callback is held until it
+        has run, then dropped; an exception it raises is logged, not propagated.
+        """
+        held = [callback]
+
+        def done(future: concurrent.futures.Future[Any]) -> None:
+            run = held.pop()
+            try:
+                value = future.result()
+            except BaseException as exc:  # the task's error is the value handed on
+                value = exc
+            try:
+                run(value)
+            except Exception:
+                # The text only: a record holding the traceback would keep the callback
+                # (its frame's function) alive as long as a log handler keeps the record.
+                _log.error("The _on_completed callback of %r raised:\n%s", self, format_exc())
+
+        self.future().add_done_callback(done)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.as_future().__await__()

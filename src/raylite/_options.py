@@ -133,7 +133,7 @@ def _local_placement(kind: str, cluster: Mapping[str, Any]) -> LocalPlacement:
                     refuse(key, value, f"runtime_env key {env_key!r}: {_RUNTIME_ENV_WHY}; "
                                        "only 'env_vars' is set per task here")  # fmt: skip
         elif key == "memory":
-            out["memory"] = check_amount("memory", value)
+            out["memory"] = _request("memory", value)
         elif key == "accelerator_type":
             if not isinstance(value, str) or not value:
                 raise TypeError(f"accelerator_type must be a str such as 'A100', got {value!r}.")
@@ -193,15 +193,53 @@ def validate_resources(name: str, value: Any) -> dict[str, float]:
     return out
 
 
+def _type_error(name: str, types: tuple[type, ...], value: Any) -> TypeError:
+    """Ray's wording for a keyword of the wrong type, with the value given."""
+    return TypeError(
+        f"The type of keyword '{name}' must be {types}, but received type {type(value)} "
+        f"({value!r})."
+    )
+
+
+# Ray's wording of the values an integer keyword accepts, by its lowest value.
+_ACCEPTS = {
+    -1: "None, 0, -1 or a positive integer, where -1 represents infinity",
+    0: "None, 0 or a positive integer",
+}
+
+
 def _int(name: str, low: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
+            raise _type_error(name, (int, type(None)), value)
         if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}.")
+            accepts = _ACCEPTS.get(low, f"None or an integer >= {low}")
+            raise ValueError(f"The keyword '{name}' only accepts {accepts}; got {value}.")
         return value
 
     return check
+
+
+_RESOURCE_UNIT = 1e-4  # Ray's granularity of resource amounts
+
+
+def _request(name: str, value: Any) -> float:
+    """An amount a task or actor asks for: a number >= 0 that Ray's resource unit can hold
+    (0.00001 CPUs would round to nothing)."""
+    amount = check_amount(name, value)
+    if amount and int(amount / _RESOURCE_UNIT) == 0:
+        raise ValueError(
+            f"The precision of the fractional quantity of resource {name} cannot go beyond "
+            f"{_RESOURCE_UNIT}: got {value!r}. Ask for at least {_RESOURCE_UNIT}, or 0."
+        )
+    return amount
+
+
+def _request_resources(value: Any) -> dict[str, float]:
+    amounts = validate_resources("resources", value)
+    for key, amount in amounts.items():
+        _request(key, amount)
+    return amounts
 
 
 def _bool(name: str) -> Callable[[Any], bool]:
@@ -230,12 +268,14 @@ def _num_returns(value: Any) -> int | str | None:
     ``"streaming"`` for a generator function, else 1; see :func:`resolve_num_returns`)."""
     if value is None or value in ("dynamic", "streaming"):
         return value  # type: ignore[no-any-return]
-    if isinstance(value, str):
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _type_error("num_returns", (int, str, type(None)), value)
+    if isinstance(value, str) or value < 0:
         raise ValueError(
-            f"num_returns must be an int >= 0, 'streaming' or 'dynamic' (generators), got "
-            f"{value!r}."
+            "The keyword 'num_returns' only accepts None, a non-negative integer, "
+            f"'streaming' (for generators), or 'dynamic'; got {value!r}."
         )
-    return _int("num_returns", 0)(value)
+    return value
 
 
 def is_generator_function(fn: Any) -> bool:
@@ -326,9 +366,9 @@ class TaskOptions:
 
 
 _TASK_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "num_cpus": lambda v: check_amount("num_cpus", v),
-    "num_gpus": lambda v: check_amount("num_gpus", v),
-    "resources": lambda v: validate_resources("resources", v),
+    "num_cpus": lambda v: _request("num_cpus", v),
+    "num_gpus": lambda v: _request("num_gpus", v),
+    "resources": _request_resources,
     "num_returns": _num_returns,
     "max_retries": _int("max_retries", -1),
     "retry_exceptions": _retry_exceptions,
@@ -376,6 +416,8 @@ def task_options(base: TaskOptions | None = None, **kwargs: Any) -> TaskOptions:
             if key in NOT_LOCAL_KEYS:
                 if cluster is None:
                     cluster = dict(base.cluster_options) if base else {}
+                if key == "max_calls" and value is not None:
+                    _int("max_calls", 0)(value)  # a bad value fails here on any runtime
                 cluster[key] = value
                 continue
             raise ValueError(
@@ -482,9 +524,9 @@ class ActorOptions:
 
 
 _ACTOR_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "num_cpus": lambda v: check_amount("num_cpus", v),
-    "num_gpus": lambda v: check_amount("num_gpus", v),
-    "resources": lambda v: validate_resources("resources", v),
+    "num_cpus": lambda v: _request("num_cpus", v),
+    "num_gpus": lambda v: _request("num_gpus", v),
+    "resources": _request_resources,
     "max_restarts": _int("max_restarts", -1),
     "max_task_retries": _int("max_task_retries", -1),
     "max_concurrency": _max_concurrency,

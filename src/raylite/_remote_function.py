@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -96,6 +96,17 @@ class RemoteFunction:
         if n == 1 or isinstance(n, str):
             return refs[0]
         return None if n == 0 else refs
+
+    def _remote(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **task_options: Any,
+    ) -> Any:
+        """Ray's lower-level form, used by libraries: ``f._remote(args=[1], kwargs={},
+        num_returns=2)`` is ``f.options(num_returns=2).remote(1)``."""
+        fn = self.options(**task_options) if task_options else self
+        return fn.remote(*(args or ()), **(kwargs or {}))
 
     def bind(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(

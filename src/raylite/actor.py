@@ -5,11 +5,18 @@ from typing import NoReturn
 
 from . import _runtime
 from ._actor import ActorClass as ActorClass
+from ._actor import ActorClassInheritanceException as ActorClassInheritanceException
 from ._actor import ActorHandle as ActorHandle
 from ._actor import ActorMethod as ActorMethod
 from ._compat import module_getattr
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor"]
+__all__ = [
+    "ActorClass",
+    "ActorClassInheritanceException",
+    "ActorHandle",
+    "ActorMethod",
+    "exit_actor",
+]
 
 
 def exit_actor() -> NoReturn:

@@ -174,6 +174,8 @@ class HostedActor:
         self._ready.set()
 
     def call(self, msg: ActorCall) -> None:
+        if self.dead:  # it ended (exit_actor, kill) while this call was on its way: the
+            return  # driver fails or retries the calls it sent, as for queued ones (stop)
         if self._loops:
             group = self._loops.get(msg.group) or self._loops[None]
             group.loop.call_soon_threadsafe(self._spawn_async, group, msg)
@@ -220,7 +222,7 @@ class HostedActor:
         an unexpected exit, ``exit_actor()`` an intended one)."""
         intended = isinstance(exc, IntendedExit)
         if intended:
-            reason = f"{name}() called exit_actor()"
+            reason = f"{name}() called exit_actor() (exit type INTENDED_USER_EXIT, as Ray names it)"
         else:
             reason = (
                 f"{name}() raised SystemExit({exc.code!r}) (sys.exit() ends an actor, as in "

@@ -61,6 +61,19 @@ class InlineRuntime:
         # {generator task's ref id: refs of its values}: kept while that ref lives;
         # a streaming generator takes them from the front
         self._held: dict[int, list[ObjectRef]] = {}
+        self._sized: set[int] = set()  # ids of functions and classes whose size was checked
+
+    def _check_size(self, key: int, body: Any) -> None:
+        """Refuses a function or class whose pickle is over Ray's limit, as the process
+        runtime does when it first ships one, though nothing is shipped here: a program
+        fails alike in both modes. Checked once per function or class."""
+        if key in self._sized:
+            return
+        try:
+            ser.dumps_function(body)
+        except ser.SerializationError:
+            pass  # what cannot be pickled still runs inline (a debugger's case)
+        self._sized.add(key)
 
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
@@ -72,6 +85,7 @@ class InlineRuntime:
             error = TaskUnschedulableError(f"Task {fn.function_name}() can never run here: {why}.")
             warn_unschedulable(error)
             return [self._new((ser.dumps(error)[0], True)) for _ in range(opts.num_returns)]
+        self._check_size(fn._fn_id, fn._function)
         function = fn._function
         if opts.local.env_vars:
             function = functools.partial(run_with_env, opts.local.env_vars, function)
@@ -153,6 +167,7 @@ class InlineRuntime:
             if opts.get_if_exists:
                 return self._handle(self._names[key])
             raise ValueError(f"The actor name {opts.name!r} is already taken.")
+        self._check_size(cls._cls_id, cls._cls)
         (ref,) = self._run(f"{cls.__name__}.__init__", cls._cls, args, kwargs, 1)
         payload, is_error = self._objects[ref._id]
         if is_error:  # calls fail with the creation error, as in the real runtime

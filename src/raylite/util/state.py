@@ -24,7 +24,7 @@ from .._compat import module_getattr
 
 __all__ = [
     "ActorState", "ObjectState", "TaskState", "WorkerState",
-    "list_actors", "list_objects", "list_tasks", "list_workers", "summarize_tasks",
+    "get_actor", "get_task", "list_actors", "list_objects", "list_tasks", "list_workers", "summarize_tasks",
 ]  # fmt: skip
 
 DEFAULT_LIMIT = 100  # Ray's default
@@ -141,6 +141,29 @@ def list_actors(
     """Actors that are alive, starting, restarting, or dead with handles left (as
     ``list_tasks``)."""
     return _as(ActorState, _list("actors", filters, limit, detail))
+
+
+def get_actor(
+    id: str, address: str | None = None, timeout: int = 30, _explain: bool = False
+) -> ActorState | None:
+    """The actor whose id (``handle._actor_id.hex()``) is ``id``, or ``None`` if this runtime
+    does not know it (as Ray's ``get_actor``).
+
+    Args:
+        id: the actor's id, as hex.
+        address, timeout, _explain: accepted for Ray's signature.
+    """
+    found = _as(ActorState, _list("actors", [("actor_id", "=", id)], 1, True))
+    return found[0] if found else None
+
+
+def get_task(
+    id: str, address: str | None = None, timeout: int = 30, _explain: bool = False
+) -> TaskState | None:
+    """The task or actor call whose id is ``id`` (its latest attempt), or ``None`` (as Ray's
+    ``get_task``; Ray returns every attempt of a retried task, raylite the latest)."""
+    found = _as(TaskState, _list("tasks", [("task_id", "=", id)], DEFAULT_LIMIT, True))
+    return max(found, key=lambda t: t.attempt_number) if found else None
 
 
 def list_objects(
