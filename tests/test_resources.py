@@ -9,7 +9,7 @@ import time
 import warnings
 
 import pytest
-from _helpers import wait_until
+from _helpers import live_children, wait_until
 
 import raylite
 
@@ -269,5 +269,24 @@ def test_a_blocked_holder_whose_result_is_only_queued_gets_no_warning(monkeypatc
             later = locked.remote()  # waits for the lock, which comes back after the nap
             assert raylite.get([busy, held, later], timeout=60) == [2.5, 0, "ran"]
         assert _pending_warnings(caught) == []
+    finally:
+        raylite.shutdown()
+
+
+@raylite.remote
+def _get_ready(refs):
+    return raylite.get(refs[0]) + 1
+
+
+def test_a_nested_get_of_a_ready_object_lends_no_cpu():
+    """A task whose get() is answered at once never waits, so it lends its CPU to nobody:
+    300 such tasks on 2 CPUs run on the 2 workers, with no extra worker started (as in Ray;
+    lending on every get started 6 workers here)."""
+    raylite.init(num_cpus=2)
+    try:
+        ref = raylite.put(1)
+        for _ in range(3):
+            assert raylite.get([_get_ready.remote([ref]) for _ in range(300)]) == [2] * 300
+        assert len(live_children()) <= 3, live_children()  # the zygote and 2 workers
     finally:
         raylite.shutdown()

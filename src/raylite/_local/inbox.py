@@ -95,8 +95,10 @@ class WorkerMessages:
                 self._on_nested_wait(w, msg)  # type: ignore[arg-type]
             elif kind is Unblocked:
                 self._apply(self.sched.worker_unblocked(w.wid))
-            elif kind is TasksReturned:  # it waits (blocked): it may hold no more tasks
-                self._apply(self.sched.worker_blocked(w.wid))
+            elif kind is TasksReturned:
+                if w.waits:  # it waits (blocked): it may hold no more tasks. A wait answered
+                    # at once (read before this) lends no CPU: no needless extra workers.
+                    self._apply(self.sched.worker_blocked(w.wid))
                 self._apply(self.sched.tasks_returned(w.wid, msg.task_ids))  # type: ignore[attr-defined]
             elif kind is CreateActorRequest or kind is GetActorRequest:
                 self._on_actor_request(w, msg)  # type: ignore[arg-type]
