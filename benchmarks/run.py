@@ -3,9 +3,10 @@ joblib and dask, all on 2 worker processes.
 
 Measured, per contender (see ``harness.METRICS``):
 
-- ``init_to_first_result`` (s): from just before ``init()`` / pool creation until the result
-  of a trivial task ``noop(1)`` is in hand. Worker start-up is included; interpreter start-up
-  and imports are not (the library is imported before the clock starts).
+- ``init_to_first_result`` (s): from just before the library's import, through ``init()`` /
+  pool creation, until the result of a trivial task ``noop(1)`` is in hand. Imports and worker
+  start-up are included (raylite defers most of its imports to ``init``); interpreter
+  start-up is not.
 - ``tiny_tasks_per_s``: with the pool up, after a warm-up of 1,000 tasks, submit 20,000
   no-op tasks ``noop(i) -> i`` asynchronously, then get all results: 20,000 / elapsed.
 - ``sync_round_trip_us``: ``get(f.remote(i))`` (or the library's equivalent) in a loop,
