@@ -94,7 +94,7 @@ def _store_and_worker_problems(rt: Any) -> list[str]:
     with rt._lock:
         books = rt._objs.books
         live, freed, pooled = books.live, len(books._freed), len(books.pool._free)
-        zygote = rt._zygote.pid
+        zygote = rt._workers.zygote.pid
     out = []
     if live or freed:
         out.append(f"store books: {live} bytes live, {freed} freed segments still mapped")

@@ -131,7 +131,7 @@ def test_ids_of_a_long_session_fit_the_workers_slots(fault):
     rt = _runtime.current()
     with rt._lock:
         rt._ids = itertools.count(1 << 40)
-        rt._wids = itertools.count(1 << 40)
+        rt._workers._wids = itertools.count(1 << 40)
     since = time.monotonic()
     expected = sum(i * 10 + j for i in range(3) for j in range(3))
     assert raylite.get(top.remote(3), timeout=60) == expected

@@ -147,7 +147,7 @@ def test_a_multiprocessing_fork_pool_whose_functions_call_raylite(baseline, reco
             return x * x
 
         def work(x):
-            return raylite.get(square.remote(x), timeout=30), _runtime.current()._zygote.pid
+            return raylite.get(square.remote(x), timeout=30), _runtime.current()._workers.zygote.pid
 
         with mp.get_context("fork").Pool(2) as pool:
             results = pool.map(work, range(4))

@@ -17,7 +17,7 @@ import pytest
 from _helpers import live_children
 
 import raylite
-from raylite._local import runtime
+from raylite._local import runtime, workers
 
 pytestmark = pytest.mark.local_only("the embedded runtime's init")
 
@@ -37,14 +37,14 @@ def _interrupted(*args: Any, **kwargs: Any) -> Any:
     "step, reached",
     [
         ("Zygote", "the session folder made"),
-        ("_register_new", "the zygote and the first workers forked"),
+        ("register_new", "the zygote and the first workers forked"),
         ("ControlServer", "the I/O thread running"),
         ("DashboardServer", "the control socket listening"),
     ],
 )
 def test_ctrl_c_at_each_step_of_init_leaves_nothing(baseline, root, monkeypatch, step, reached):
     # Ctrl-C lands as ``step`` begins, with ``reached``.
-    owner = runtime.LocalRuntime if step == "_register_new" else runtime
+    owner = workers.WorkerSet if step == "register_new" else runtime
     monkeypatch.setattr(owner, step, _interrupted)
     with pytest.raises(KeyboardInterrupt):
         raylite.init(num_cpus=2, _temp_dir=str(root), include_dashboard=True, dashboard_port=0)

@@ -342,7 +342,7 @@ sys.settrace(None)
 assert fired
 assert raylite.get(one.remote(), timeout=30) == 1  # a new session, once the old is down
 assert _runtime.current() is not old
-print("old zygote gone:", not psutil.pid_exists(old._zygote.pid))
+print("old zygote gone:", not psutil.pid_exists(old._workers.zygote.pid))
 raylite.shutdown()
 """
     )

@@ -244,7 +244,7 @@ def test_zygote_killed_fails_every_task_and_says_to_start_afresh(fault):
     ref = slow.remote()
     wait_until(lambda: raylite.available_resources().get("CPU") == 1, 10, "the task to start")
     killed_at = time.monotonic()
-    os.kill(_runtime.current()._zygote.pid, signal.SIGKILL)  # every worker dies with it
+    os.kill(_runtime.current()._workers.zygote.pid, signal.SIGKILL)  # every worker dies with it
     error = fault.expect(RaySystemError, ref, since=killed_at, match="zygote process was killed")
     assert "raylite.shutdown() and raylite.init()" in str(error)
     with pytest.raises(RaySystemError, match="zygote"):

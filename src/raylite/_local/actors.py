@@ -62,9 +62,10 @@ from .tasks import DRIVER
 from .worker import stream_mode
 
 if TYPE_CHECKING:
-    from .runtime import LocalRuntime, _Worker
+    from .runtime import LocalRuntime
     from .tasks import PackedArgs
     from .watchdog import CallSite
+    from .workers import Worker
 
 __all__ = ["ActorManager", "warn_unschedulable"]
 
@@ -153,7 +154,7 @@ class ActorManager:
 
     def create(
         self, cls_id: int, meta: ActorMeta, opts: ActorOptions, packed: PackedArgs,
-        namespace: str, borrower: _Worker | None = None,
+        namespace: str, borrower: Worker | None = None,
         local: tuple[type, tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> int:  # fmt: skip
         """Creates an actor (or finds the named one, with ``get_if_exists``); returns its id,
@@ -230,7 +231,7 @@ class ActorManager:
         actor = self.actors.get(actor_id)
         return actor is not None and actor.local_cls is not None
 
-    def add_holder(self, actor_id: int, borrower: _Worker | None) -> None:
+    def add_holder(self, actor_id: int, borrower: Worker | None) -> None:
         """One more reference to the actor: an ObjectRef here, or ``borrower``'s borrow."""
         if borrower is None:
             self.rt._objs.hold([actor_id])
@@ -241,7 +242,7 @@ class ActorManager:
     def meta(self, actor_id: int) -> ActorMeta:
         return self.actors[actor_id].meta
 
-    def get_named(self, name: str, namespace: str, borrower: _Worker | None = None) -> int:
+    def get_named(self, name: str, namespace: str, borrower: Worker | None = None) -> int:
         """The id of the live actor called ``name`` (one reference counted for the caller).
 
         Raises:
@@ -309,9 +310,9 @@ class ActorManager:
                 "some (raylite.kill), or raise RAYLITE_MAX_WORKERS."
             )
 
-    def _pick_host(self) -> _Worker:
+    def _pick_host(self) -> Worker:
         if len(self.hosts) < self.max_hosts:
-            w = self.rt._spawn_worker()
+            w = self.rt._workers.spawn()
             self.hosts[w.wid] = set()
             return w
         wid = min(self.hosts, key=lambda h: len(self.hosts[h]))
@@ -356,7 +357,7 @@ class ActorManager:
             task_id = actor.creation_task
             self.rt._apply(self.rt.sched.task_done(thread_worker(task_id), task_id))
 
-    def _start(self, actor: _Actor, w: _Worker) -> None:
+    def _start(self, actor: _Actor, w: Worker) -> None:
         rt = self.rt
         actor.wid = w.wid
         actor.state = _ALIVE  # calls may follow CreateActor at once: the host queues them
@@ -365,14 +366,14 @@ class ActorManager:
         rt._ship_function(w, actor.fn_id)
         args, values, fds = rt._objs.wire_call(w.wid, w.mapped, actor.args, actor.dep_ids)
         config = actor.config
-        gpu_ids = rt._gpu_ids(w.wid) if actor.opts.dedicated else None
+        gpu_ids = rt._workers.gpu_ids(w.wid) if actor.opts.dedicated else None
         if gpu_ids is not None:
             config = ser.dumps({**ser.loads(config), "gpu_ids": gpu_ids})[0]
         msg = CreateActor(
             actor.actor_id, actor.fn_id, actor.class_name, args, actor.positions, values, config,
         )  # fmt: skip
         w.chan.queue(msg, fds)
-        rt._dirty.add(w)
+        rt._workers.dirty.add(w)
         self._pump(actor)
 
     def ready(self, actor_id: int, error: bytes | None) -> None:
@@ -392,7 +393,7 @@ class ActorManager:
 
     def call(
         self, actor_id: int, method: str, packed: PackedArgs, mopts: MethodOptions,
-        return_ids: list[int], borrower: _Worker | None = None,
+        return_ids: list[int], borrower: Worker | None = None,
         py_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> None:  # fmt: skip
         """Queues a call whose results go to ``return_ids`` (entries made here, held by an
@@ -470,9 +471,9 @@ class ActorManager:
                 fds,
             )  # fmt: skip
         if idle and sent:
-            rt._flush_now(w)
+            rt._workers.flush_now(w)
             return
-        rt._dirty.add(w)
+        rt._workers.dirty.add(w)
         if sent and actor.out_of_order and w.wid not in self._flush_due:
             # It runs calls side by side, and the one it runs may take long, so no reply
             # may come to flush these with: the I/O thread sends them within FLUSH_DELAY_S,
@@ -483,10 +484,10 @@ class ActorManager:
             if threading.current_thread() is not rt._io:
                 os.write(rt._wake_w, b"x")  # it recomputes its timeout
 
-    def _flush_due_now(self, w: _Worker) -> None:
+    def _flush_due_now(self, w: Worker) -> None:
         self._flush_due.discard(w.wid)
         if not w.gone:
-            self.rt._flush_now(w)
+            self.rt._workers.flush_now(w)
 
     def _pump_local(self, actor: _Actor) -> None:
         """``_pump`` for a thread actor: calls go to its lanes, arguments unpickled."""
@@ -632,7 +633,7 @@ class ActorManager:
             w = self.rt._workers.get(actor.wid)
             if w is not None:  # sent: its process drops it unless it has started
                 w.chan.queue(CancelTask(task_id))
-                self.rt._dirty.add(w)
+                self.rt._workers.dirty.add(w)
         return True
 
     # ---- death --------------------------------------------------------------------------
@@ -675,10 +676,10 @@ class ActorManager:
         if w is not None:
             if actor.opts.dedicated:
                 self.creations.pop(actor.creation_task, None)
-                rt._kill_worker(w)
+                rt._workers.kill(w)
             else:
                 w.chan.queue(KillActor(actor.actor_id))
-                rt._dirty.add(w)
+                rt._workers.dirty.add(w)
                 self.hosts.get(w.wid, set()).discard(actor.actor_id)
         self._lost_process(actor, why, restart)
 
@@ -723,7 +724,7 @@ class ActorManager:
             w = self.rt._workers.get(actor.wid)
             if w is not None:
                 self.creations.pop(actor.creation_task, None)
-                self.rt._kill_worker(w)
+                self.rt._workers.kill(w)
         self._release_lease(actor)
         actor.state = _DEAD
         actor.death = why

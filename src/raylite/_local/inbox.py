@@ -54,9 +54,10 @@ from .tasks import PackedArgs, Task
 
 if TYPE_CHECKING:
     from .._options import TaskOptions
-    from .runtime import LocalRuntime, _Worker
+    from .runtime import LocalRuntime
     from .scheduler import Request
     from .store import Shm
+    from .workers import Worker
 
 __all__ = ["WorkerMessages"]
 
@@ -66,7 +67,7 @@ _NESTED_OPTIONS = 256  # parsed options of nested tasks kept, by their pickled b
 class WorkerMessages:
     """The driver's handlers of worker messages (mixed into ``LocalRuntime``)."""
 
-    def _handle(self: LocalRuntime, w: _Worker, msgs: list[Message]) -> None:
+    def _handle(self: LocalRuntime, w: Worker, msgs: list[Message]) -> None:
         done: list[tuple[int, int, float]] = []  # scheduled in one pass at the end
         for msg in msgs:
             kind = type(msg)
@@ -122,7 +123,7 @@ class WorkerMessages:
             self._apply(self.sched.tasks_done(done))
 
     def _on_task_done(
-        self: LocalRuntime, w: _Worker, msg: TaskDone, done: list[tuple[int, int, float]]
+        self: LocalRuntime, w: Worker, msg: TaskDone, done: list[tuple[int, int, float]]
     ) -> None:
         task = self._tasks.get(msg.task_id)
         results = msg.results
@@ -160,7 +161,7 @@ class WorkerMessages:
                     self._objs.drop(shm)
         done.append((w.wid, msg.task_id, msg.duration))
 
-    def _on_generator_item(self: LocalRuntime, w: _Worker, msg: GeneratorItem) -> None:
+    def _on_generator_item(self: LocalRuntime, w: Worker, msg: GeneratorItem) -> None:
         """A value a generator task yielded: stored, and handed to its stream."""
         payload, shm, failed = self._objs.take(
             w.chan.in_fds, msg.value, "a value a generator task yielded", (w.wid, w.mapped)
@@ -174,7 +175,7 @@ class WorkerMessages:
         if not self._streams.item(msg.task_id, msg.nth, msg.oid):
             self._objs.decref(msg.oid)  # nobody will take it (generator gone, or a rerun's)
 
-    def _on_stream_next(self: LocalRuntime, w: _Worker, msg: StreamNextRequest) -> None:
+    def _on_stream_next(self: LocalRuntime, w: Worker, msg: StreamNextRequest) -> None:
         """``next()`` on a generator inside a worker: answered when the next ref is there
         (the worker lends its CPU meanwhile, as in ``get``)."""
         claim = self._streams.claim(msg.gen_oid)
@@ -192,7 +193,7 @@ class WorkerMessages:
             w.waits.pop(msg.req_id, None)
             if not w.gone:
                 w.chan.queue(StreamNextReply(msg.req_id, oid))
-                self._dirty.add(w)
+                self._workers.dirty.add(w)
 
         if claim.done():
             reply()
@@ -211,7 +212,7 @@ class WorkerMessages:
         cause = exc.cause if isinstance(exc, RayTaskError) else exc
         return isinstance(cause, retry)
 
-    def _on_nested_submit(self: LocalRuntime, w: _Worker, msg: SubmitTask) -> None:
+    def _on_nested_submit(self: LocalRuntime, w: Worker, msg: SubmitTask) -> None:
         parent = self.sched.queued_on(w.wid)
         payload, shm, failed = self._objs.take(
             w.chan.in_fds, msg.args, f"the arguments of {msg.name}()"
@@ -255,7 +256,7 @@ class WorkerMessages:
             parent_task.children.append(msg.task_id)
         self._submit(task)
 
-    def _nested_args(self: LocalRuntime, w: _Worker, msg: Any, name: str) -> PackedArgs:
+    def _nested_args(self: LocalRuntime, w: Worker, msg: Any, name: str) -> PackedArgs:
         """A nested call's arguments as ``PackedArgs`` (their segment's fd adopted).
 
         Raises:
@@ -270,7 +271,7 @@ class WorkerMessages:
         return PackedArgs(s, msg.dep_positions, msg.dep_ids, shm)
 
     def _on_actor_request(
-        self: LocalRuntime, w: _Worker, msg: CreateActorRequest | GetActorRequest
+        self: LocalRuntime, w: Worker, msg: CreateActorRequest | GetActorRequest
     ) -> None:
         actor_id, meta, error = 0, b"", None
         try:
@@ -287,9 +288,9 @@ class WorkerMessages:
         except Exception as exc:
             error = ser.dumps(exc)[0]
         w.chan.queue(ActorInfo(msg.req_id, actor_id, meta, error))
-        self._dirty.add(w)
+        self._workers.dirty.add(w)
 
-    def _on_nested_actor_call(self: LocalRuntime, w: _Worker, msg: SubmitActorCall) -> None:
+    def _on_nested_actor_call(self: LocalRuntime, w: Worker, msg: SubmitActorCall) -> None:
         try:
             packed = self._nested_args(w, msg, msg.method)
             self._actors.call(
@@ -310,7 +311,7 @@ class WorkerMessages:
         self._options[msg.options] = pair
         return pair
 
-    def _on_nested_put(self: LocalRuntime, w: _Worker, msg: PutObject) -> None:
+    def _on_nested_put(self: LocalRuntime, w: Worker, msg: PutObject) -> None:
         payload, shm, failed = self._objs.take(
             w.chan.in_fds, msg.value, "an object put by a task", (w.wid, w.mapped)
         )
@@ -322,7 +323,7 @@ class WorkerMessages:
         self._objs.hold(msg.contained)
         self._store(msg.oid, payload, False, msg.contained, shm)
 
-    def _on_nested_wait(self: LocalRuntime, w: _Worker, msg: GetRequest | WaitRequest) -> None:
+    def _on_nested_wait(self: LocalRuntime, w: Worker, msg: GetRequest | WaitRequest) -> None:
         oids = list(dict.fromkeys(msg.oids))
         missing = [oid for oid in oids if oid not in self._objs]
         pending = [
@@ -346,7 +347,7 @@ class WorkerMessages:
                 fds: list[int] = []
                 values = [self._value_for(w, o, fds) for o in msg.oids]
                 w.chan.queue(GetReply(msg.req_id, values), fds)
-            self._dirty.add(w)
+            self._workers.dirty.add(w)
 
         if missing or need <= 0:
             reply()
@@ -368,7 +369,7 @@ class WorkerMessages:
                 self._deadlines, (time.monotonic() + msg.timeout, next(self._ids), expire)
             )
 
-    def _value_for(self: LocalRuntime, w: _Worker, oid: int, fds: list[int]) -> tuple[bool, Value]:
+    def _value_for(self: LocalRuntime, w: Worker, oid: int, fds: list[int]) -> tuple[bool, Value]:
         entry = self._objs.get(oid)
         if entry is None or entry.payload is None:
             return True, ser.dumps(lost(oid))[0]

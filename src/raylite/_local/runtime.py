@@ -49,7 +49,6 @@ import mmap
 import os
 import selectors
 import signal
-import socket
 import sys
 import threading
 import time
@@ -86,18 +85,13 @@ from .placement import Placement, check_bundles
 from .pool import CLOSED_CHANNEL, STRAY_BYTES, Zygote, crash_message, describe_exit
 from .protocol import (
     CANCEL_AT,
-    RUNNING_AT,
-    SLOT_SIZE,
     CancelTask,
-    Channel,
     FdsDropped,
-    Forget,
     FunctionDef,
     TaskRequest,
     check_inband,
     open_files_limit_reached,
     raise_open_files_limit,
-    read_slot,
     write_slot,
 )
 from .scheduler import Actions, Request, Scheduler
@@ -110,6 +104,7 @@ from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
 from .watchdog import Watchdog, caller_site
 from .worker import CANCEL_SIGNAL, n_refs, stream_mode, worker_main
+from .workers import Worker, WorkerSet, signal_pid
 
 if TYPE_CHECKING:
     from .._remote_function import RemoteFunction
@@ -136,29 +131,6 @@ class RuntimeConfig:
     spilling: SpillConfig = SpillConfig()  # where a full store spills objects (spill.py)
 
 
-class _Worker:
-    """The driver's view of one worker process."""
-
-    __slots__ = (
-        "wid", "pid", "chan", "cancel_slot", "known_fns", "borrows", "mapped", "gone", "doomed",
-        "waits", "cause",
-    )  # fmt: skip
-
-    def __init__(self, wid: int, chan: Channel, cancel_slot: mmap.mmap) -> None:
-        self.wid = wid
-        self.pid = 0
-        self.chan = chan
-        self.cancel_slot = cancel_slot  # shared with the worker: see worker.on_cancel_signal
-        self.known_fns: set[int] = set()
-        self.borrows: set[int] = set()
-        self.mapped: set[int] = set()  # objects whose segment it maps (until Forget)
-        self.gone = False
-        self.doomed = False  # to be killed as soon as it has a pid
-        self.cause: str | None = None  # why the driver killed it, when it did
-        # {request id: object ids it waits for, or None if it may wake on its own (timeout)}
-        self.waits: dict[int, list[int] | None] = {}
-
-
 _WAKE = "wake"
 _FREE_RERUNS = 5  # reruns after deaths that were not a task's own; then each is a retry
 _EOF_GRACE_S = 2.0  # a worker that closed its channel has this long to exit on its own
@@ -183,12 +155,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._shutdown_requested = False  # by a signal handler inside a section
         self._down = threading.Event()  # set once shutdown() is complete
         self._ids = itertools.count(1)
-        self._wids = itertools.count(1)  # worker ids: one per spawn (see protocol.ID_BITS)
         self._tasks: dict[int, Task] = {}
         self._functions: dict[int, bytes] = {}  # {fn id: pickled body}
-        self._workers: dict[int, _Worker] = {}
-        self._by_pid: dict[int, _Worker] = {}
-        self._dirty: set[_Worker] = set()
         self._deadlines: list[tuple[float, int, Callable[[], None]]] = []
         # {pickled options from workers: parsed}, the newest _NESTED_OPTIONS kept
         self._options: dict[bytes, tuple[TaskOptions, Request]] = {}
@@ -200,16 +168,12 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._control: ControlServer | None = None  # started last, once the rest runs
         self._dashboard: DashboardServer | None = None  # likewise, if init asked for it
         self.dashboard_url: str | None = None
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        self._visible_gpus = [d.strip() for d in visible.split(",")] if visible else []
         self._warned_shapes: set[Request] = set()
         self._stuck_since: dict[Request, float] = {}  # {shape: when it was first seen stuck}
         self._watching_pending = False
         self._pending_checked = 0.0
         self._stalled: set[int] = set()  # ready tasks no worker can take (see _fail_stalled)
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
-        self._new_workers: list[_Worker] = []
-        self._want_write: set[_Worker] = set()
         # Then resources, each undone (in reverse) if a later step fails: nothing is left.
         with contextlib.ExitStack() as undo:
             self._start(undo)
@@ -225,15 +189,15 @@ class LocalRuntime(WorkerMessages, Watchdog):
         spill = config.spilling  # its folder is made at the first spill, in the session's
         self._objs = ObjectTable(
             int(self._memory["object_store_memory"]),
-            self._forget,
+            lambda wid, oid: self._workers.forget(wid, oid),
             self._object_freed,
             SpillDir.for_session(spill, self._session) if spill.enabled else None,
             self._busy_objects,
         )
         self._streams = StreamTable(self._objs, lambda oid: ObjectRef(oid, self))
         # Fork the zygote first: no thread of ours runs yet (see pool.py).
-        self._zygote = Zygote(worker_main)
-        undo.callback(self._zygote.close)
+        zygote = Zygote(worker_main)
+        undo.callback(zygote.close)
         self._sel = selectors.DefaultSelector()
         undo.callback(self._sel.close)
         self._wake_r, self._wake_w = os.pipe()
@@ -242,11 +206,17 @@ class LocalRuntime(WorkerMessages, Watchdog):
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
-        self._zygote.sock.setblocking(False)
-        self._sel.register(self._zygote.sock, selectors.EVENT_READ, _ZYGOTE)
-        undo.callback(self._close_workers)
+        zygote.sock.setblocking(False)
+        self._sel.register(zygote.sock, selectors.EVENT_READ, _ZYGOTE)
+        self._workers = WorkerSet(
+            zygote=zygote, sel=self._sel, wake=self._wake,
+            on_io_thread=lambda: threading.current_thread() is self._io,
+            spawn_config={"session": config.session, "log_dir": str(self._session.logs)},
+            gpu_ids=self.sched.gpu_ids if config.gpus else None,
+        )  # fmt: skip
+        undo.callback(self._workers.close)
         self._spawn(self.sched.prestart(int(min(max(config.num_cpus, 1), config.max_workers))))
-        self._register_new()
+        self._workers.register_new()
         self._io = threading.Thread(
             target=io_main, args=(weakref.ref(self),), name="raylite-io", daemon=True
         )
@@ -475,7 +445,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             )
             actor = self._actors.actors[actor_id]
             actor.site = actor.site or caller_site()
-            self._flush_dirty()
+            self._workers.flush_dirty()
             return ActorHandle(ObjectRef(actor_id, self), cls._meta)
 
     def submit_actor_call(
@@ -501,7 +471,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         def kill() -> None:  # lock held
             self._check_alive()
             self._actors.kill(handle._actor_id, no_restart)
-            self._flush_dirty()
+            self._workers.flush_dirty()
 
         self._run_op(kill)
 
@@ -546,7 +516,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._settle()
             self._check_alive()
             result = step()
-            self._flush_dirty()
+            self._workers.flush_dirty()
             return result
 
     def put(self, value: Any) -> ObjectRef:
@@ -672,7 +642,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
                         self._streams.watch(x.completed()._id, waiter.hit)
                     elif self._objs[x._id].payload is None:
                         self._objs.add_waiter([self._objs[x._id]], waiter)
-                self._flush_dirty()
+                self._workers.flush_dirty()
             left = None if deadline is None else max(deadline - time.monotonic(), 0)
             waiter.event.acquire(timeout=-1 if left is None else left)
             with self._lock:
@@ -717,7 +687,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             waiter = Waiter(need)
             self._objs.add_waiter(pending, waiter)
             self._threads.note_wait(pending_ids, timeout)  # a thread task waiting: see there
-            self._flush_dirty()
+            self._workers.flush_dirty()
             return waiter
 
     def _refuse_blocking(self, what: str) -> None:
@@ -750,7 +720,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             entry = self._objs.get(oid)
             if entry is not None and entry.task_id:
                 self._cancel_task(entry.task_id, force, recursive)
-            self._flush_dirty()
+            self._workers.flush_dirty()
 
         self._run_op(cancel)
 
@@ -840,7 +810,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
                     entry.waiters = []
                 entry.waiters.append(Waiter(1, lambda: self._guard.after_unlock(resolve)))
                 fut.add_done_callback(lambda _: self.release(oid))
-            self._flush_dirty()
+            self._workers.flush_dirty()
         if ready:
             resolve()
         return fut
@@ -855,9 +825,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             "forked from: it cannot be used here (this process starts a session of its own "
             "on its first raylite call)."
         )
-        for w in [*self._workers.values(), *self._new_workers]:
-            w.chan.close()
-        self._zygote.sock.close()
+        self._workers.forget_after_fork()
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -880,7 +848,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._settle()
             self._check_alive()
             claim = self._streams.claim(gen_oid)
-            self._flush_dirty()
+            self._workers.flush_dirty()
             return claim
 
     def stream_status(self, gen_oid: int) -> tuple[bool, bool]:
@@ -924,10 +892,10 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if self._dashboard is not None:
             self._dashboard.close()
         self._threads.shutdown()
-        self._close_workers()
+        self._workers.close()
         with self._lock:
             self._objs.close()
-        self._zygote.close()
+        self._workers.zygote.close()
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -943,12 +911,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._io.join(timeout=5)
         except RuntimeError:  # its start was interrupted: woken and closed, it ends alone
             pass
-
-    def _close_workers(self) -> None:
-        """Closes the driver's ends of the workers' channels and slots (see Zygote.close)."""
-        for w in list(self._workers.values()) + self._new_workers:
-            w.chan.close()
-            w.cancel_slot.close()
 
     # ---- submission and dispatch (lock held) --------------------------------------------
 
@@ -1001,17 +963,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             if threading.current_thread() is not self._io:
                 self._wake()
 
-    def _gpu_ids(self, wid: int) -> list[str] | None:
-        """The GPU ids worker ``wid``'s lease holds, as CUDA names them (through the
-        driver's own ``CUDA_VISIBLE_DEVICES``); None when this runtime has no GPUs."""
-        if not self.config.gpus:
-            return None
-        return [
-            self._visible_gpus[i] if i < len(self._visible_gpus) else str(i)
-            for i in self.sched.gpu_ids(wid)
-        ]
-
-    def _ship_function(self, w: _Worker, fn_id: int) -> None:
+    def _ship_function(self, w: Worker, fn_id: int) -> None:
         """Queues the body of ``fn_id`` for ``w`` unless it has it already."""
         if fn_id not in w.known_fns:
             w.known_fns.add(fn_id)
@@ -1039,13 +991,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
         for w in self._workers.values():
             busy.update(w.borrows)
         return busy
-
-    def _forget(self, wid: int, oid: int) -> None:
-        w = self._workers.get(wid)
-        if w is not None:
-            w.chan.queue(Forget([oid]))
-            # Now, not with the next batch: an idle worker would keep the memory mapped.
-            self._flush_now(w)
 
     def _apply(self, actions: Actions) -> None:
         """Carries out the scheduler's instructions (and those that dispatching implies)."""
@@ -1083,14 +1028,14 @@ class LocalRuntime(WorkerMessages, Watchdog):
         chan.queue(
             TaskRequest(
                 task_id, fn_id, task.name, args, task.dep_positions, values,
-                task.return_ids, self._gpu_ids(wid), stream_mode(task.opts.num_returns),
+                task.return_ids, self._workers.gpu_ids(wid), stream_mode(task.opts.num_returns),
             ),
             fds,
         )  # fmt: skip
         if self.sched.in_flight(wid) <= 1:
-            self._flush_now(w)  # an idle worker: send now
+            self._workers.flush_now(w)  # an idle worker: send now
         else:
-            self._dirty.add(w)  # a busy one: goes with the next batch (see the docstring)
+            self._workers.dirty.add(w)  # a busy one: goes with the next batch (see the docstring)
         return None
 
     def _finish(self, task: Task, payloads: list[bytes], is_error: bool,
@@ -1161,15 +1106,15 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if w is None:
             return
         if force:
-            _signal(w.pid, signal.SIGKILL)  # the death handler stores the cancellation
+            signal_pid(w.pid, signal.SIGKILL)  # the death handler stores the cancellation
         else:
             queued = self.sched.queued_on(w.wid)
             if queued and queued[0] == task_id:  # running (or about to): interrupt it
                 write_slot(w.cancel_slot, CANCEL_AT, task_id)
-                _signal(w.pid, CANCEL_SIGNAL)
+                signal_pid(w.pid, CANCEL_SIGNAL)
             else:  # waiting in the worker's queue: it drops it and reports it cancelled
                 w.chan.queue(CancelTask(task_id))
-                self._dirty.add(w)
+                self._workers.dirty.add(w)
 
     # ---- workers (lock held) ------------------------------------------------------------
 
@@ -1177,58 +1122,15 @@ class LocalRuntime(WorkerMessages, Watchdog):
         """Starts ``n`` pool workers (the scheduler hears of each once it runs)."""
         for _ in range(n):
             try:
-                self._spawn_worker()
+                self._workers.spawn()
             except OSError as exc:
                 self.sched.worker_start_failed()
                 self._no_worker_started(exc)
 
-    def _spawn_worker(self) -> _Worker:
-        """Asks the zygote for a worker; messages queued to it wait in its socket until it
-        runs. Raises OSError if the zygote cannot be reached."""
-        wid = next(self._wids)
-        ours, theirs = socket.socketpair()
-        slot_fd = os.memfd_create("raylite-cancel-slot", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(slot_fd, SLOT_SIZE)
-            slot = mmap.mmap(slot_fd, SLOT_SIZE)
-            config = {"session": self.config.session, "log_dir": str(self._session.logs)}
-            self._zygote.spawn(wid, theirs.fileno(), slot_fd, config)
-        except OSError:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-            os.close(slot_fd)
-        ours.setblocking(False)
-        w = _Worker(wid, Channel(ours), slot)
-        self._workers[wid] = w
-        self._new_workers.append(w)
-        self._wake()  # the I/O thread registers it
-        return w
-
-    def _kill_worker(self, w: _Worker, cause: str | None = None) -> None:
-        """SIGKILLs ``w`` (now, or once it has a pid); its death is handled as any. With a
-        ``cause`` (its channel failed) it is no more listened to; its task's error names it."""
-        if cause is not None and w.cause is None:
-            w.cause = cause
-            try:
-                self._sel.unregister(w.chan.sock)
-            except (KeyError, ValueError):
-                pass
-        if w.pid:
-            _signal(w.pid, signal.SIGKILL)
-        else:
-            w.doomed = True
-
-    def _register_new(self) -> None:
-        for w in self._new_workers:
-            self._sel.register(w.chan.sock, selectors.EVENT_READ, w)
-        self._new_workers.clear()
-
     def _on_zygote(self) -> None:
-        events = self._zygote.events()
+        events = self._workers.zygote.events()
         if events is None:  # the zygote died: so did every worker
-            self._sel.unregister(self._zygote.sock)
+            self._sel.unregister(self._workers.zygote.sock)
             for w in list(self._workers.values()):
                 self._worker_died(w, None)
             self._break("raylite's worker pool died (its zygote process was killed).")
@@ -1236,22 +1138,17 @@ class LocalRuntime(WorkerMessages, Watchdog):
         for event in events:
             if event[0] == "started":
                 _, wid, pid = event
-                born = self._workers.get(wid)
-                if born is not None:
-                    born.pid = pid
-                    self._by_pid[pid] = born
-                    if born.doomed:
-                        _signal(pid, signal.SIGKILL)
-                    elif wid not in self._actors.hosts:  # hosts serve actors, not tasks
-                        self._apply(self.sched.worker_started(wid))
+                born = self._workers.started(wid, pid)
+                if born is not None and wid not in self._actors.hosts:  # hosts serve actors
+                    self._apply(self.sched.worker_started(wid))
             elif event[0] == "exited":
                 _, pid, status = event
-                dead = self._by_pid.pop(pid, None)
+                dead = self._workers.exited(pid)
                 if dead is not None:
                     self._drain(dead)
                     self._worker_died(dead, status)
 
-    def _drain(self, w: _Worker) -> None:
+    def _drain(self, w: Worker) -> None:
         """Reads what a dead worker sent before it died."""
         while not w.gone and w.cause is None:
             try:
@@ -1262,40 +1159,31 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 return
             self._receive(w, chunk)
 
-    def _receive(self, w: _Worker, chunk: bytes) -> None:
+    def _receive(self, w: Worker, chunk: bytes) -> None:
         """Handles the messages in ``chunk``; bytes that are not frames kill the worker."""
         try:
             msgs = w.chan.feed(chunk)
         except ConnectionError as exc:
-            self._kill_worker(w, STRAY_BYTES.format(exc))
+            self._workers.kill(w, STRAY_BYTES.format(exc))
             return
         self._handle(w, msgs)
 
-    def _channel_closed(self, w: _Worker) -> None:
+    def _channel_closed(self, w: Worker) -> None:
         """EOF from ``w``: it is exiting (its exit report follows, with its status), or it
         closed its end while it goes on running; then it is killed after a grace period."""
-        self._sel.unregister(w.chan.sock)
+        self._workers.unwatch(w)
 
         def check() -> None:
             if not w.gone:
-                self._kill_worker(w, CLOSED_CHANNEL)
+                self._workers.kill(w, CLOSED_CHANNEL)
 
         deadline = time.monotonic() + _EOF_GRACE_S
         heapq.heappush(self._deadlines, (deadline, next(self._ids), check))
 
-    def _worker_died(self, w: _Worker, status: int | None) -> None:
-        if w.wid not in self._workers:
+    def _worker_died(self, w: Worker, status: int | None) -> None:
+        running = self._workers.remove(w)  # 0: it ran none
+        if running is None:  # removed already
             return
-        del self._workers[w.wid]
-        self._dirty.discard(w)
-        w.gone = True
-        try:
-            self._sel.unregister(w.chan.sock)
-        except (KeyError, ValueError):
-            pass
-        w.chan.close()
-        running = read_slot(w.cancel_slot, RUNNING_AT)  # 0: none
-        w.cancel_slot.close()
         self._objs.worker_gone(w.wid, w.borrows, w.mapped)
         actions, lost = self.sched.worker_died(w.wid)
         if w.cause is not None and lost:  # killed for what its running task (first) did
@@ -1322,24 +1210,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
 
     # ---- the I/O thread's steps (lock held) ---------------------------------------------
 
-    def _flush_dirty(self) -> None:
-        for w in list(self._dirty):
-            self._flush_now(w)
-
-    def _flush_now(self, w: _Worker) -> None:
-        """Sends what is queued for ``w``; what a full socket refuses is left to the I/O
-        thread, which is woken to wait for the socket to drain (lock held)."""
-        try:
-            if w.chan.flush(blocking=False):
-                self._dirty.discard(w)
-                return
-        except OSError:  # the worker is dying; its exit event will follow
-            self._dirty.discard(w)
-            return
-        self._dirty.add(w)
-        if threading.current_thread() is not self._io and w not in self._want_write:
-            self._wake()
-
     def _run_deadlines(self) -> float | None:
         """Runs expired deadlines; returns seconds until the next one."""
         now = time.monotonic()
@@ -1355,7 +1225,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
                     os.read(self._wake_r, 4096)
                 except BlockingIOError:
                     pass
-                self._register_new()
+                self._workers.register_new()
             elif data is _ZYGOTE:
                 self._on_zygote()
             elif not data.gone:
@@ -1364,7 +1234,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 except (BlockingIOError, InterruptedError):
                     continue
                 except FdsDropped as exc:  # at the open-files limit
-                    self._kill_worker(data, str(exc))
+                    self._workers.kill(data, str(exc))
                     continue
                 except OSError:  # reset: the worker is dying
                     chunk = b""
@@ -1372,15 +1242,10 @@ class LocalRuntime(WorkerMessages, Watchdog):
                     self._receive(data, chunk)
                 else:
                     self._channel_closed(data)
-        self._register_new()
+        self._workers.register_new()
         timeout = self._run_deadlines()  # before the flush: an expiry queues a reply
-        self._flush_dirty()
-        # A full socket: ask to hear when it drains, and stop asking once it has.
-        for w in self._dirty ^ self._want_write:
-            if not w.gone:
-                write = selectors.EVENT_WRITE if w in self._dirty else 0
-                self._sel.modify(w.chan.sock, selectors.EVENT_READ | write, w)
-        self._want_write = {w for w in self._dirty if not w.gone}
+        self._workers.flush_dirty()
+        self._workers.watch_writable()  # a full socket: hear when it drains
         self._watching_pending = self.sched.pending_count() > 0
         if self._watching_pending:  # look again within a second: see _warn_pending
             now = time.monotonic()
@@ -1431,10 +1296,3 @@ def _request_of(
     base = Request.of(opts.cpus, opts.num_gpus, {**opts.resources, **local.resources})
     return placement.request_for(base, local, f"{name}()")
 
-
-def _signal(pid: int, sig: int) -> None:
-    if pid:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass

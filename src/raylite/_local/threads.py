@@ -124,7 +124,7 @@ class ThreadRunner:
             if outcome is not None:
                 rt._thread_task_done(task, outcome)
             rt._apply(rt.sched.task_done(thread_worker(task.task_id), task.task_id))
-            rt._flush_dirty()
+            rt._workers.flush_dirty()
 
     def note_wait(self, oids: list[int], timeout: float | None) -> None:
         """The calling thread is about to block in get/wait for ``oids`` (lock held).
