@@ -25,6 +25,7 @@ from _helpers import pid_alive, wait_until
 import raylite
 from raylite import _runtime
 from raylite._local.runtime import LocalRuntime
+from raylite._local.waits import Waits
 
 pytestmark = pytest.mark.local_only("they interrupt the local runtime's own code")
 
@@ -144,7 +145,7 @@ class Counter:
 
 
 OPERATIONS: dict[str, tuple[list[str], Callable[[dict[str, Any]], object]]] = {
-    # name: (the LocalRuntime methods interrupted, the call that runs them)
+    # name: (the methods interrupted, of LocalRuntime or Waits, the call that runs them)
     "remote": (["submit_task", "_run_call"], lambda ctx: one.remote()),
     "actor call": (["submit_actor_call", "_run_call"], lambda ctx: ctx["actor"].add.remote()),
     "put": (["put"], lambda ctx: raylite.put(b"x")),
@@ -162,8 +163,8 @@ OPERATIONS: dict[str, tuple[list[str], Callable[[dict[str, Any]], object]]] = {
 def test_ctrl_c_at_any_instant_of_a_call_leaves_the_runtime_usable(fault, op):
     methods, call = OPERATIONS[op]
     rt = _runtime.current()
-    codes = set().union(*(_codes(getattr(LocalRuntime, m)) for m in methods
-                          if m in vars(LocalRuntime)))  # fmt: skip
+    codes = set().union(*(_codes(getattr(owner, m)) for m in methods
+                          for owner in (LocalRuntime, Waits) if m in vars(owner)))  # fmt: skip
     ctx = {"ready": one.remote(), "actor": Counter.remote()}
     raylite.get([ctx["ready"], ctx["actor"].add.remote()], timeout=30)
     start = time.monotonic()

@@ -80,10 +80,10 @@ def test_a_failing_io_thread_fails_every_waiter_at_once(baseline, tmp_path, reco
         waiter = threading.Thread(target=wait_in_get)
         waiter.start()
 
-        def broken_step(events: object) -> float | None:
+        def broken_step(rt: object, events: object) -> float | None:
             raise RuntimeError("injected fault in the I/O thread")
 
-        rt._io_step = broken_step  # type: ignore[attr-defined]  # as a bug of ours would
+        rt._loop._step = broken_step  # type: ignore[method-assign]  # as a bug of ours would
         start = time.monotonic()
         release.touch()  # the tasks end: the I/O thread wakes, and fails
         waiter.join(timeout=DEADLINE_S)

@@ -29,7 +29,6 @@ the runtime's lock held and uses its object table, workers and scheduler.
 from __future__ import annotations
 
 import functools
-import heapq
 import itertools
 import math
 import os
@@ -479,10 +478,9 @@ class ActorManager:
             # may come to flush these with: the I/O thread sends them within FLUSH_DELAY_S,
             # a burst of calls as one frame.
             self._flush_due.add(w.wid)
-            due = (time.monotonic() + FLUSH_DELAY_S, next(rt._ids), lambda: self._flush_due_now(w))
-            heapq.heappush(rt._deadlines, due)
+            rt._loop.at(time.monotonic() + FLUSH_DELAY_S, lambda: self._flush_due_now(w))
             if threading.current_thread() is not rt._io:
-                os.write(rt._wake_w, b"x")  # it recomputes its timeout
+                rt._loop.wake()  # it recomputes its timeout
 
     def _flush_due_now(self, w: Worker) -> None:
         self._flush_due.discard(w.wid)

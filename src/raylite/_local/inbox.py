@@ -17,7 +17,6 @@ the runtime's state.
 
 from __future__ import annotations
 
-import heapq
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -365,9 +364,7 @@ class WorkerMessages:
                     waiter.fired = True
                     reply(timed_out=True)
 
-            heapq.heappush(
-                self._deadlines, (time.monotonic() + msg.timeout, next(self._ids), expire)
-            )
+            self._loop.at(time.monotonic() + msg.timeout, expire)
 
     def _value_for(self: LocalRuntime, w: Worker, oid: int, fds: list[int]) -> tuple[bool, Value]:
         entry = self._objs.get(oid)

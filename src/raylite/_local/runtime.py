@@ -1,36 +1,46 @@
-"""LocalRuntime: the embedded driver. Wires the scheduler, the workers and the object table.
+"""LocalRuntime: the embedded driver. Wires the scheduler, the worker set, the I/O loop and
+the object table, and decides what each event means.
 
 ::
 
-    user threads                         I/O thread (one, "raylite-io")
-    ------------                         ------------------------------
+    user threads                         I/O thread (one, "raylite-io": io_thread.IoLoop)
+    ------------                         ------------------------------------------------
     remote(): scheduler.submit ─┐        select(worker sockets, zygote, wake pipe)
       dispatch -> Channel.queue │ lock    ├ TaskDone  -> store results, wake waiters,
-    get()/wait(): flush, then   ├──────── │             scheduler.task_done -> dispatch
-      block on a _Waiter        │         ├ Submit/Put/Get/Wait/RefOps from workers
+    get()/wait()/future():      ├──────── │             scheduler.task_done -> dispatch
+      waits.Waits: flush, then  │         ├ Submit/Put/Get/Wait/RefOps from workers
+      block on a Waiter         │         │   (inbox.WorkerMessages)
     put(): store inline         │         ├ zygote: started -> scheduler.worker_started
     ObjectRef.__del__: release ─┘         │         exited  -> drain socket, retry or fail
       (queued, never locks)               ├ a channel failing (stray bytes, fds dropped,
                                           │   EOF mid-task): that worker is killed
-                                          ├ flush every channel with queued output
+                                          ├ deadlines; flush every channel with queued
+                                          │   output (workers.WorkerSet)
                                           └ then, unlocked: resolve ref.future()s
+
+    runtime ── spawn / kill / remove ──> workers.WorkerSet ── Zygote ──> worker processes
 
 State: one lock (``_lock``) guards everything below; whoever holds it may queue messages on
 any worker's ``Channel``. Sections are ``with self._lock:`` blocks that start by applying
 what was queued without the lock (``_settle``); calls made inside a section by a ``__del__``
-or a signal handler are queued, not run (``locking.py``, docs/fork-and-signal-safety.md). Sockets are non-blocking on this side: a flush sends what fits and
-the I/O thread sends the rest when the socket is writable, so the driver never blocks on a
-slow worker (and a worker blocked on sending to us cannot deadlock us).
+or a signal handler are queued, not run (``locking.py``, docs/fork-and-signal-safety.md).
+Sockets are non-blocking on this side: a flush sends what fits and the I/O thread sends the
+rest when the socket is writable, so the driver never blocks on a slow worker (and a worker
+blocked on sending to us cannot deadlock us).
 
-Objects live in ``objects.ObjectTable`` (values, lifetimes, waiters, shared-memory books);
-``ObjectRef.__del__`` may run anywhere (GC), so ``release`` never blocks: it queues the id,
-wakes the I/O thread, and whoever next takes the lock applies it.
+Parts, each owning its state and given only what it needs: ``workers.WorkerSet`` (the
+processes, their channels, spawn and death books), ``io_thread.IoLoop`` (the selector, the
+wake pipe, the deadlines, the thread's turns), ``waits.Waits`` (user threads blocked in
+``get``/``wait``, futures, generator streams), ``objects.ObjectTable`` (values, lifetimes,
+waiters, shared-memory books). ``ObjectRef.__del__`` may run anywhere (GC), so ``release``
+never blocks: it queues the id, wakes the I/O thread, and whoever next takes the lock
+applies it.
 
 Dispatch flushing: a task sent to an idle worker goes out at once (latency); one queued
 behind tasks in flight waits for the I/O thread's next flush, which comes with the next
 result from that worker (throughput: one frame carries many tasks).
 
-Two mixins keep this file a size one can read: ``inbox.WorkerMessages`` handles what
+Two mixins keep this class a size one can read: ``inbox.WorkerMessages`` handles what
 workers send, ``watchdog.Watchdog`` warns about tasks that wait and fails stalled ones.
 The state API, the control socket and the dashboard read the runtime through
 ``state.StateView``.
@@ -42,8 +52,6 @@ import atexit
 import concurrent.futures
 import contextlib
 import errno
-import functools
-import heapq
 import itertools
 import mmap
 import os
@@ -64,8 +72,6 @@ from .._object_ref import ObjectRef, ObjectRefGenerator
 from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
 from .._placement import PlacementGroup
 from ..exceptions import (
-    GetTimeoutError,
-    ObjectLostError,
     ObjectStoreFullError,
     RaySystemError,
     TaskCancelledError,
@@ -78,15 +84,14 @@ from .dashboard import DashboardServer
 from .env import pending_warning_s, task_history
 from .history import NORMAL_TASK, Done, History
 from .inbox import WorkerMessages
-from .io_thread import io_main
+from .io_thread import ZYGOTE, IoLoop, io_main
 from .locking import DriverLock
-from .objects import ObjectTable, Waiter, lost
+from .objects import ObjectTable
 from .placement import Placement, check_bundles
 from .pool import CLOSED_CHANNEL, STRAY_BYTES, Zygote, crash_message, describe_exit
 from .protocol import (
     CANCEL_AT,
     CancelTask,
-    FdsDropped,
     FunctionDef,
     TaskRequest,
     check_inband,
@@ -102,6 +107,7 @@ from .store import Segment, Shm, layout_of, memory_resources, write_segment
 from .streams import StreamTable
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
+from .waits import Waits
 from .watchdog import Watchdog, caller_site
 from .worker import CANCEL_SIGNAL, n_refs, stream_mode, worker_main
 from .workers import Worker, WorkerSet, signal_pid
@@ -131,10 +137,8 @@ class RuntimeConfig:
     spilling: SpillConfig = SpillConfig()  # where a full store spills objects (spill.py)
 
 
-_WAKE = "wake"
 _FREE_RERUNS = 5  # reruns after deaths that were not a task's own; then each is a retry
 _EOF_GRACE_S = 2.0  # a worker that closed its channel has this long to exit on its own
-_ZYGOTE = "zygote"
 
 
 class LocalRuntime(WorkerMessages, Watchdog):
@@ -157,7 +161,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._ids = itertools.count(1)
         self._tasks: dict[int, Task] = {}
         self._functions: dict[int, bytes] = {}  # {fn id: pickled body}
-        self._deadlines: list[tuple[float, int, Callable[[], None]]] = []
         # {pickled options from workers: parsed}, the newest _NESTED_OPTIONS kept
         self._options: dict[bytes, tuple[TaskOptions, Request]] = {}
         self._memory = memory_resources(config.object_store_memory)  # reported, not reserved
@@ -171,7 +174,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._warned_shapes: set[Request] = set()
         self._stuck_since: dict[Request, float] = {}  # {shape: when it was first seen stuck}
         self._watching_pending = False
-        self._pending_checked = 0.0
+        self._pending_checked: float = 0.0  # when the I/O thread last looked (_watch_pending)
         self._stalled: set[int] = set()  # ready tasks no worker can take (see _fail_stalled)
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
         # Then resources, each undone (in reverse) if a later step fails: nothing is left.
@@ -198,23 +201,24 @@ class LocalRuntime(WorkerMessages, Watchdog):
         # Fork the zygote first: no thread of ours runs yet (see pool.py).
         zygote = Zygote(worker_main)
         undo.callback(zygote.close)
-        self._sel = selectors.DefaultSelector()
-        undo.callback(self._sel.close)
-        self._wake_r, self._wake_w = os.pipe()
-        undo.callback(os.close, self._wake_r)
-        undo.callback(os.close, self._wake_w)
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, _WAKE)
+        self._loop = IoLoop()
+        undo.callback(self._loop.close)
         zygote.sock.setblocking(False)
-        self._sel.register(zygote.sock, selectors.EVENT_READ, _ZYGOTE)
+        self._loop.sel.register(zygote.sock, selectors.EVENT_READ, ZYGOTE)
         self._workers = WorkerSet(
-            zygote=zygote, sel=self._sel, wake=self._wake,
+            zygote=zygote, sel=self._loop.sel, wake=self._wake,
             on_io_thread=lambda: threading.current_thread() is self._io,
             spawn_config={"session": config.session, "log_dir": str(self._session.logs)},
             gpu_ids=self.sched.gpu_ids if config.gpus else None,
         )  # fmt: skip
         undo.callback(self._workers.close)
+        self._waits = Waits(
+            guard=self._guard, settle=self._settle, check_alive=self._check_alive,
+            objs=self._objs, streams=self._streams, threads=self._threads,
+            flush=self._workers.flush_dirty,
+            on_io_thread=lambda: threading.current_thread() is self._io,
+            describe=self._state.describe_object, release=self.release,
+        )  # fmt: skip
         self._spawn(self.sched.prestart(int(min(max(config.num_cpus, 1), config.max_workers))))
         self._workers.register_new()
         self._io = threading.Thread(
@@ -250,10 +254,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         """Makes the I/O thread run a step soon (any thread; never blocks)."""
         if self._closed:  # its pipe may be closed, its fd number reused
             return
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:  # full (it wakes anyway), or closed by a concurrent shutdown
-            pass
+        self._loop.wake()
 
     def _defer_call(self, return_ids: list[int], op: Callable[[], None]) -> None:
         """A call made inside a section (see locking.py): ``op`` runs with the next holder of
@@ -586,131 +587,26 @@ class LocalRuntime(WorkerMessages, Watchdog):
             raise
         return Shm(segment, layout, counted, what), mapping
 
+    # objects and streams: the waits on them are waits.Waits'
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:
-        self._refuse_blocking("get()")
-        waiter = self._wait_for([r._id for r in refs], None, timeout)
-        if waiter is not None and not self._block(waiter, timeout):
-            raise GetTimeoutError(
-                f"Get timed out: some object(s) not ready after {timeout} s. Use a longer "
-                "timeout, or raylite.wait() to take the ones that are ready."
-            )
-        with self._lock:
-            try:
-                readable = [self._objs.readable(r._id) for r in refs]
-            except OSError as exc:  # mapping a segment takes a file descriptor
-                if exc.errno == errno.EMFILE:
-                    exc = OSError(exc.errno, f"Cannot map them: {open_files_limit_reached()}")
-                raise exc from None
-        describe = self._state.describe_object
-        return [
-            ser.load_value(*r, describe=functools.partial(describe, ref._id))
-            for ref, r in zip(refs, readable, strict=True)
-        ]
+        return self._waits.get(refs, timeout)
 
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
     ) -> tuple[list[ObjectRef], list[ObjectRef]]:
-        self._refuse_blocking("wait()")
-        if any(type(r) is ObjectRefGenerator for r in refs):
-            return self._wait_with_generators(refs, num_returns, timeout)
-        waiter = self._wait_for([r._id for r in refs], num_returns, timeout)
-        if waiter is not None:
-            self._block(waiter, timeout)
-        with self._lock:
-            ready = [r for r in refs if self._objs[r._id].payload is not None]
-        done = ready[:num_returns]
-        taken = {r._id for r in done}
-        return done, [r for r in refs if r._id not in taken]
+        return self._waits.wait(refs, num_returns, timeout)
 
-    def _wait_with_generators(
-        self, items: list[Any], num_returns: int, timeout: float | None
-    ) -> tuple[list[Any], list[Any]]:
-        """``wait`` over refs and ObjectRefGenerators: a generator is ready once its next
-        ref is there or it has ended (Ray's rule). Wakes on any change and looks again."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            waiter = Waiter(1)
-            assert waiter.event is not None
-            with self._lock:
-                self._check_alive()
-                ready = [x for x in items if self._ready_now(x)]
-                timed_out = deadline is not None and time.monotonic() >= deadline
-                if len(ready) >= num_returns or timed_out:
-                    break
-                for x in items:
-                    if type(x) is ObjectRefGenerator:
-                        self._streams.watch(x.completed()._id, waiter.hit)
-                    elif self._objs[x._id].payload is None:
-                        self._objs.add_waiter([self._objs[x._id]], waiter)
-                self._workers.flush_dirty()
-            left = None if deadline is None else max(deadline - time.monotonic(), 0)
-            waiter.event.acquire(timeout=-1 if left is None else left)
-            with self._lock:
-                waiter.fired = True  # a late hit must not release anything
-        done = ready[:num_returns]
-        return done, [x for x in items if not any(x is d for d in done)]
+    def future(self, oid: int) -> concurrent.futures.Future[Any]:
+        return self._waits.future(oid)
 
-    def _ready_now(self, item: Any) -> bool:
-        """Whether a ref's value, or an ObjectRefGenerator's next ref, is there (lock held).
+    def stream_next(self, gen_oid: int) -> ObjectRef | None:
+        return self._waits.stream_next(gen_oid)
 
-        Raises:
-            ObjectLostError: a ref's object is gone.
-        """
-        if type(item) is ObjectRefGenerator:
-            return self._streams.status(item.completed()._id)[0]
-        entry = self._objs.get(item._id)
-        if entry is None:
-            raise lost(item._id)
-        return entry.payload is not None
+    def stream_future(self, gen_oid: int) -> concurrent.futures.Future[ObjectRef | None]:
+        return self._waits.stream_future(gen_oid)
 
-    def _wait_for(
-        self, oids: list[int], num_returns: int | None, timeout: float | None
-    ) -> Waiter | None:
-        """Registers a waiter for ``num_returns`` of ``oids`` (all if ``None``) unless that
-        many are ready already; flushes queued dispatches so the work gets going."""
-        with self._lock:
-            self._settle()
-            self._check_alive()
-            pending = []
-            pending_ids = []
-            for oid in dict.fromkeys(oids):
-                entry = self._objs.get(oid)
-                if entry is None:
-                    raise lost(oid)
-                if entry.payload is None:
-                    pending.append(entry)
-                    pending_ids.append(oid)
-            ready = len(set(oids)) - len(pending)
-            need = len(pending) if num_returns is None else num_returns - ready
-            if need <= 0:
-                return None
-            waiter = Waiter(need)
-            self._objs.add_waiter(pending, waiter)
-            self._threads.note_wait(pending_ids, timeout)  # a thread task waiting: see there
-            self._workers.flush_dirty()
-            return waiter
-
-    def _refuse_blocking(self, what: str) -> None:
-        """Raises where a blocking call would wait forever: inside a section, or on the
-        I/O thread (a future's done-callback), which is what would answer it."""
-        self._guard.refuse_here(what)
-        if threading.current_thread() is self._io:
-            raise RuntimeError(
-                f"{what} was called on raylite's I/O thread (from a callback of "
-                "ObjectRef.future(), most likely), which is the thread that would answer it: "
-                "it would wait forever. Call it from another thread, or chain futures instead."
-            )
-
-    def _block(self, waiter: Waiter, timeout: float | None) -> bool:
-        assert waiter.event is not None
-        try:
-            if waiter.event.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
-                return True
-            with self._lock:
-                waiter.fired = True  # a late hit must not release anything
-                return False
-        finally:
-            self._threads.done_waiting()
+    def stream_status(self, gen_oid: int) -> tuple[bool, bool]:
+        return self._waits.stream_status(gen_oid)
 
     def cancel(self, ref: ObjectRef, force: bool, recursive: bool) -> None:
         oid = ref._id
@@ -779,42 +675,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if len(releases) == 1:  # the first since the last settle: have it applied soon
             self._wake()
 
-    def future(self, oid: int) -> concurrent.futures.Future[Any]:
-        self._guard.refuse_here("ObjectRef.future()")
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def resolve() -> None:  # lock not held: unpickling and the future's callbacks run
-            if not fut.set_running_or_notify_cancel():  # cancelled (a timed-out await)
-                return
-            with self._lock:
-                entry = self._objs.get(oid)
-                ready = entry is not None and entry.payload is not None
-                readable = self._objs.readable(oid) if ready else None
-            try:
-                if readable is None:
-                    raise ObjectLostError(f"{oid:056x}", "It was freed before it was read.")
-                value = ser.load_value(*readable)
-            except BaseException as exc:  # the task's error, or the value cannot be read
-                fut.set_exception(exc)
-                return
-            fut.set_result(value)
-
-        with self._lock:
-            self._settle()
-            self._check_alive()
-            entry = self._objs.get(oid)
-            ready = entry is None or entry.payload is not None
-            if entry is not None and not ready:
-                self._objs.hold([oid])  # the future keeps the object alive until it resolves
-                if entry.waiters is None:
-                    entry.waiters = []
-                entry.waiters.append(Waiter(1, lambda: self._guard.after_unlock(resolve)))
-                fut.add_done_callback(lambda _: self.release(oid))
-            self._workers.flush_dirty()
-        if ready:
-            resolve()
-        return fut
-
     def forget_after_fork(self) -> None:
         """In a forked child: closes this copy's channels, so that the zygote and workers see
         EOF when the driver closes its own, and marks it unusable. Shuts nothing down: the
@@ -826,35 +686,11 @@ class LocalRuntime(WorkerMessages, Watchdog):
             "on its first raylite call)."
         )
         self._workers.forget_after_fork()
-        self._sel.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._loop.close()
         if self._control is not None:
             self._control.forget_after_fork()
         if self._dashboard is not None:
             self._dashboard.forget_after_fork()
-
-    def stream_next(self, gen_oid: int) -> ObjectRef | None:
-        self._refuse_blocking("next() on an ObjectRefGenerator")
-        claim = self.stream_future(gen_oid)
-        try:
-            return claim.result()
-        except BaseException:  # interrupted (Ctrl-C): give the turn back
-            claim.cancel()
-            raise
-
-    def stream_future(self, gen_oid: int) -> concurrent.futures.Future[ObjectRef | None]:
-        with self._lock:
-            self._settle()
-            self._check_alive()
-            claim = self._streams.claim(gen_oid)
-            self._workers.flush_dirty()
-            return claim
-
-    def stream_status(self, gen_oid: int) -> tuple[bool, bool]:
-        with self._lock:
-            self._settle()
-            return self._streams.status(gen_oid)
 
     def shutdown(self) -> None:
         if os.getpid() != self.pid:  # a forked child's copy: see forget_after_fork
@@ -878,7 +714,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._down.wait(timeout=30)
             return
         if threading.current_thread() is not self._io:
-            os.write(self._wake_w, b"x")
+            self._loop.wake()
             self._io.join(timeout=5)
         try:
             self._close_parts()
@@ -896,9 +732,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         with self._lock:
             self._objs.close()
         self._workers.zygote.close()
-        self._sel.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._loop.close()
         self._session.close()
         self._guard.run_after()  # futures failed by the shutdown get their errors
 
@@ -906,7 +740,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         """Stops the I/O thread (it sees ``_closed`` once woken)."""
         with self._lock:
             self._closed = True
-        os.write(self._wake_w, b"x")
+        self._loop.wake()
         try:
             self._io.join(timeout=5)
         except RuntimeError:  # its start was interrupted: woken and closed, it ends alone
@@ -1130,7 +964,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def _on_zygote(self) -> None:
         events = self._workers.zygote.events()
         if events is None:  # the zygote died: so did every worker
-            self._sel.unregister(self._workers.zygote.sock)
+            self._loop.sel.unregister(self._workers.zygote.sock)
             for w in list(self._workers.values()):
                 self._worker_died(w, None)
             self._break("raylite's worker pool died (its zygote process was killed).")
@@ -1177,8 +1011,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             if not w.gone:
                 self._workers.kill(w, CLOSED_CHANNEL)
 
-        deadline = time.monotonic() + _EOF_GRACE_S
-        heapq.heappush(self._deadlines, (deadline, next(self._ids), check))
+        self._loop.at(time.monotonic() + _EOF_GRACE_S, check)
 
     def _worker_died(self, w: Worker, status: int | None) -> None:
         running = self._workers.remove(w)  # 0: it ran none
@@ -1208,65 +1041,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 self._fail(task, WorkerCrashedError(why))
         self._apply(actions)
 
-    # ---- the I/O thread's steps (lock held) ---------------------------------------------
-
-    def _run_deadlines(self) -> float | None:
-        """Runs expired deadlines; returns seconds until the next one."""
-        now = time.monotonic()
-        while self._deadlines and self._deadlines[0][0] <= now:
-            heapq.heappop(self._deadlines)[2]()
-        return max(0.0, self._deadlines[0][0] - now) if self._deadlines else None
-
-    def _io_step(self, events: list[tuple[selectors.SelectorKey, int]]) -> float | None:
-        for key, _mask in events:
-            data = key.data
-            if data is _WAKE:
-                try:
-                    os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
-                self._workers.register_new()
-            elif data is _ZYGOTE:
-                self._on_zygote()
-            elif not data.gone:
-                try:
-                    chunk = data.chan.read()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except FdsDropped as exc:  # at the open-files limit
-                    self._workers.kill(data, str(exc))
-                    continue
-                except OSError:  # reset: the worker is dying
-                    chunk = b""
-                if chunk:
-                    self._receive(data, chunk)
-                else:
-                    self._channel_closed(data)
-        self._workers.register_new()
-        timeout = self._run_deadlines()  # before the flush: an expiry queues a reply
-        self._workers.flush_dirty()
-        self._workers.watch_writable()  # a full socket: hear when it drains
-        self._watching_pending = self.sched.pending_count() > 0
-        if self._watching_pending:  # look again within a second: see _warn_pending
-            now = time.monotonic()
-            if now - self._pending_checked >= 1.0:  # not on every step of a busy burst
-                self._pending_checked = now
-                self._warn_pending()
-                self._fail_stalled()
-            timeout = 1.0 if timeout is None else min(timeout, 1.0)
-        return timeout
-
-    def _io_turn(self, events: list[tuple[selectors.SelectorKey, int]]) -> float | None:
-        """A step under the lock, then the futures to resolve; returns select's timeout."""
-        with self._lock:
-            if self._closed:
-                return None
-            self._settle()
-            timeout = self._io_step(events)
-            if self._objs.releases:  # releases queued during the step
-                timeout = 0.1 if timeout is None else min(timeout, 0.1)
-        self._guard.run_after()
-        return timeout
+    # ---- the I/O thread (io_thread.IoLoop runs its turns) ------------------------------
 
     def _io_failed(self, details: str) -> None:
         """The I/O thread failed: every task and waiter fails now with RaySystemError."""

@@ -61,6 +61,20 @@ def caller_site() -> CallSite | None:
 class Watchdog:
     """The driver's checks on waiting tasks (mixed into ``LocalRuntime``)."""
 
+    def _watch_pending(self: LocalRuntime, timeout: float | None) -> float | None:
+        """The I/O thread's look at waiting tasks, at most once a second while any wait:
+        warns (``_warn_pending``) and fails the stalled (``_fail_stalled``). Returns select's
+        ``timeout``, shortened so the next look comes within a second (lock held)."""
+        self._watching_pending = self.sched.pending_count() > 0
+        if self._watching_pending:  # look again within a second: see _warn_pending
+            now = time.monotonic()
+            if now - self._pending_checked >= 1.0:  # not on every step of a busy burst
+                self._pending_checked = now
+                self._warn_pending()
+                self._fail_stalled()
+            timeout = 1.0 if timeout is None else min(timeout, 1.0)
+        return timeout
+
     def _warn_pending(self: LocalRuntime) -> None:
         """Warns once per resource shape about tasks that cannot start until the program
         changes course, once that has lasted ``RAYLITE_PENDING_WARNING_S`` (5 s): what they
