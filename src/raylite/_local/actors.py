@@ -192,7 +192,7 @@ class ActorManager:
                 warn_unschedulable(unschedulable)
             elif opts.dedicated:
                 self._check_process_cap(meta.class_name)
-        args, contained = rt._hold_args(packed)
+        args, contained = rt._writer.hold_args(packed)
         actor_id = next(rt._ids)
         detached = opts.lifetime == "detached"
         # A detached actor holds its own id object, so it outlives every handle.
@@ -419,7 +419,7 @@ class ActorManager:
                 "counted per caller). Wait for some results (raylite.get/wait) before "
                 "calling it again, or raise max_pending_calls."
             )
-        args, contained = rt._hold_args(packed)
+        args, contained = rt._writer.hold_args(packed)
         task_id = next(rt._ids)
         for oid in return_ids:
             rt._objs.new(oid, 1, task_id)

@@ -223,7 +223,7 @@ class WorkerMessages:
             args: bytes | int = payload
             contained = msg.contained
             if shm is not None:
-                args = self._new_object(0, payload, shm, contained)
+                args = self._writer.new_object(0, payload, shm, contained)
                 contained = [args]
                 shm = None
             task = Task(

@@ -10,7 +10,7 @@ the object table, and decides what each event means.
     get()/wait()/future():      ├──────── │             scheduler.task_done -> dispatch
       waits.Waits: flush, then  │         ├ Submit/Put/Get/Wait/RefOps from workers
       block on a Waiter         │         │   (inbox.WorkerMessages)
-    put(): store inline         │         ├ zygote: started -> scheduler.worker_started
+    put(): writes.ObjectWriter  │         ├ zygote: started -> scheduler.worker_started
     ObjectRef.__del__: release ─┘         │         exited  -> drain socket, retry or fail
       (queued, never locks)               ├ a channel failing (stray bytes, fds dropped,
                                           │   EOF mid-task): that worker is killed
@@ -31,8 +31,9 @@ blocked on sending to us cannot deadlock us).
 Parts, each owning its state and given only what it needs: ``workers.WorkerSet`` (the
 processes, their channels, spawn and death books), ``io_thread.IoLoop`` (the selector, the
 wake pipe, the deadlines, the thread's turns), ``waits.Waits`` (user threads blocked in
-``get``/``wait``, futures, generator streams), ``objects.ObjectTable`` (values, lifetimes,
-waiters, shared-memory books). ``ObjectRef.__del__`` may run anywhere (GC), so ``release``
+``get``/``wait``, futures, generator streams), ``writes.ObjectWriter`` (``put`` values and
+arguments pickled, big buffers copied to segments outside the lock), ``objects.ObjectTable``
+(values, lifetimes, waiters, shared-memory books). ``ObjectRef.__del__`` may run anywhere (GC), so ``release``
 never blocks: it queues the id, wakes the I/O thread, and whoever next takes the lock
 applies it.
 
@@ -51,9 +52,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
-import errno
 import itertools
-import mmap
 import os
 import selectors
 import signal
@@ -72,7 +71,6 @@ from .._object_ref import ObjectRef, ObjectRefGenerator
 from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
 from .._placement import PlacementGroup
 from ..exceptions import (
-    ObjectStoreFullError,
     RaySystemError,
     TaskCancelledError,
     TaskUnschedulableError,
@@ -95,7 +93,6 @@ from .protocol import (
     FunctionDef,
     TaskRequest,
     check_inband,
-    open_files_limit_reached,
     raise_open_files_limit,
     write_slot,
 )
@@ -103,7 +100,7 @@ from .scheduler import Actions, Request, Scheduler
 from .session import ControlServer, SessionDir
 from .spill import SpillConfig, SpillDir
 from .state import StateView, summarize
-from .store import Segment, Shm, layout_of, memory_resources, write_segment
+from .store import Shm, memory_resources
 from .streams import StreamTable
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
@@ -111,6 +108,7 @@ from .waits import Waits
 from .watchdog import Watchdog, caller_site
 from .worker import CANCEL_SIGNAL, n_refs, stream_mode, worker_main
 from .workers import Worker, WorkerSet, signal_pid
+from .writes import ObjectWriter
 
 if TYPE_CHECKING:
     from .._remote_function import RemoteFunction
@@ -212,6 +210,10 @@ class LocalRuntime(WorkerMessages, Watchdog):
             gpu_ids=self.sched.gpu_ids if config.gpus else None,
         )  # fmt: skip
         undo.callback(self._workers.close)
+        self._writer = ObjectWriter(
+            guard=self._guard, settle=self._settle, check_alive=self._check_alive,
+            objs=self._objs, new_id=lambda: next(self._ids), store=self._store,
+        )  # fmt: skip
         self._waits = Waits(
             guard=self._guard, settle=self._settle, check_alive=self._check_alive,
             objs=self._objs, streams=self._streams, threads=self._threads,
@@ -283,7 +285,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             return self._failed_refs(exc, n_refs(opts.num_returns))
         if opts.executor == "thread":
             return self._submit_thread_task(fn, args, kwargs, opts, request)
-        packed = self._pack_args(fn.function_name, args, kwargs)
+        packed = self._writer.pack_args(fn.function_name, args, kwargs)
         body = None
         if fn._fn_id not in self._functions:
             body = ser.dumps_function(fn._function)
@@ -292,7 +294,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
 
         def enqueue() -> None:  # lock held
             self._check_alive()
-            args_value, contained = self._hold_args(packed)
+            args_value, contained = self._writer.hold_args(packed)
             task = Task(
                 task_id, fn._fn_id, fn.function_name, args_value, packed.positions,
                 packed.dep_ids, contained, return_ids, opts, request, opts.max_retries,
@@ -393,35 +395,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
             if shm is not None and entry is not None and entry.shm is shm:
                 self._objs.books.keep(oid, shm, mapping)
 
-    def _pack_args(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PackedArgs:
-        """Pickles a call's arguments (outside the lock); big buffers go to a segment."""
-        try:
-            s, positions, dep_ids = ser.dumps_args(args, kwargs)
-        except ser.SerializationError as exc:
-            raise TypeError(
-                f"Could not serialize the arguments of {name}.remote(): {exc}. "
-                "Pass picklable data, or create the object inside the task."
-            ) from None
-        check_inband(f"The arguments of {name}.remote()", s.payload)
-        shm = self._write_shm(s, f"the arguments of {name}()")[0] if s.buffers else None
-        return PackedArgs(s, positions, dep_ids, shm)
-
-    def _hold_args(self, packed: PackedArgs) -> tuple[bytes | int, list[int]]:
-        """Holds what packed arguments need until the call is done (lock held).
-
-        Returns:
-            ``(args, contained)``: the pickle, or the id of a hidden object holding big
-            arguments, and the ids to release when the call is done (with its deps).
-        """
-        args: bytes | int = packed.s.payload
-        contained = packed.s.contained
-        if packed.shm is not None:
-            args = self._new_object(0, packed.s.payload, packed.shm, contained)
-            contained = [args]
-        if packed.dep_ids or contained:
-            self._objs.hold(packed.dep_ids + contained)
-        return args, contained
-
     def create_actor(
         self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions
     ) -> ActorHandle:
@@ -434,7 +407,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             local = (cls._cls, args, kwargs)
             body = None
         else:
-            packed = self._pack_args(cls.__name__, args, kwargs)
+            packed = self._writer.pack_args(cls.__name__, args, kwargs)
             body = None if cls._cls_id in self._functions else ser.dumps_function(cls._cls)
         with self._lock:
             self._settle()
@@ -459,7 +432,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             packed = PackedArgs(ser.Serialized(b"", [], []), positions, dep_ids, None)
             py_args = (args, kwargs)
         else:
-            packed = self._pack_args(f"{handle._meta.class_name}.{method}", args, kwargs)
+            packed = self._writer.pack_args(f"{handle._meta.class_name}.{method}", args, kwargs)
         return_ids = [next(self._ids) for _ in range(n_refs(opts.num_returns))]
 
         def enqueue() -> None:  # lock held
@@ -532,60 +505,15 @@ class LocalRuntime(WorkerMessages, Watchdog):
             raise ser.put_error(exc) from None
         self._guard.refuse_here("put()")
         check_inband("The value passed to put()", s.payload)
-        shm, mapping = self._write_shm(s, "an object put", keep=True) if s.buffers else (None, None)
+        writer = self._writer
+        shm, mapping = writer.write_shm(s, "an object put", keep=True) if s.buffers else (None, None)
         with self._lock:
             self._settle()
             self._check_alive()
-            oid = self._new_object(1, s.payload, shm, s.contained)
+            oid = self._writer.new_object(1, s.payload, shm, s.contained)
             if shm is not None and mapping is not None:
                 self._objs.books.keep(oid, shm, mapping)
             return ObjectRef(oid, self)
-
-    def _new_object(
-        self, refcount: int, payload: bytes, shm: Shm | None, contained: list[int]
-    ) -> int:
-        """Stores a ready object made here (lock held); returns its id."""
-        oid = next(self._ids)
-        self._objs.hold(contained)
-        self._objs.new(oid, refcount)
-        self._store(oid, payload, False, contained, shm)
-        return oid
-
-    def _write_shm(
-        self, s: ser.Serialized, what: str, keep: bool = False
-    ) -> tuple[Shm, mmap.mmap | None]:
-        """Writes ``s``'s buffers to a segment, outside the lock (a 100 MB copy takes a while).
-
-        Raises:
-            ObjectStoreFullError: no room within ``object_store_memory``, or the machine
-                has no memory left for the segment.
-        """
-        layout = layout_of(s.buffers)
-        self._guard.refuse_here(f"storing {what}")
-        with self._lock:
-            self._settle()
-            self._check_alive()
-            segment, counted = self._objs.books.reserve(layout.size, what, self._objs.holders)
-        try:
-            if segment is None:
-                segment = Segment.create(layout.size)
-            mapping = write_segment(segment, layout, s.buffers, keep)
-        except BaseException as exc:
-            with self._lock:
-                self._objs.books.unreserve(counted)
-            if segment is not None:
-                segment.close()
-            if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
-                raise ObjectStoreFullError(
-                    f"Cannot store {what}: {open_files_limit_reached()}"
-                ) from exc
-            if isinstance(exc, OSError):
-                raise ObjectStoreFullError(
-                    f"Cannot store {what} of {layout.size / 1e6:,.1f} MB: the machine refused "
-                    f"the shared memory ({exc}). Free memory, or pass smaller pieces."
-                ) from exc
-            raise
-        return Shm(segment, layout, counted, what), mapping
 
     # objects and streams: the waits on them are waits.Waits'
     def get(self, refs: list[ObjectRef], timeout: float | None) -> list[Any]:

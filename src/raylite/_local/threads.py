@@ -187,9 +187,8 @@ class ThreadRunner:
                 result = asyncio.run(_awaited(result))
             for value in split_returns(name, num_returns, result):
                 s = ser.serialize_result(name, value)
-                shm, mapping = (
-                    rt._write_shm(s, f"the result of {name}()", True) if s.buffers else (None, None)
-                )
+                what = f"the result of {name}()"
+                shm, mapping = rt._writer.write_shm(s, what, True) if s.buffers else (None, None)
                 done.append((s, shm, mapping))
         except BaseException as exc:
             with rt._lock:
