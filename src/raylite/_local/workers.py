@@ -28,12 +28,14 @@ import selectors
 import signal
 import socket
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from .pool import Zygote
 from .protocol import RUNNING_AT, SLOT_SIZE, Channel, Forget, read_slot
 
 __all__ = ["Worker", "WorkerSet", "signal_pid"]
+
+_T = TypeVar("_T")
 
 
 class Worker:
@@ -99,6 +101,16 @@ class WorkerSet(Mapping[int, Worker]):
 
     def __len__(self) -> int:
         return len(self._by_wid)
+
+    def __contains__(self, wid: object) -> bool:  # the dict's own: on the hot path
+        return wid in self._by_wid
+
+    @overload
+    def get(self, wid: int, /) -> Worker | None: ...
+    @overload
+    def get(self, wid: int, /, default: Worker | _T) -> Worker | _T: ...
+    def get(self, wid: int, /, default: object = None) -> object:  # likewise
+        return self._by_wid.get(wid, default)
 
     def spawn(self) -> Worker:
         """Asks the zygote for a worker; messages queued to it wait in its socket until it
