@@ -498,3 +498,17 @@ def test_pool_on_every_runtime(rl: Any) -> None:
         with pytest.raises(ZeroDivisionError):
             pool.apply(raise_zero, (1,))
         assert os.getpid() not in set(pool.map(pid_of, range(4), chunksize=1))
+
+
+def test_raylite_terminate_returns_once_the_pool_is_over() -> None:
+    """As the standard library's: when terminate() returns the pool's thread has ended, so a
+    shutdown() right after cannot race it (it used to start a new session behind it)."""
+    raylite.init(num_cpus=2)
+    try:
+        pool = RayalitePool(2)
+        assert pool.map(sqr, range(50)) == [i * i for i in range(50)]
+        pool.terminate()
+        assert not pool._manager.thread.is_alive()
+    finally:
+        raylite.shutdown()
+    assert not raylite.is_initialized()

@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ... import _api
+from ... import _runtime
 from ...exceptions import ActorDiedError, ActorUnavailableError
 from ._results import RemoteTraceback
 
@@ -419,10 +419,17 @@ class Manager:
         elif isinstance(error, (ActorDiedError, ActorUnavailableError)):
             self._replace(call.proc)
 
+    def _session(self) -> _runtime.Runtime | None:
+        """The runtime the pool's actors live in, if it is still up (a handle used in a
+        later session would name another actor). Never starts one: this thread must not
+        auto-init a session while, or after, the user shuts raylite down."""
+        rt = _runtime.current_or_none()
+        if rt is None or str(rt.context()["session"]) != self.session:
+            return None
+        return rt
+
     def _in_session(self) -> bool:
-        """raylite is up, and it is the session the pool's actors belong to (a handle used
-        in a later session would name another actor)."""
-        return _api.is_initialized() and _api.get_runtime_context().get_job_id() == self.session
+        return self._session() is not None
 
     def _replace(self, proc: _Proc) -> None:
         if proc in self._procs and self._in_session():
@@ -438,10 +445,11 @@ class Manager:
             job.abandon(error)
         self._calls.clear()
         self._jobs.clear()
-        if self._in_session():  # else its actors died with their session
+        rt = self._session()
+        if rt is not None:  # else its actors died with their session
             for proc in self._procs:
                 try:
-                    _api.kill(proc.actor)
+                    rt.kill_actor(proc.actor, True)
                 except Exception:  # already dead (its runtime went away)
                     pass
         self._procs.clear()

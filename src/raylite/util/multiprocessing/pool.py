@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = ["Pool"]
 _log = logging.getLogger(__name__)
 
 _RUN, _CLOSE, _TERMINATE = "RUN", "CLOSE", "TERMINATE"
+_TERMINATE_TIMEOUT_S = 30.0  # what terminate() waits for the manager thread, at most
 
 PROCESS_CPUS = 1
 """What each pool process reserves: a whole CPU, because that is what gives an actor a
@@ -216,6 +218,10 @@ class Pool:
             self._state = _TERMINATE
             self._finalizer.detach()
             self._manager.terminate("Pool.terminate() was called")
+            # As the standard library's: the pool is over when terminate() returns, so a
+            # raylite.shutdown() right after cannot race the manager thread's last steps.
+            if threading.current_thread() is not self._manager.thread:
+                self._manager.thread.join(_TERMINATE_TIMEOUT_S)
 
     def join(self, timeout: float | None = None) -> None:
         """Waits for the processes to end (after ``close`` or ``terminate``).
