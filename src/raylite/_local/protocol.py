@@ -55,6 +55,11 @@ _HEADER = struct.Struct("<QI")
 _CHECK = 0x726C6974  # "rlit"
 MAX_FDS_PER_FRAME = 200  # the kernel passes at most 253 per message (SCM_MAX_FD)
 _FDS_SPACE = socket.CMSG_SPACE(253 * 4)
+# Bytes asked of one ``recvmsg``. Python allocates that much per call and shrinks it to what
+# came: at 1 MiB, malloc serves it with mmap + mremap + munmap on every read (~25 µs, and TLB
+# shootdowns on the other threads; shared/perf-study.md, E1); 64 KiB stays on the heap. A
+# bigger frame simply takes several reads.
+_READ_SIZE = 1 << 16
 
 # (payload, object id, segment size, [(offset, length)], fd follows)
 ShmValue = tuple[bytes, int, int, list[tuple[int, int]], bool]
@@ -552,7 +557,7 @@ class Channel:
 
     def read(self, flags: int = 0) -> bytes:
         """One ``recvmsg``: the bytes (``b""`` at end of stream); fds go to ``in_fds``."""
-        data, fds, msg_flags = recv_with_fds(self.sock, 1 << 20, flags)
+        data, fds, msg_flags = recv_with_fds(self.sock, _READ_SIZE, flags)
         self.in_fds.extend(fds)
         if msg_flags & socket.MSG_CTRUNC:
             raise FdsDropped(
