@@ -4,11 +4,14 @@ state API.
 ::
 
     worker: t0 = time.time(); run; TaskDone(start=t0, duration)  ──> driver I/O thread
-    driver: _finish / ActorManager.done ── History.add(Done(...)) ──> deque (newest last)
-    readers: timeline(), list_tasks(), summarize_tasks(), the dashboard ── copy under the lock
+    driver: _finish / ActorManager.done ── History.add((...)) ──> deque (newest last)
+    readers: timeline(), list_tasks(), summarize_tasks(), the dashboard ── records(), a copy
+             under the lock, as ``Done``s
 
-Recording is one tuple appended to a bounded deque per task, on the I/O thread that already
-handles the result, so it stays on by default (its cost is measured in benchmarks/). The
+Recording is one plain tuple (a ``Record``, in ``Done``'s field order) appended to a bounded
+deque per task, on the I/O thread that already handles the result, so it stays on by default
+(its cost is measured in benchmarks/); readers, which are rare, make the ``Done``s (building
+a NamedTuple costs ~0.5 us more per task than a tuple display on the hot thread). The
 deque keeps the newest ``RAYLITE_TASK_HISTORY`` entries (default 100,000, as Ray's GCS keeps
 100,000 task events); ``0`` turns recording off.
 """
@@ -20,7 +23,7 @@ from typing import Any, NamedTuple
 
 from .env import task_history
 
-__all__ = ["ACTOR_TASK", "NORMAL_TASK", "Done", "History", "trace_events"]
+__all__ = ["ACTOR_TASK", "NORMAL_TASK", "Done", "History", "Record", "trace_events"]
 
 NORMAL_TASK, ACTOR_TASK = "NORMAL_TASK", "ACTOR_TASK"  # Ray's TaskType names
 
@@ -41,6 +44,11 @@ class Done(NamedTuple):
     attempt: int = 0
 
 
+# A Done's fields as a plain tuple: (task_id, name, kind, pid, lane, start, end, error,
+# actor_id, attempt), what History.add takes on the hot path.
+Record = tuple[int, str, str, int, int, float, float, "bytes | None", int, int]
+
+
 class History:
     """The newest finished tasks, at most ``maxlen`` (0: record nothing)."""
 
@@ -48,21 +56,27 @@ class History:
         if maxlen is None:
             maxlen = task_history()
         self.enabled = maxlen > 0
-        self.done: deque[Done] = deque(maxlen=max(maxlen, 0))
+        self._done: deque[Record] = deque(maxlen=max(maxlen, 0))
         self.recorded = 0  # ever, including those the deque has dropped since
 
     def name_of(self, task_id: int) -> str | None:
         """The name of finished task ``task_id``, if it is still kept (newest first)."""
         if task_id:
-            for done in reversed(self.done):
-                if done.task_id == task_id:
-                    return done.name
+            for done in reversed(self._done):
+                if done[0] == task_id:
+                    return done[1]
         return None
 
-    def add(self, done: Done) -> None:
+    def add(self, record: Record) -> None:
+        """Records a finished task: ``Done``'s fields in order (a ``Done`` will do too)."""
         if self.enabled:
-            self.done.append(done)
+            self._done.append(record)
             self.recorded += 1
+
+    def records(self) -> list[Done]:
+        """What is kept, oldest first (the caller holds the runtime's lock)."""
+        make = Done._make
+        return [make(r) for r in self._done]
 
 
 def trace_events(done: list[Done], names: dict[int, str]) -> list[dict[str, Any]]:

@@ -142,7 +142,7 @@ class InlineRuntime:
         return [self._new(value) for value in outcome]
 
     def timeline(self) -> list[dict[str, Any]]:
-        return trace_events(list(self._history.done), {os.getpid(): "driver (local_mode)"})
+        return trace_events(self._history.records(), {os.getpid(): "driver (local_mode)"})
 
     def list_state(
         self, kind: str, filters: list[tuple[str, str, Any]] | None, limit: int | None,
@@ -153,10 +153,10 @@ class InlineRuntime:
                 f"local_mode=True keeps no {kind} state (everything runs inline in the "
                 "driver): list_tasks() and timeline() work; init without local_mode for more."
             )
-        return filter_records(finished_records(list(self._history.done)), filters, limit)
+        return filter_records(finished_records(self._history.records()), filters, limit)
 
     def summarize_tasks(self) -> dict[str, Any]:
-        return summarize(finished_records(list(self._history.done)))
+        return summarize(finished_records(self._history.records()))
 
     def create_actor(
         self, cls: ActorClass, args: tuple[Any, ...], kwargs: dict[str, Any], opts: ActorOptions

@@ -170,6 +170,15 @@ class ObjectTable:
             if entry is not None:
                 entry.refcount += 1
             return
+        entry = self.entries.get(oid)
+        if entry is None:
+            return
+        if entry.refcount > 1:  # the common cases first: others still hold it,
+            entry.refcount -= 1
+            return
+        if not entry.contained and entry.shm is None and not entry.actor:
+            del self.entries[oid]  # or a small value that holds nothing
+            return
         stack = [oid]
         while stack:
             oid = stack.pop()
@@ -283,6 +292,8 @@ class ObjectTable:
     ) -> tuple[Value, list[Value], list[int]]:
         """A call's arguments (the pickle, or a hidden object's id) and its resolved refs
         as wire values for worker ``wid``, and the fds that must ride along."""
+        if not dep_ids and type(args) is bytes:  # the common case: nothing to resolve
+            return args, [], []
         fds: list[int] = []
         values = [self.wire(wid, mapped, oid, fds) for oid in dep_ids]
         args_value = args if isinstance(args, bytes) else self.wire(wid, mapped, args, fds)

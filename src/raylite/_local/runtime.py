@@ -80,7 +80,7 @@ from . import serialization as ser
 from .actors import ActorManager, warn_unschedulable
 from .dashboard import DashboardServer
 from .env import pending_warning_s, task_history
-from .history import NORMAL_TASK, Done, History
+from .history import NORMAL_TASK, History
 from .inbox import WorkerMessages
 from .io_thread import ZYGOTE, IoLoop, io_main
 from .locking import DriverLock
@@ -291,6 +291,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             body = ser.dumps_function(fn._function)
         task_id = next(self._ids)
         return_ids = [next(self._ids) for _ in range(n_refs(opts.num_returns))]
+        site = caller_site()  # here, not in enqueue: two raylite frames fewer to walk
 
         def enqueue() -> None:  # lock held
             self._check_alive()
@@ -298,7 +299,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             task = Task(
                 task_id, fn._fn_id, fn.function_name, args_value, packed.positions,
                 packed.dep_ids, contained, return_ids, opts, request, opts.max_retries,
-                site=caller_site(),
+                site=site,
             )  # fmt: skip
             if body is not None:
                 self._functions[fn._fn_id] = body
@@ -805,15 +806,23 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 shms: list[Shm | None] | None = None) -> None:  # fmt: skip
         """Stores a task's outcome and drops what it held."""
         self._tasks.pop(task.task_id, None)
-        if self._history.enabled:
-            self._history.add(Done(
+        history = self._history
+        if history.enabled:
+            history.add((
                 task.task_id, task.name, NORMAL_TASK, self._pid_of(task), task.lane, task.start,
                 task.end, payloads[0] if is_error else None, 0,
                 task.opts.max_retries - task.retries_left,
             ))  # fmt: skip
-        self._finish_call(
-            task.return_ids, payloads, is_error, task.dep_ids + task.contained, contained, shms
-        )
+        if shms is None and (not contained or not contained[0]) and len(task.return_ids) == 1:
+            # The common case (one small result, or an error): stored without the loop.
+            self._store(task.return_ids[0], payloads[0], is_error, [])
+        else:
+            self._finish_call(task.return_ids, payloads, is_error, [], contained, shms)
+        decref = self._objs.decref
+        for oid in task.dep_ids:
+            decref(oid)
+        for oid in task.contained:
+            decref(oid)
 
     def _finish_call(self, return_ids: list[int], payloads: list[bytes], is_error: bool,
                      holds: list[int], contained: list[list[int]] | None = None,

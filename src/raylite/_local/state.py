@@ -97,7 +97,7 @@ class StateView:
                 for call in actor.parked.values():  # out of order, waiting for arguments
                     live.append((call.task_id, call.name, ACTOR_TASK, "PENDING_ARGS_AVAIL", 0,
                                  actor.actor_id, 0, ""))  # fmt: skip
-            done = list(rt._history.done) if finished else []
+            done = rt._history.records() if finished else []
         records = [
             {
                 "task_id": _hex(task_id), "attempt_number": attempt, "name": name,
@@ -201,7 +201,7 @@ class StateView:
             n_workers = sum(1 for w in rt._workers.values() if w.pid and not w.gone)
         counts = Counter(r["state"] for r in self.tasks(finished=False))
         with rt._lock:
-            done = list(rt._history.done)
+            done = rt._history.records()
         # Counted, not built: the dashboard asks every second, with up to 100,000 of them.
         failed = sum(1 for d in done if d.error is not None)
         counts.update({"FINISHED": len(done) - failed, "FAILED": failed})
@@ -249,7 +249,7 @@ class StateView:
         """Trace events of the finished tasks that ended at ``since`` (epoch seconds) or later."""
         rt = self._rt
         with rt._lock:
-            done = list(rt._history.done)
+            done = rt._history.records()
             hosts = {rt._workers[wid].pid for wid in rt._actors.hosts if wid in rt._workers}
         names = {pid: "actor host" for pid in hosts}
         names[os.getpid()] = "driver"
