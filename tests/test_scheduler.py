@@ -371,6 +371,31 @@ def test_one_shape_dispatches_in_submission_order():
     assert order == [2, 3, 4, 5]
 
 
+def test_tasks_that_join_a_waiting_shape_run_in_order_as_workers_free():
+    s = sched(cpus=1, workers=2)  # a worker stays idle: the CPU is what they wait for
+    submit(s, 1)
+    for tid in (2, 3, 4):  # 2 starts its shape's queue; 3 and 4 join it
+        actions = submit(s, tid)
+        assert pairs(actions) == [] and actions.start_workers == 0
+    assert s.waiting_for_resources() == {CPU1: (2, 3)}
+    [(_, w)] = pairs(s.task_done(next(w for w in (W1, W2) if s.in_flight(w)), 1))
+    assert s.queued_on(w) == [2]
+    s.task_done(w, 2)
+    assert [tid for w in (W1, W2) for tid in s.queued_on(w)] == [3]
+    s.task_done(next(w for w in (W1, W2) if s.in_flight(w)), 3)
+    assert [tid for w in (W1, W2) for tid in s.queued_on(w)] == [4]
+
+
+def test_task_joining_a_waiting_shape_still_asks_for_a_worker_that_fits():
+    s = sched(cpus=3, workers=1)
+    assert pairs(submit(s, 1)) == [(1, W1)]
+    assert submit(s, 2).start_workers == 1  # CPUs free, no idle worker: one more process
+    assert submit(s, 3).start_workers == 1  # it joins 2's queue, and a third CPU is free
+    assert submit(s, 4).start_workers == 0  # every free CPU has a worker coming
+    assert pairs(s.worker_started(W2)) == [(2, W2)]
+    assert pairs(s.worker_started(W3)) == [(3, W3)]
+
+
 def test_oldest_head_goes_first_across_shapes():
     s = sched(cpus=1, workers=1, custom={"tag": 1})
     tagged, whole, half = req(1, tag=1), req(1), req(0.5)

@@ -275,6 +275,15 @@ class Scheduler:
                 return Actions([(task_id, lease.worker)])
             if queue is None:
                 queue = self._ready[request] = deque()
+        elif self._tasks[queue[-1]].depth >= depth and (
+            self._idle or 0 < request.cpu > self.free_cpu
+        ):
+            # Fast path: its shape waits already, so its head cannot be placed (every event
+            # that frees capacity schedules); it goes last, and asks for no more workers (a
+            # worker is idle, or no CPU is free for one): a pass would change nothing.
+            queue.append(task_id)
+            self._n_ready += 1
+            return NOTHING
         self._enqueue(queue, task_id, depth)
         self._n_ready += 1
         return self._schedule()
@@ -297,24 +306,36 @@ class Scheduler:
         return self._schedule()
 
     def task_done(self, worker: int, task_id: int, duration: float | None = None) -> Actions:
-        self._finished(worker, task_id, duration)
+        key = self._finished(worker, task_id, duration)
+        if key is not None:
+            self._set_depth(key)
         return self._schedule()
 
     def tasks_done(self, done: list[tuple[int, int, float]]) -> Actions:
-        """Many ``task_done(worker, task_id, duration)`` at once, placed in one pass."""
+        """Many ``task_done(worker, task_id, duration)`` at once, placed in one pass (and
+        each function's pipeline depth set once, from its mean after the whole batch)."""
+        keys: set[int | None] = set()
         for worker, task_id, duration in done:
-            self._finished(worker, task_id, duration)
+            keys.add(self._finished(worker, task_id, duration))
+        for key in keys:
+            if key is not None:
+                self._set_depth(key)
         return self._schedule()
 
-    def _finished(self, worker: int, task_id: int, duration: float | None) -> None:
+    def _set_depth(self, key: int) -> None:
+        """Pipeline depth of function ``key``: about PIPELINE_SECONDS of its mean duration."""
+        mean = self._mean_duration[key]
+        self._depth[key] = max(1, min(MAX_PIPELINE, int(PIPELINE_SECONDS / max(mean, 1e-7))))
+
+    def _finished(self, worker: int, task_id: int, duration: float | None) -> int | None:
+        """Forgets a dispatched task; returns its function's key if ``duration`` updated its
+        mean (the caller then sets that function's depth)."""
         task = self._tasks.pop(task_id, None)
+        key = None
         if task is not None and duration is not None:
-            old = self._mean_duration.get(task.key)
-            mean = duration if old is None else old + _EWMA * (duration - old)
-            self._mean_duration[task.key] = mean
-            self._depth[task.key] = max(
-                1, min(MAX_PIPELINE, int(PIPELINE_SECONDS / max(mean, 1e-7)))
-            )
+            key = task.key
+            old = self._mean_duration.get(key)
+            self._mean_duration[key] = duration if old is None else old + _EWMA * (duration - old)
         lease = self._leases.get(worker)
         if lease is not None:
             queue = lease.queue
@@ -327,6 +348,7 @@ class Scheduler:
                 # shape gets first pick of what it frees, and the LIFO idle list hands
                 # the same worker straight back when the same shape wins.
                 self._close_lease(lease)
+        return key
 
     def add_resources(self, amounts: dict[str, int]) -> Actions:
         """New custom resources (in units), e.g. a placement group's once reserved."""
