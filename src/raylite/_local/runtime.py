@@ -96,7 +96,7 @@ from .protocol import (
     raise_open_files_limit,
     write_slot,
 )
-from .scheduler import Actions, Request, Scheduler
+from .scheduler import NOTHING, Actions, Request, Scheduler
 from .session import ControlServer, SessionDir
 from .spill import SpillConfig, SpillDir
 from .state import StateView, summarize
@@ -279,33 +279,37 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def submit_task(
         self, fn: RemoteFunction, args: tuple[Any, ...], kwargs: dict[str, Any], opts: TaskOptions
     ) -> list[ObjectRef]:
+        name = fn.function_name
         try:
-            request = self._request_for(opts, fn.function_name)
+            request = self._request_for(opts, name)
         except TaskUnschedulableError as exc:  # as Ray: the program goes on, get() fails
             return self._failed_refs(exc, n_refs(opts.num_returns))
         if opts.executor == "thread":
             return self._submit_thread_task(fn, args, kwargs, opts, request)
-        packed = self._writer.pack_args(fn.function_name, args, kwargs)
+        packed = self._writer.pack_args(name, args, kwargs)
         body = None
         if fn._fn_id not in self._functions:
             body = ser.dumps_function(fn._function)
-        task_id = next(self._ids)
-        return_ids = [next(self._ids) for _ in range(n_refs(opts.num_returns))]
+        ids = self._ids
+        task_id = next(ids)
+        n = opts.num_returns
+        return_ids = [next(ids)] if n == 1 else [next(ids) for _ in range(n_refs(n))]
         site = caller_site()  # here, not in enqueue: two raylite frames fewer to walk
 
         def enqueue() -> None:  # lock held
             self._check_alive()
             args_value, contained = self._writer.hold_args(packed)
             task = Task(
-                task_id, fn._fn_id, fn.function_name, args_value, packed.positions,
-                packed.dep_ids, contained, return_ids, opts, request, opts.max_retries,
-                site=site,
+                task_id, fn._fn_id, name, args_value, packed.positions, packed.dep_ids,
+                contained, return_ids, opts, request, opts.max_retries, site=site,
             )  # fmt: skip
             if body is not None:
                 self._functions[fn._fn_id] = body
+            new = self._objs.new
             for oid in return_ids:
-                self._objs.new(oid, 1, task_id)
-            self._open_stream(task_id, return_ids, opts.num_returns)
+                new(oid, 1, task_id)
+            if type(n) is str:
+                self._open_stream(task_id, return_ids, n)
             self._submit(task)
 
         return self._run_call(return_ids, enqueue, opts.num_returns)
@@ -330,6 +334,8 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def _refs_of(self, return_ids: list[int], num_returns: int | str) -> list[ObjectRef]:
         """What ``.remote()`` gives: the refs, or an ObjectRefGenerator for a streaming
         generator (typed as a ref: the API layer hands it on as it is)."""
+        if num_returns == 1:
+            return [ObjectRef(return_ids[0], self)]
         refs = [ObjectRef(oid, self) for oid in return_ids]
         if num_returns == "streaming":
             return [cast(ObjectRef, ObjectRefGenerator(refs[0], self))]
@@ -766,13 +772,13 @@ class LocalRuntime(WorkerMessages, Watchdog):
 
     def _dispatch(self, task_id: int, wid: int) -> Actions | None:
         task = self._tasks.get(task_id)
-        if task_id in self._actors.creations:  # a dedicated actor's lease
-            self._actors.dispatch_creation(task_id, wid)
-            return None
-        if self._placement.reserved(task_id):  # a placement group's reservation
-            return None
-        if task is None:  # finished meanwhile (cancelled)
-            return self.sched.task_done(wid, task_id)
+        if task is None:  # not a task (ids are from one counter), or finished meanwhile
+            if task_id in self._actors.creations:  # a dedicated actor's lease
+                self._actors.dispatch_creation(task_id, wid)
+                return None
+            if self._placement.reserved(task_id):  # a placement group's reservation
+                return None
+            return self.sched.task_done(wid, task_id)  # cancelled meanwhile
         for oid in task.dep_ids:
             entry = self._objs[oid]
             if entry.is_error:  # an argument failed: so does this task, without running
@@ -854,7 +860,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self, oid: int, payload: bytes, is_error: bool, contained: list[int], shm: Shm | None = None
     ) -> None:
         if self._objs.store(oid, payload, is_error, contained, shm):
-            self._apply(self.sched.object_ready(oid))
+            actions = self.sched.object_ready(oid)
+            if actions is not NOTHING:  # no task waited for it: the common case
+                self._apply(actions)
 
     def _cancel_task(self, task_id: int, force: bool, recursive: bool) -> None:
         if self._actors.cancel(task_id, force):

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["UNIT", "Request", "Actions", "Scheduler", "thread_worker", "to_units"]
+__all__ = ["NOTHING", "UNIT", "Request", "Actions", "Scheduler", "thread_worker", "to_units"]
 
 UNIT = 10_000
 PIPELINE_SECONDS = 0.002

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import marshal
 import os
@@ -52,6 +53,7 @@ __all__ = [
     "dumps_error",
     "dumps_function",
     "load_value",
+    "load_values",
     "loads",
     "loads_args",
 ]
@@ -472,14 +474,39 @@ def load_value(
     try:
         value = pickle.loads(payload, buffers=buffers)
     except Exception as exc:
-        what = describe() if describe is not None else "a stored value"
-        raise RaySystemError(
-            f"System error: could not deserialize {what} in this process: "
-            f"{type(exc).__name__}: {exc}. Its class must be importable here and rebuild "
-            "from its pickle (check its __reduce__/__setstate__ and the modules it needs)."
-        ) from exc
+        raise _load_error(exc, describe() if describe is not None else "a stored value") from exc
     if not is_error:
         return value
     if isinstance(value, RayTaskError):
         raise value.as_instanceof_cause()
     raise value
+
+
+def load_values(
+    items: list[tuple[bytes, bool, list[memoryview] | None]], oids: list[int],
+    describe: Callable[[int], str],
+) -> list[Any]:  # fmt: skip
+    """:func:`load_value` of each of ``items`` (the values of ``oids``), in order; the first
+    error found is raised (``describe(oid)`` names a value that cannot be unpickled).
+
+    The loop is ``get``'s: a value that is no error is unpickled without another call.
+    """
+    out = []
+    loads = pickle.loads
+    for (payload, is_error, buffers), oid in zip(items, oids, strict=True):
+        if is_error:
+            load_value(payload, True, buffers, functools.partial(describe, oid))  # raises
+        try:
+            out.append(loads(payload, buffers=buffers))
+        except Exception as exc:
+            raise _load_error(exc, describe(oid)) from exc
+    return out
+
+
+def _load_error(exc: Exception, what: str) -> RaySystemError:
+    """The error of a stored value (``what``) that cannot be unpickled here (as Ray's)."""
+    return RaySystemError(
+        f"System error: could not deserialize {what} in this process: "
+        f"{type(exc).__name__}: {exc}. Its class must be importable here and rebuild "
+        "from its pickle (check its __reduce__/__setstate__ and the modules it needs)."
+    )

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
-import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -91,11 +90,7 @@ class Waits:
                 if exc.errno == errno.EMFILE:
                     exc = OSError(exc.errno, f"Cannot map them: {open_files_limit_reached()}")
                 raise exc from None
-        describe = self._describe
-        return [
-            ser.load_value(*r, describe=functools.partial(describe, ref._id))
-            for ref, r in zip(refs, readable, strict=True)
-        ]
+        return ser.load_values(readable, [r._id for r in refs], self._describe)
 
     def wait(
         self, refs: list[ObjectRef], num_returns: int, timeout: float | None
