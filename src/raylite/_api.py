@@ -565,6 +565,13 @@ def get_gpu_ids() -> list[int]:
 def _owner_of(refs: Sequence[ObjectRef]) -> _runtime.Runtime:
     """The current runtime, checking that ``refs`` belong to it (not to an old session, nor
     to the session of the process this one was forked from)."""
+    rt = _runtime.current_or_none()
+    if rt is not None:  # the common case, checked in one pass: every ref is the runtime's
+        for r in refs:
+            if (r._owner if type(r) is ObjectRef else owner_of(r)) is not rt:
+                break
+        else:
+            return rt
     for r in refs:
         parent = _runtime.parent_pid(owner_of(r))
         if parent is not None:

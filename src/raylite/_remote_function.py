@@ -52,6 +52,7 @@ class RemoteFunction:
         # Python cannot tell the signature, so calls are not checked).
         self._spec = arg_spec(function) if spec is True else spec or None
         self.__name__ = getattr(function, "__name__", "remote_function")
+        self._call = f"{self.__name__}.remote()"  # how argument errors name the call
         self.__qualname__ = getattr(function, "__qualname__", self.__name__)
         self.__doc__ = function.__doc__
         self.__wrapped__ = function
@@ -90,7 +91,7 @@ class RemoteFunction:
             TypeError: the arguments do not fit the function's signature (as in Ray).
         """
         if self._spec is not None:
-            self._spec.check(f"{self.__name__}.remote()", args, kwargs)
+            self._spec.check(self._call, args, kwargs)
         refs = _runtime.current().submit_task(self, args, kwargs, self._options)
         n = self._options.num_returns
         if n == 1 or isinstance(n, str):

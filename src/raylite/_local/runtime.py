@@ -715,8 +715,6 @@ class LocalRuntime(WorkerMessages, Watchdog):
 
     def _submit(self, task: Task) -> None:
         self._tasks[task.task_id] = task
-        if not task.submitted:
-            task.submitted = time.monotonic()
         missing = []
         if task.dep_ids:
             objects = self._objs
@@ -726,8 +724,12 @@ class LocalRuntime(WorkerMessages, Watchdog):
             depth=task.depth,
         )
         self._apply(actions)
-        if not actions.dispatch and not self._watching_pending:
-            # It waits: have the I/O thread look at waiting tasks each second.
+        if actions.dispatch:
+            return
+        if not task.submitted:  # it waits: since when, for the pending-task warning
+            task.submitted = time.monotonic()
+        if not self._watching_pending:
+            # Have the I/O thread look at waiting tasks each second.
             self._watching_pending = True
             if threading.current_thread() is not self._io:
                 self._wake()
@@ -792,12 +794,16 @@ class LocalRuntime(WorkerMessages, Watchdog):
         args, values, fds = self._objs.wire_call(w.wid, w.mapped, task.args, task.dep_ids)
         task.worker = wid
         chan = w.chan
-        fn_id = self._placement.function_for(task)  # its own, or wrapped to set env_vars
-        self._ship_function(w, fn_id)
+        opts = task.opts
+        # Its own function, or (env_vars set) its body wrapped to set them.
+        fn_id = self._placement.function_for(task) if opts.local.env_vars else task.fn_id
+        if fn_id not in w.known_fns:
+            self._ship_function(w, fn_id)
+        n = opts.num_returns
         chan.queue(
             TaskRequest(
                 task_id, fn_id, task.name, args, task.dep_positions, values,
-                task.return_ids, self._workers.gpu_ids(wid), stream_mode(task.opts.num_returns),
+                task.return_ids, self._workers.gpu_ids(wid), 0 if type(n) is int else stream_mode(n),
             ),
             fds,
         )  # fmt: skip
