@@ -491,17 +491,14 @@ class Scheduler:
         return None if task.dedicated else self._lease_with_room(request, task.key)
 
     def _lease_with_room(self, request: Request, key: int) -> _Lease | None:
-        depth = self._depth.get(key, 1)
+        """The least loaded lease of ``request`` with room under ``key``'s depth (the first
+        of equals), or None."""
+        room = self._depth.get(key, 1)  # queues shorter than this have room
         best: _Lease | None = None
         for lease in self._leases.values():
-            if (
-                lease.request == request
-                and not lease.blocked
-                and not lease.dedicated
-                and len(lease.queue) < depth
-                and (best is None or len(lease.queue) < len(best.queue))
-            ):
-                best = lease
+            n = len(lease.queue)
+            if n < room and lease.request == request and not lease.blocked and not lease.dedicated:
+                best, room = lease, n
         return best
 
     def _fits(self, r: Request) -> bool:

@@ -160,14 +160,15 @@ class Waits:
             self._check_alive()
             pending = []
             pending_ids = []
-            for oid in dict.fromkeys(oids):
+            unique = dict.fromkeys(oids)
+            for oid in unique:
                 entry = self._objs.get(oid)
                 if entry is None:
                     raise lost(oid)
                 if entry.payload is None:
                     pending.append(entry)
                     pending_ids.append(oid)
-            ready = len(set(oids)) - len(pending)
+            ready = len(unique) - len(pending)
             need = len(pending) if num_returns is None else num_returns - ready
             if need <= 0:
                 return None
