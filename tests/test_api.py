@@ -77,6 +77,15 @@ def test_put_get_and_ref_arguments_are_resolved(rl):
     assert raylite.get(double.remote(double.remote(5))) == 20
 
 
+def test_plain_and_ref_arguments_mixed_in_one_burst(rl):
+    ten = raylite.put(10)
+    refs = []
+    for i in range(40):  # scalar-only calls (the fast path) between calls with refs
+        refs += [add.remote(i, 1), add.remote(i, ten), add.remote(i, b=ten), add.remote(a=i)]
+    expected = [v for i in range(40) for v in (i + 1, i + 10, i + 10, i)]
+    assert raylite.get(refs) == expected
+
+
 def test_refs_nested_in_containers_stay_refs(rl):
     @raylite.remote
     def inspect_arg(xs):

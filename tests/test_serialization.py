@@ -7,6 +7,7 @@ import pickle
 import threading
 
 import cloudpickle
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 import raylite
 from raylite._local import serialization
 from raylite._local.serialization import (
+    INLINE_LIMIT,
     SerializationError,
     _format_user_traceback,
     dumps,
@@ -21,6 +23,7 @@ from raylite._local.serialization import (
     dumps_error,
     dumps_function,
     load_value,
+    load_values,
     loads,
     loads_args,
 )
@@ -226,6 +229,60 @@ def test_plain_arguments_have_no_dependencies():
     s, positions, dep_ids = dumps_args((1, "a"), {"x": [1.5]})
     assert (positions, dep_ids, s.contained) == ([], [], [])
     assert loads_args(s.payload, [], []) == ([1, "a"], {"x": [1.5]})
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [((1, 2.5, "s", None, True, 3j), {}), ((7,), {"k": "v", "n": None}), ((), {"only": 1})],
+    ids=["positional", "mixed", "keywords"],
+)
+def test_scalar_arguments_are_pickled_in_one_c_call(args, kwargs, monkeypatch):
+    def no_walk(*a, **k):
+        raise AssertionError("scalar arguments must not be walked or split")
+
+    monkeypatch.setattr(serialization, "split_refs", no_walk)
+    monkeypatch.setattr(serialization, "_is_plain", no_walk)
+    s, positions, dep_ids = dumps_args(args, kwargs)
+    assert (positions, dep_ids, s.buffers, s.contained) == ([], [], [], [])
+    assert loads_args(s.payload, [], []) == (list(args), kwargs)
+
+
+def test_scalar_argument_then_ref_argument_each_get_their_own_path():
+    plain = dumps_args((1, "a"), {})
+    with_ref = dumps_args((1, ref(9)), {"x": ref(11), "y": 2})
+    assert plain[1:] == ([], [])
+    assert with_ref[1:] == ([1, "x"], [9, 11])
+    assert loads_args(with_ref[0].payload, with_ref[1], ["nine", "eleven"]) == (
+        [1, "nine"], {"x": "eleven", "y": 2}
+    )  # fmt: skip
+
+
+def test_big_buffer_argument_still_goes_out_of_band():
+    big = np.arange(INLINE_LIMIT, dtype=np.uint8)
+    s, _, _ = dumps_args((1, big), {})
+    assert [b.nbytes for b in s.buffers] == [INLINE_LIMIT]
+    args, kwargs = loads_args(s.payload, [], [], s.buffers)
+    assert args[0] == 1 and np.array_equal(args[1], big) and kwargs == {}
+
+
+def test_bytes_arguments_take_the_general_path(monkeypatch):
+    walked = []
+    real = serialization.split_refs
+    monkeypatch.setattr(serialization, "split_refs", lambda *a: walked.append(1) or real(*a))
+    s, _, _ = dumps_args((1,), {"data": b"x" * INLINE_LIMIT})  # bytes: size matters
+    assert walked == [1]
+    assert loads_args(s.payload, [], [], s.buffers) == ([1], {"data": b"x" * INLINE_LIMIT})
+
+
+def test_load_values_reads_each_and_raises_the_first_error():
+    items = [(dumps(v)[0], False, None) for v in (1, "two", [3])]
+    assert load_values(items, [1, 2, 3], str) == [1, "two", [3]]
+    failed = (pickle.dumps(ValueError("second")), True, None)
+    broken = (b"not a pickle", False, None)
+    with pytest.raises(ValueError, match="second"):
+        load_values([items[0], failed, broken], [1, 2, 3], str)
+    with pytest.raises(RayError, match="could not deserialize object 3 in this process"):
+        load_values([items[0], broken, failed], [1, 3, 2], lambda oid: f"object {oid}")
 
 
 def test_unpicklable_argument_raises_serialization_error():

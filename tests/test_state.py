@@ -17,6 +17,7 @@ import pytest
 from _helpers import wait_until
 
 import raylite
+from raylite._local.history import ACTOR_TASK, NORMAL_TASK, Done, History
 from raylite.util.state import (
     list_actors,
     list_objects,
@@ -122,6 +123,19 @@ def test_timeline_in_local_mode_records_inline_tasks() -> None:
             list_actors()
     finally:
         raylite.shutdown()
+
+
+def test_history_records_read_back_as_done_in_order() -> None:
+    history = History(2)
+    history.add((1, "f", NORMAL_TASK, 10, 0, 1.0, 2.0, None, 0, 0))  # the hot path's form
+    history.add(Done(2, "g", ACTOR_TASK, 11, 7, 3.0, 4.0, b"err", 7))
+    history.add((3, "h", NORMAL_TASK, 12, 0, 5.0, 6.0, None, 0, 1))
+    assert history.records() == [
+        Done(2, "g", ACTOR_TASK, 11, 7, 3.0, 4.0, b"err", 7, 0),
+        Done(3, "h", NORMAL_TASK, 12, 0, 5.0, 6.0, None, 0, 1),
+    ]
+    assert history.records()[1].attempt == 1 and history.recorded == 3
+    assert history.name_of(3) == "h" and history.name_of(1) is None  # 1 was dropped
 
 
 def test_history_keeps_the_newest_entries_only(monkeypatch: pytest.MonkeyPatch) -> None:
