@@ -801,10 +801,11 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if fn_id not in w.known_fns:
             self._ship_function(w, fn_id)
         n = opts.num_returns
+        stream = 0 if type(n) is int else stream_mode(n)
         chan.queue(
             TaskRequest(
                 task_id, fn_id, task.name, args, task.dep_positions, values,
-                task.return_ids, self._workers.gpu_ids(wid), 0 if type(n) is int else stream_mode(n),
+                task.return_ids, self._workers.gpu_ids(wid), stream,
             ),
             fds,
         )  # fmt: skip
