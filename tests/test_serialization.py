@@ -228,7 +228,8 @@ def test_only_ref_arguments():
 def test_plain_arguments_have_no_dependencies():
     s, positions, dep_ids = dumps_args((1, "a"), {"x": [1.5]})
     assert (positions, dep_ids, s.contained) == ([], [], [])
-    assert loads_args(s.payload, [], []) == ([1, "a"], {"x": [1.5]})
+    args, kwargs = loads_args(s.payload, [], [])
+    assert (list(args), kwargs) == ([1, "a"], {"x": [1.5]})
 
 
 @pytest.mark.parametrize(

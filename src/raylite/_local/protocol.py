@@ -6,7 +6,7 @@ parses several per task, and a frozen dataclass's ``__init__`` (``object.__setat
 field) cost ~9% of the driver's CPU in a tiny-task profile; a NamedTuple is built and
 unpacked in C. On the wire a *batch* of messages is one frame::
 
-    [u64 little-endian length][u32 check][marshal.dumps([(tag, field, field, ...), ...])]
+    [u64 little-endian length][u32 check][marshal.dumps([(tag, field, field, ...), ...], 2)]
 
 The check (the length's low 32 bits xor a constant) tells frames from stray bytes: a task
 that writes to a file descriptor it does not own (the worker's socket) is caught at the
@@ -469,9 +469,15 @@ def recv_with_fds(sock: socket.socket, size: int, flags: int = 0) -> tuple[bytes
     return data, fds.tolist(), msg_flags
 
 
+# marshal's format version 2: no back-references. Versions 3+ look every object up in a
+# hash table to share repeats; on real frames (TaskRequest/TaskDone batches of 1, 8 and 64)
+# version 2 encoded 25-45% faster and decoded as fast or faster, for ~7% more bytes.
+_MARSHAL_VERSION = 2
+
+
 def encode(messages: list[Message]) -> bytes:
     """One frame holding ``messages``."""
-    body = marshal.dumps([m.TAG + m for m in messages])  # type: ignore[attr-defined]
+    body = marshal.dumps([m.TAG + m for m in messages], _MARSHAL_VERSION)  # type: ignore[attr-defined]
     n = len(body)
     return _HEADER.pack(n, (n & 0xFFFFFFFF) ^ _CHECK) + body
 

@@ -31,7 +31,7 @@ import sys
 import traceback
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import cloudpickle
@@ -55,6 +55,7 @@ __all__ = [
     "load_value",
     "load_values",
     "loads",
+    "dumps_plain",
     "loads_args",
 ]
 
@@ -110,6 +111,14 @@ def dumps(value: Any) -> tuple[bytes, list[int]]:
         except Exception as exc:
             raise SerializationError(f"{type(exc).__name__}: {exc}") from exc
     return data, refs
+
+
+def dumps_plain(value: Any) -> bytes | None:
+    """The pickle of ``value`` when it is small builtin data (the fast path for results:
+    nothing out of band, no refs inside), else None: use :func:`serialize`."""
+    if _is_plain(value):
+        return pickle.dumps(value, 5)
+    return None
 
 
 class Serialized(NamedTuple):
@@ -437,10 +446,12 @@ def loads_args(
     positions: list[Any],
     values: list[Any],
     buffers: list[memoryview] | None = None,
-) -> tuple[list[Any], dict[str, Any]]:
+) -> tuple[Sequence[Any], dict[str, Any]]:
     """Rebuilds ``(args, kwargs)`` from :func:`dumps_args`' payload and resolved values."""
     if payload:
         args_t, kwargs = pickle.loads(payload, buffers=buffers)
+        if not positions:  # no refs were taken out: the pickled pair is the call's
+            return args_t, kwargs
         return place_values(args_t, kwargs, positions, values)
     return place_values((), {}, positions, values)
 

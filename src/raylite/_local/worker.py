@@ -44,6 +44,7 @@ import time
 import traceback
 import types
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from .. import _runtime
@@ -183,7 +184,7 @@ class WorkerRuntime:
         self._running = False  # the main thread runs a task (the user's code)
         self._waits = 0  # requests whose replies are awaited, by any thread
         self._blamed = 0  # the task id at RUNNING_AT of the slot
-        self._pid = os.getpid()  # a process forked by a task is not this worker
+        self._forked = False  # this is a process a task forked, not the worker itself
         self.interruptible = False  # running the user's code: a cancel may interrupt it
         self.in_io = False  # inside a send or receive that a cancel must not cut in two
         self.interrupt_pending = False
@@ -323,11 +324,13 @@ class WorkerRuntime:
 
     def load_args(
         self, args: Value, positions: list[Any], dep_values: list[Value]
-    ) -> tuple[list[Any], dict[str, Any]]:
+    ) -> tuple[Sequence[Any], dict[str, Any]]:
         """A call's ``(args, kwargs)``, top-level refs resolved, big buffers zero-copy."""
-        values = [self._load(v) for v in dep_values]
         if type(args) is bytes:
-            return ser.loads_args(args, positions, values)
+            if not dep_values:  # the common case: plain arguments, nothing to place
+                return ser.loads_args(args, positions, [])
+            return ser.loads_args(args, positions, [self._load(v) for v in dep_values])
+        values = [self._load(v) for v in dep_values]
         payload, oid, _, spans, _ = cast(ShmValue, args)
         return ser.loads_args(payload, positions, values, self._maps.buffers(oid, spans))
 
@@ -340,6 +343,23 @@ class WorkerRuntime:
         Raises:
             TypeError, ValueError: the result does not split or pickle (fds closed).
         """
+        results, contained, fds = self.results_of(name, return_ids, result)
+        return TaskDone(task_id, results, contained, None, 0.0), fds
+
+    def results_of(
+        self, name: str, return_ids: list[int], result: Any
+    ) -> tuple[list[Value], list[list[int]], list[int]]:
+        """``result`` as a ``TaskDone``'s ``results`` and ``contained`` (split per
+        ``return_ids``), and the fds of the segments its big values went to.
+
+        Raises:
+            TypeError, ValueError: the result does not split or pickle (fds closed).
+        """
+        if len(return_ids) == 1:
+            payload = ser.dumps_plain(result)  # the common case: a small builtin value
+            if payload is not None:
+                check_inband(f"The result of {name}()", payload)
+                return [payload], [[]], []
         results: list[Value] = []
         contained: list[list[int]] = []
         fds: list[int] = []
@@ -356,7 +376,7 @@ class WorkerRuntime:
             for fd in fds:
                 os.close(fd)
             raise
-        return TaskDone(task_id, results, contained, None, 0.0), fds
+        return results, contained, fds
 
     def run_generator(self, name: str, task_id: int, mode: int, gen: Any) -> Any:
         """Iterates what a generator task returned, sending each value to the driver as it
@@ -480,16 +500,22 @@ class WorkerRuntime:
         return task is not None and read_slot(self.cancel_slot, CANCEL_AT) == task.task_id
 
     def _run(self, req: TaskRequest) -> None:
-        self.current = req
+        """Runs one task and queues its ``TaskDone``. Per task only what must be: the slot
+        names it (the driver blames it if this process dies), a cancel sent before it got
+        here is honoured, args load, the call, results pack, and one ``TaskDone``."""
+        task_id = req.task_id
+        tls = self._tls
+        tls.current = req  # for context(), output prefixes and the cancel handler
         started = time.time()
-        start = time.perf_counter()
-        done: TaskDone | None = None
+        results: list[Value] = []
+        contained: list[list[int]] = []
+        error: bytes | None = None
         fds: list[int] = []  # segments of big results, sent with TaskDone
         try:
-            self._blamed = req.task_id
-            write_slot(self.cancel_slot, RUNNING_AT, req.task_id)
+            self._blamed = task_id
+            write_slot(self.cancel_slot, RUNNING_AT, task_id)
             self.interruptible = True
-            if self._cancel_requested():  # cancelled while on its way here
+            if read_slot(self.cancel_slot, CANCEL_AT) == task_id:  # cancelled on its way
                 raise CancelInterrupt
             if req.gpu_ids is not None:
                 self.assign_gpus(req.gpu_ids)
@@ -498,28 +524,28 @@ class WorkerRuntime:
             result = fn(*args, **kwargs)
             del args, kwargs
             if req.stream:
-                result = self.run_generator(req.name, req.task_id, req.stream, result)
+                result = self.run_generator(req.name, task_id, req.stream, result)
             self.interruptible = False
-            done, fds = self.pack_results(req.name, req.task_id, req.return_ids, result)
+            results, contained, fds = self.results_of(req.name, req.return_ids, result)
         except CancelInterrupt:
-            done = TaskDone(req.task_id, [], [], ser.dumps_cancelled(req.task_id), 0.0)
+            results, contained, error = [], [], ser.dumps_cancelled(task_id)
         except SystemExit as exc:
             self._exit_process(exc)
         except BaseException as exc:  # the user's error travels to whoever calls get()
             self.interruptible = False
-            if os.getpid() != self._pid:
+            if self._forked:
                 _exit_forked_child(exc)
             if isinstance(exc, KeyboardInterrupt):  # the task's own: cancelled, as Ray says,
-                exc = _cancelled_by(req.task_id, exc)  # with its traceback
+                exc = _cancelled_by(task_id, exc)  # with its traceback
+            results, contained = [], []
             error = ser.dumps_error(req.name, exc, os.getpid())
-            done = TaskDone(req.task_id, [], [], error, 0.0)
         finally:
             self.interruptible = False
             self.interrupt_pending = False
-            self.current = None
-        if os.getpid() != self._pid:
+            tls.current = None
+        if self._forked:
             _exit_forked_child(None)
-        self._out(done._replace(duration=time.perf_counter() - start, start=started), fds)
+        self._out(TaskDone(task_id, results, contained, error, time.time() - started, started), fds)
 
     def _exit_process(self, exc: SystemExit) -> NoReturn:
         """``sys.exit()`` in a task is its worker exiting, as in Ray: the replies of tasks
@@ -875,7 +901,9 @@ class WorkerRuntime:
 
     def forget_after_fork(self) -> None:
         """A child forked inside a task: its raylite calls start a session of its own
-        (``_runtime``); this copy is never used again."""
+        (``_runtime``); this copy is never used again, and the task's function returning
+        here ends the child (see ``_run``)."""
+        self._forked = True  # told at the fork: cheaper than a getpid() per task
 
     def add_ref(self, oid: int) -> None:
         with self._lock:
