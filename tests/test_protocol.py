@@ -227,6 +227,22 @@ def test_round_trip_batch_in_one_frame():
     assert_same(decode(memoryview(frame)[HEAD:]), SAMPLES)
 
 
+def test_round_trip_of_a_worker_batch_with_shared_fields_and_worker_ids():
+    # What a worker sends for a burst of tiny tasks: ids made in worker w are above 2**64,
+    # and tasks of one function share the very same name object and empty lists.
+    wid_base = 3 << protocol.ID_BITS
+    name, empty = "noop", []
+    batch = [
+        TaskDone(wid_base + i, [b"\x80\x05K\x01."], [empty], None, 1e-6 * i, 1.7e9 + i / 3)
+        for i in range(64)
+    ] + [SubmitTask(wid_base + 99, 1, name, b"o", b"a", empty, empty, empty, [wid_base + 100])]
+    got = decode(body_of(batch))
+    assert_same(got, batch)
+    assert [m.start for m in got[:64]] == [m.start for m in batch[:64]]  # floats exact
+    got[0].contained[0].append(7)  # decoded fields are independent objects
+    assert got[1].contained == [[]]
+
+
 def test_empty_batch():
     assert decode(body_of([])) == []
 

@@ -267,7 +267,8 @@ class WorkerRuntime:
     def _adopt_msg(self, msg: Message) -> None:
         """Maps the segments whose fds ``msg`` brought (in message order: as it is read)."""
         if isinstance(msg, (TaskRequest, ActorCall, CreateActor)):
-            self._adopt(msg.args)
+            if type(msg.args) is tuple:  # in shared memory (most calls' are bytes)
+                self._adopt(msg.args)
             for value in msg.dep_values:
                 self._adopt(value)
         elif type(msg) is GetReply:
