@@ -60,6 +60,11 @@ _FDS_SPACE = socket.CMSG_SPACE(253 * 4)
 # shootdowns on the other threads; shared/perf-study.md, E1); 64 KiB stays on the heap. A
 # bigger frame simply takes several reads.
 _READ_SIZE = 1 << 16
+# The socket module's flags are IntFlags: ``0 | MSG_CMSG_CLOEXEC`` or ``flags & MSG_CTRUNC``
+# runs enum's Python ``__ror__``/``__rand__`` (~2 µs each, two per read on each side of a
+# round trip); as plain ints they are one machine operation.
+_CMSG_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
+_CTRUNC = int(socket.MSG_CTRUNC)
 
 # (payload, object id, segment size, [(offset, length)], fd follows)
 ShmValue = tuple[bytes, int, int, list[tuple[int, int]], bool]
@@ -461,7 +466,7 @@ def recv_with_fds(sock: socket.socket, size: int, flags: int = 0) -> tuple[bytes
     """One ``recvmsg``: ``(bytes, fds, msg_flags)``. The fds come close-on-exec, so a
     task's ``subprocess`` never inherits a channel or a segment."""
     # Not socket.recv_fds: Python 3.11's ignores its flags (MSG_DONTWAIT would block).
-    data, ancdata, msg_flags, _ = sock.recvmsg(size, _FDS_SPACE, flags | socket.MSG_CMSG_CLOEXEC)
+    data, ancdata, msg_flags, _ = sock.recvmsg(size, _FDS_SPACE, int(flags) | _CMSG_CLOEXEC)
     fds = array.array("i")
     for level, kind, raw in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -565,7 +570,7 @@ class Channel:
         """One ``recvmsg``: the bytes (``b""`` at end of stream); fds go to ``in_fds``."""
         data, fds, msg_flags = recv_with_fds(self.sock, _READ_SIZE, flags)
         self.in_fds.extend(fds)
-        if msg_flags & socket.MSG_CTRUNC:
+        if msg_flags & _CTRUNC:
             raise FdsDropped(
                 f"file descriptors sent with it were dropped: {open_files_limit_reached()}"
             )
