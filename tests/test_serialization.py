@@ -94,6 +94,24 @@ def test_plain_values_take_the_fast_path(value, monkeypatch):
     assert contained == []
 
 
+@pytest.mark.parametrize("value", PLAIN, ids=repr)
+def test_dumps_plain_pickles_plain_values_as_serialize_does(value):
+    payload = serialization.dumps_plain(value)
+    assert payload is not None
+    assert payload == serialization.serialize(value).payload
+    out = loads(payload)
+    assert out == value and type(out) is type(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{1, 2}, [[[[1]]]], b"x" * serialization.INLINE_LIMIT, ref(3), [ref(3)]],
+    ids=["set", "deep", "big-bytes", "ref", "ref-in-list"],
+)
+def test_dumps_plain_leaves_other_values_to_serialize(value):
+    assert serialization.dumps_plain(value) is None
+
+
 @pytest.mark.parametrize(
     "value",
     [{1, 2}, list(range(65)), [[[[1]]]], {(1, 2): "tuple key"}, frozenset({"a"})],
