@@ -507,7 +507,8 @@ class WorkerRuntime:
         task_id = req.task_id
         tls = self._tls
         tls.current = req  # for context(), output prefixes and the cancel handler
-        started = time.time()
+        started = time.time()  # for the history; the duration from the monotonic clock
+        start = time.perf_counter()
         results: list[Value] = []
         contained: list[list[int]] = []
         error: bytes | None = None
@@ -546,7 +547,8 @@ class WorkerRuntime:
             tls.current = None
         if self._forked:
             _exit_forked_child(None)
-        self._out(TaskDone(task_id, results, contained, error, time.time() - started, started), fds)
+        duration = time.perf_counter() - start
+        self._out(TaskDone(task_id, results, contained, error, duration, started), fds)
 
     def _exit_process(self, exc: SystemExit) -> NoReturn:
         """``sys.exit()`` in a task is its worker exiting, as in Ray: the replies of tasks
