@@ -234,7 +234,8 @@ def test_dumps_args_does_not_modify_the_callers_arguments():
 def test_no_arguments_is_an_empty_payload():
     s, positions, dep_ids = dumps_args((), {})
     assert (s.payload, s.buffers, s.contained, positions, dep_ids) == (b"", [], [], [], [])
-    assert loads_args(b"", [], []) == ([], {})
+    args, kwargs = loads_args(b"", [], [])
+    assert (list(args), kwargs) == ([], {})
 
 
 def test_only_ref_arguments():

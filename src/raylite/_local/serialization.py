@@ -453,6 +453,8 @@ def loads_args(
         if not positions:  # no refs were taken out: the pickled pair is the call's
             return args_t, kwargs
         return place_values(args_t, kwargs, positions, values)
+    if not positions:
+        return (), {}
     return place_values((), {}, positions, values)
 
 
