@@ -29,6 +29,19 @@ def concurrency_probe(path, hold):
         f.write("-1\n")
 
 
+@raylite.remote
+def rendezvous_probe(path, n):
+    """Like ``concurrency_probe``, but holds until ``n`` tasks have started (or 30 s passed),
+    so a passing count never depends on how fast workers start on a loaded machine."""
+    with open(path, "a") as f:
+        f.write("+1\n")
+    deadline = time.monotonic() + 30
+    while open(path).read().split().count("+1") < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(path, "a") as f:
+        f.write("-1\n")
+
+
 def max_concurrency(path) -> int:
     peak = level = 0
     for line in open(path).read().split():
@@ -53,8 +66,8 @@ def test_fractional_cpus_run_together(tmp_path):
     raylite.init(num_cpus=1)
     try:
         path = str(tmp_path / "log")
-        probe = concurrency_probe.options(num_cpus=0.25)
-        raylite.get([probe.remote(path, 0.5) for _ in range(4)], timeout=30)
+        probe = rendezvous_probe.options(num_cpus=0.25)
+        raylite.get([probe.remote(path, 4) for _ in range(4)], timeout=90)
         assert max_concurrency(path) == 4
     finally:
         raylite.shutdown()
