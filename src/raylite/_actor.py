@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import inspect
 import os
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -359,16 +360,21 @@ class ActorHandle(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for its virtual 
     def __getattr__(self, name: str) -> ActorMethod:
         meta = self.__dict__.get("_meta")
         if meta is not None and name in _BUILTIN_METHODS:
-            return ActorMethod(self, name, MethodOptions(num_returns=1))
-        if meta is None or name.startswith("__"):
+            opts = MethodOptions(num_returns=1)
+        elif meta is None or name.startswith("__"):
             raise AttributeError(name)
-        opts = meta.methods.get(name)
-        if opts is None:
-            raise AttributeError(
-                f"Actor {meta.class_name} has no method {name!r}; it has: "
-                f"{', '.join(sorted(meta.methods)) or 'none'}."
-            )
-        return ActorMethod(self, name, opts)
+        else:
+            opts = meta.methods.get(name)
+            if opts is None:
+                raise AttributeError(
+                    f"Actor {meta.class_name} has no method {name!r}; it has: "
+                    f"{', '.join(sorted(meta.methods)) or 'none'}."
+                )
+        # Kept in the handle's __dict__, so later accesses find it without this hook;
+        # the method holds the handle weakly, so the two make no cycle (the actor lives
+        # as long as its handles, not until the next garbage collection).
+        method = self.__dict__[name] = ActorMethod(self, name, opts)
+        return method
 
     def __reduce__(self) -> Any:
         return (ActorHandle, (self._actor_ref, self._meta))
@@ -388,10 +394,20 @@ class ActorMethod:
 
     __module__ = "raylite.actor"
 
+    __slots__ = ("_handle_ref", "_actor_ref", "_meta", "_name", "_options")
+
     def __init__(self, handle: ActorHandle, name: str, options: MethodOptions) -> None:
-        self._handle = handle
+        self._handle_ref = weakref.ref(handle)
+        self._actor_ref = handle._actor_ref  # keeps the actor alive, as the handle does
+        self._meta = handle._meta
         self._name = name
         self._options = options
+
+    @property
+    def _handle(self) -> ActorHandle:
+        """The handle this method came from, or an equal one once that handle is gone."""
+        handle = self._handle_ref()
+        return handle if handle is not None else ActorHandle(self._actor_ref, self._meta)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -401,7 +417,7 @@ class ActorMethod:
 
     def options(self, **options: Any) -> ActorMethod:
         opts = method_options(self._options, **options)
-        meta = self._handle._meta
+        meta = self._meta
         what = f"{meta.class_name}.{self._name}()"
         returns = resolve_num_returns(opts.num_returns, self._name in meta.generators, what)
         return ActorMethod(self._handle, self._name, replace(opts, num_returns=returns))
@@ -419,7 +435,7 @@ class ActorMethod:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Calls the method on the actor; returns ObjectRef(s) (as ``num_returns`` says)."""
-        meta = self._handle._meta
+        meta = self._meta
         if self._name in meta.missing_self:
             raise TypeError(
                 f"Actor method {meta.class_name}.{self._name}() is declared without 'self', "

@@ -32,12 +32,10 @@ import functools
 import itertools
 import math
 import os
-import sys
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +132,7 @@ class _Actor:
     py_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     local: Any = None
     site: CallSite | None = None  # where the driver's code created it, for warnings
+    call_names: dict[str, str] = field(default_factory=dict)  # {method: "Class.method"}
 
 
 class ActorManager:
@@ -425,9 +424,11 @@ class ActorManager:
             rt._objs.new(oid, 1, task_id)
             if borrower is not None:
                 borrower.borrows.add(oid)
+        name = actor.call_names.get(method)
+        if name is None:  # one string per method, not one per call
+            name = actor.call_names[method] = f"{actor.class_name}.{method}"
         call = _Call(
-            task_id, actor.actor_id, sys.intern(f"{actor.class_name}.{method}"), method, args,
-            packed.positions,
+            task_id, actor.actor_id, name, method, args, packed.positions,
             packed.dep_ids, contained, return_ids, mopts.concurrency_group,
             actor.opts.max_task_retries, py_args, stream_mode(mopts.num_returns), caller,
         )  # fmt: skip
@@ -458,10 +459,13 @@ class ActorManager:
         if w is None:
             return
         idle = not actor.inflight  # latency: a call to an idle actor goes out now
-        sent = False
-        for call in self._ready_calls(actor):
-            sent = True
-            args, values, fds = objs.wire_call(w.wid, w.mapped, call.args, call.dep_ids)
+        ready = self._ready_calls(actor)
+        sent = bool(ready)
+        for call in ready:
+            if call.dep_ids or type(call.args) is not bytes:
+                args, values, fds = objs.wire_call(w.wid, w.mapped, call.args, call.dep_ids)
+            else:  # the common call: its pickled arguments, nothing to map
+                args, values, fds = call.args, [], []
             w.chan.queue(
                 ActorCall(
                     call.task_id, actor.actor_id, call.method, args, call.positions, values,
@@ -492,50 +496,66 @@ class ActorManager:
         for call in self._ready_calls(actor):
             actor.local.call(call)
 
-    def _ready_calls(self, actor: _Actor) -> Iterator[_Call]:
+    def _ready_calls(self, actor: _Actor) -> list[_Call]:
         """Takes queued calls in order while the head's arguments are ready (failing a
         call whose arguments failed), marking each in flight; stops at the first that
-        waits, with a waiter that resumes the pump."""
+        waits, with a waiter that resumes the pump. A list, not a generator: most pumps
+        take one call, and a generator's frames cost more than the call's bookkeeping."""
         if actor.out_of_order:
-            yield from self._ready_calls_any_order(actor)
-            return
-        objs = self.rt._objs
-        while actor.queue:
-            call = actor.queue[0]
-            pending = [objs[o] for o in dict.fromkeys(call.dep_ids) if objs[o].payload is None]
-            if pending:
-                actor.waiting = True
-                objs.add_waiter(pending, Waiter(len(pending), lambda: self._resume(actor)))
-                return
-            actor.queue.popleft()
-            failed = next((objs[o] for o in call.dep_ids if objs[o].is_error), None)
-            if failed is not None:
-                self._fail_call(call, failed.payload)  # type: ignore[arg-type]
+            return self._ready_calls_any_order(actor)
+        queue = actor.queue
+        ready: list[_Call] = []
+        while queue:
+            call = queue[0]
+            if call.dep_ids:
+                pending = self._pending_args(call)
+                if pending:
+                    actor.waiting = True
+                    resume = functools.partial(self._resume, actor)
+                    self.rt._objs.add_waiter(pending, Waiter(len(pending), resume))
+                    break
+            queue.popleft()
+            if call.dep_ids and self._failed_args(call):
                 continue
             actor.inflight[call.task_id] = call
-            yield call
+            ready.append(call)
+        return ready
 
-    def _ready_calls_any_order(self, actor: _Actor) -> Iterator[_Call]:
+    def _ready_calls_any_order(self, actor: _Actor) -> list[_Call]:
         """``_ready_calls`` for an out-of-order actor (async, threaded, or
         ``allow_out_of_order_execution=True``): every call whose arguments are ready goes,
         in submission order among them; a call still waiting is parked and holds back no
         other (so each pump looks at new and resumed calls only)."""
-        objs = self.rt._objs
         queue = actor.queue
+        ready: list[_Call] = []
         while queue:
             call = queue.popleft()
-            pending = [objs[o] for o in dict.fromkeys(call.dep_ids) if objs[o].payload is None]
-            if pending:
-                actor.parked[call.task_id] = call
-                resume = functools.partial(self._resume_call, actor, call)
-                objs.add_waiter(pending, Waiter(len(pending), resume))
-                continue
-            failed = next((objs[o] for o in call.dep_ids if objs[o].is_error), None)
-            if failed is not None:
-                self._fail_call(call, failed.payload)  # type: ignore[arg-type]
-                continue
+            if call.dep_ids:
+                pending = self._pending_args(call)
+                if pending:
+                    actor.parked[call.task_id] = call
+                    resume = functools.partial(self._resume_call, actor, call)
+                    self.rt._objs.add_waiter(pending, Waiter(len(pending), resume))
+                    continue
+                if self._failed_args(call):
+                    continue
             actor.inflight[call.task_id] = call
-            yield call
+            ready.append(call)
+        return ready
+
+    def _pending_args(self, call: _Call) -> list[Any]:
+        """The entries of ``call``'s arguments that are not ready yet."""
+        objs = self.rt._objs
+        return [objs[o] for o in dict.fromkeys(call.dep_ids) if objs[o].payload is None]
+
+    def _failed_args(self, call: _Call) -> bool:
+        """Fails ``call`` if one of its (ready) arguments failed; True if it did."""
+        objs = self.rt._objs
+        failed = next((objs[o] for o in call.dep_ids if objs[o].is_error), None)
+        if failed is None:
+            return False
+        self._fail_call(call, failed.payload)  # type: ignore[arg-type]
+        return True
 
     def _resume_call(self, actor: _Actor, call: _Call) -> None:
         if actor.parked.pop(call.task_id, None) is not None:  # not cancelled meanwhile
