@@ -38,7 +38,7 @@ from ..exceptions import ObjectLostError, ObjectStoreFullError
 from . import serialization as ser
 from .protocol import ShmValue, Value
 from .spill import SpillDir
-from .store import Layout, ObjectStore, Segment, Shm
+from .store import DRIVER, Layout, ObjectStore, Segment, Shm
 
 __all__ = ["Entry", "ObjectTable", "Waiter", "lost"]
 
@@ -238,9 +238,13 @@ class ObjectTable:
         return True
 
     def drop(self, shm: Shm) -> None:
-        """Discards a segment that was never stored."""
+        """Discards a segment that was never stored; the worker that wrote and kept it
+        (see ``take``) is told to forget it (a result nobody wants: a killed actor's)."""
         self.books.unreserve(shm.nbytes)
         shm.segment.close()
+        for wid in shm.mapped_by:
+            if wid != DRIVER:
+                self._forget(wid, shm.key)
 
     def add_waiter(self, entries: list[Entry], waiter: Waiter) -> None:
         """Registers ``waiter`` on each of ``entries`` (objects not ready yet).
@@ -327,7 +331,8 @@ class ObjectTable:
         if reserved is not None:
             self.books.pool.give(reserved)  # the worker's own segment is used instead
         shm = Shm(segment, Layout(size, spans), counted, what)
-        if keeper is not None:
+        if keeper is not None:  # mapped there under the object's id
+            shm.key = oid
             shm.mapped_by.add(keeper[0])
             keeper[1].add(oid)
         return payload, shm, False
