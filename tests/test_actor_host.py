@@ -1,6 +1,6 @@
-"""A host process runs the calls of its only actor on the thread that reads them
-(``HostedActor.run_inline``); a long such call must delay nothing else the host is sent:
-a new actor packed onto it, a kill, a cancel of a queued call (the follower reads then).
+"""A host process runs its first actor (one call at a time) on the thread that reads its
+calls (``HostedActor.run_inline``); a long such call must delay nothing else the host is
+sent: a new actor packed onto it, a kill, a cancel of a queued call (the follower reads).
 
 ``init(num_cpus=1)`` leaves one host process: every packed actor of a test shares it.
 """
@@ -59,9 +59,7 @@ def one_host():
 
 
 def _start_long_call(actor, tmp_path, result_mb=0):
-    """Starts ``actor.hold`` on the host's main thread (calls that come while ``__init__``
-    runs run after it on the actor's own thread: one goes first)."""
-    raylite.get(actor.pid.remote(), timeout=30)
+    """Starts ``actor.hold`` (on the host's main thread: ``actor`` is its first)."""
     assert raylite.get(actor.on_main_thread.remote(), timeout=30)
     started, go = tmp_path / "started", tmp_path / "go"
     running = actor.hold.remote(str(started), str(go), result_mb)
@@ -107,23 +105,26 @@ def test_killing_an_actor_in_a_long_inline_call_frees_the_host(one_host, tmp_pat
             raylite.get(ref, timeout=30)
     b = Holder.remote()  # the host reads (and serves) it while the killed call runs on
     assert raylite.get(b.pid.remote(), timeout=30) == host
+    del b  # the host serves no actor now
     go.touch()
-    # Once the host's main thread is done with the killed call, it reads again and runs b's
-    # calls itself (b is its only actor now); those the follower read meanwhile ran on b's
-    # thread. The killed call's 20 MB result is dropped by the host, or, sent before the
-    # host read the kill, forgotten on the driver's word: either way nothing stays mapped.
-    wait_until(lambda: raylite.get(b.on_main_thread.remote(), timeout=30), 30,
-               "the host's main thread to end the killed call")  # fmt: skip
+
+    def next_actor_runs_on_the_main_thread():
+        c = Holder.remote()  # packed onto the same host: inline once its main thread idles
+        return raylite.get(c.on_main_thread.remote(), timeout=30)
+
+    wait_until(next_actor_runs_on_the_main_thread, 30, "the host to end the killed call")
+    # The killed call's 20 MB result was dropped by the host, or, sent before the host read
+    # the kill, forgotten on the driver's word: either way nothing stays mapped there.
     wait_until(lambda: memfds(host) == [], 30, "the host to let go of the killed call's result")
 
 
-def test_calls_run_on_the_host_thread_that_reads_them_only_for_a_lone_actor(one_host):
+def test_the_first_actor_of_a_host_runs_on_its_main_thread_for_life(one_host):
     a = Holder.remote()
-    host = raylite.get(a.pid.remote(), timeout=30)  # after __init__ (on a's own thread)
+    host = raylite.get(a.pid.remote(), timeout=30)
     assert raylite.get([a.on_main_thread.remote() for _ in range(3)]) == [True] * 3
-    b = Holder.remote()  # packed onto the same host: each now runs on its own thread
+    b = Holder.remote()  # packed onto the same host: on a thread of its own
     assert raylite.get(b.pid.remote(), timeout=30) == host
-    assert raylite.get([a.on_main_thread.remote(), b.on_main_thread.remote()]) == [False] * 2
+    assert raylite.get([a.on_main_thread.remote(), b.on_main_thread.remote()]) == [True, False]
 
 
 def test_an_unwanted_big_result_is_forgotten_by_the_worker_that_wrote_it(one_host):

@@ -288,3 +288,27 @@ def test_cancel_of_an_out_of_order_call_waiting_for_its_argument(rl, go):
     with pytest.raises(TaskCancelledError):
         raylite.get(waiting, timeout=30)
     assert raylite.get(e.echo.remote("next"), timeout=30) == "next"
+
+
+def test_a_default_actor_runs_init_and_every_call_on_one_thread(rl, tmp_path):
+    """As in Ray: thread-bound state made in ``__init__`` (a sqlite3 connection) works in
+    every method, also for calls sent while ``__init__`` runs, and once other actors share
+    the process."""
+
+    @raylite.remote
+    class Db:
+        def __init__(self, path):
+            import sqlite3
+
+            self.db = sqlite3.connect(path)  # usable only on the thread that made it
+            self.db.execute("create table t (x)")
+
+        def add(self, x):
+            self.db.execute("insert into t values (?)", (x,))
+            return self.db.execute("select count(*) from t").fetchone()[0]
+
+    first = Db.remote(str(tmp_path / "a.db"))
+    assert raylite.get([first.add.remote(i) for i in range(3)], timeout=30) == [1, 2, 3]
+    other = Db.remote(str(tmp_path / "b.db"))  # raylite may pack it into first's process
+    assert raylite.get(other.add.remote(0), timeout=120) == 1
+    assert raylite.get(first.add.remote(3), timeout=30) == 4

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from _helpers import memfds, pid_alive, wait_until
 
@@ -124,7 +123,6 @@ def test_kill_fails_the_running_and_every_queued_call_promptly(fault, tmp_path, 
     running = a.hold_then_return_big.remote(str(started), str(go))
     queued = [a.add.remote() for _ in range(5)]
     wait_until(started.exists, 10, "the running call to start")
-    threads = psutil.Process(pid).num_threads()  # with the running call's
 
     killed_at = time.monotonic()
     raylite.kill(a)
@@ -136,11 +134,11 @@ def test_kill_fails_the_running_and_every_queued_call_promptly(fault, tmp_path, 
     if placement == "dedicated":  # its process is gone, and with it the running call
         wait_until(lambda: not pid_alive(pid), 10, "the actor's process to end")
         return
-    # A packed actor's running method cannot be stopped (it is a thread of a shared host);
-    # once it ends, its 50 MB result must be dropped by the host, not kept.
+    # A packed actor's running method cannot be stopped (it runs in a shared host); once
+    # it ends, its 50 MB result must be dropped by the host (or forgotten on the driver's
+    # word), not kept. test_actor_host.py waits for the call's end itself.
     go.touch()
-    wait_until(lambda: psutil.Process(pid).num_threads() < threads, 10, "the killed call to end")
-    assert memfds(pid) == [], "the host kept the segment of a killed actor's result"
+    wait_until(lambda: memfds(pid) == [], 30, "the host to drop the killed call's result")
 
 
 @raylite.remote

@@ -6,7 +6,14 @@
     ---------------------------------        -------------
     CreateActor -> HostedActor(...)  ──────> lane "default": __init__ first, then calls
     ActorCall   -> lane(group).put() ──────> lane threads: run the method, send TaskDone
-    KillActor   -> HostedActor.stop()         (under the runtime's send lock)
+                   (the host's only actor,    (under the runtime's send lock)
+                   one call at a time: the
+                   main thread runs it after
+                   the batch, run_inline)     follower: reads and handles in the main
+                                              thread's stead while it runs such a call
+                                              for over FOLLOW_AFTER_S
+    ActorCall   -> batch per group ────────> async: one call_soon_threadsafe per batch
+    KillActor   -> HostedActor.stop()
     CancelTask  -> HostedActor.cancel(): a call not started leaves its lane, reported
                    cancelled at once; a running one is not interrupted
 
@@ -17,8 +24,15 @@ concurrency group instead (the default group's runs ``__init__``), each with a s
 of the group's limit (default 1000, as Ray): a method that blocks its loop stalls only its
 own group. Cancelling a running async call cancels its asyncio task.
 
+A host serving one actor whose calls run one at a time (no concurrency groups, not async,
+``max_concurrency=1``) runs them on its main thread, the one that read them: the hand-off
+to a lane thread was most of such a call's cost in the host. The call holds the lane's one
+slot (``next_inline``), so its lane thread runs nothing meanwhile. A long call delays no
+message: the ``Follower`` reads after ``FOLLOW_AFTER_S``, handling what comes (a new actor
+packed here, a kill, a cancel) as the main thread would; calls it reads wait in the lane.
+
 Generator methods send each value as it is yielded (``WorkerRuntime.stream_item``), from
-the lane thread or the event loop that runs them, ahead of the call's ``TaskDone``.
+the thread or the event loop that runs them, ahead of the call's ``TaskDone``.
 
 Many actors share a host process (actors that reserve no CPU/GPU are packed): they share
 its module globals and its GIL, not their instances. One actor's long call does not stall
@@ -31,8 +45,10 @@ import asyncio
 import gc
 import inspect
 import os
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -47,20 +63,30 @@ if TYPE_CHECKING:
 __all__ = ["HostedActor"]
 
 _ASYNC_DEFAULT_CONCURRENCY = 1000
+FOLLOW_AFTER_S = 0.001  # a call run by the reading thread this long: the follower reads
+_COLD_AFTER_S = 0.5  # no such call this long: the follower sleeps until the next one
+
+
+def limit_of(config: dict[str, Any]) -> int:
+    """How many calls of the default group an actor with ``config`` runs at once."""
+    return int(config["max_concurrency"] or (_ASYNC_DEFAULT_CONCURRENCY if config["is_async"] else 1))
 
 
 class _Lane:
-    """A FIFO of calls served by up to ``limit`` threads, started as needed."""
+    """A FIFO of calls served by up to ``limit`` threads, started as needed; or, for a
+    lane ``by_reader``, by the host's reading thread alone (``next_inline``)."""
 
     def __init__(self, name: str, limit: int, run: Callable[[Any], None],
                  ready: threading.Event, idle: Callable[[], None],
-                 ended: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 ended: Callable[[], None] | None = None, by_reader: bool = False,
+                 ) -> None:  # fmt: skip
         self.name = name
         self.limit = limit
         self._run = run
         self._ready = ready  # set once __init__ has run
         self._idle = idle  # called when the lane runs dry (flush replies)
         self._ended = ended  # called by each thread as it ends, once the lane is stopped
+        self._by_reader = by_reader
         self._queue: deque[Any] = deque()
         self._cond = threading.Condition()
         self._threads = 0
@@ -70,10 +96,25 @@ class _Lane:
     def put(self, item: Any) -> None:
         with self._cond:
             self._queue.append(item)
+            if self._by_reader:
+                return
             if self._busy + len(self._queue) > self._threads and self._threads < self.limit:
                 self._threads += 1
                 threading.Thread(target=self._serve, name=f"actor-{self.name}", daemon=True).start()
             self._cond.notify()
+
+    def next_inline(self) -> Any:
+        """The next item of a ``by_reader`` lane for the caller to run (then call
+        ``inline_done``); None if none waits, or the caller runs one already (nested)."""
+        with self._cond:
+            if self._busy or not self._queue or self._stopped:
+                return None
+            self._busy = 1
+            return self._queue.popleft()
+
+    def inline_done(self) -> None:
+        with self._cond:
+            self._busy = 0
 
     def drop(self, task_id: int) -> bool:
         """Removes call ``task_id`` if it waits here, not started; True if it did."""
@@ -131,10 +172,17 @@ class HostedActor:
         self.dead = False
         self._ready = threading.Event()
         self._is_async = bool(config["is_async"])
+        # The host's only actor, one call at a time: its main thread (the reader) runs the
+        # actor's __init__ and calls, for the actor's life (see run_inline).
+        self.inline = (
+            not self._is_async and not config["groups"] and limit_of(config) == 1
+            and rt.may_inline()
+        )  # fmt: skip
+        self._batches: dict[_GroupLoop, list[ActorCall]] = {}  # async calls read, not yet sent
         self._gpu_ids: list[str] | None = config.get("gpu_ids")
         # runtime_env={"env_vars": ...}: such an actor has a process of its own (dedicated)
         self._env: dict[str, str] = config.get("env_vars") or {}
-        limit = config["max_concurrency"] or (_ASYNC_DEFAULT_CONCURRENCY if self._is_async else 1)
+        limit = limit_of(config)
         groups: dict[str, int] = dict(config["groups"])
         self._loops: dict[str | None, _GroupLoop] = {}
         self._lanes: dict[str | None, _Lane] = {}
@@ -147,7 +195,7 @@ class HostedActor:
             for group, n in [(None, limit), *groups.items()]:
                 self._lanes[group] = _Lane(
                     f"{self.class_name}.{group or 'default'}", n, self._call, self._ready,
-                    rt.flush_from_thread, self._thread_ended,
+                    rt.flush_from_thread, self._thread_ended, self.inline,
                 )  # fmt: skip
         create = lambda: self._create(msg)  # noqa: E731
         if self._loops:
@@ -173,25 +221,62 @@ class HostedActor:
         self.rt.send_from_thread(ActorReady(self.actor_id, error))
         self._ready.set()
 
-    def call(self, msg: ActorCall) -> None:
+    def call(self, msg: ActorCall) -> bool:
+        """Takes a call the host read; True if it waits for ``dispatch`` (at the end of the
+        batch it came in): an async call, or one the reading thread runs."""
         if self.dead:  # it ended (exit_actor, kill) while this call was on its way: the
-            return  # driver fails or retries the calls it sent, as for queued ones (stop)
-        if self._loops:
+            return False  # driver fails or retries the calls it sent, as for queued ones (stop)
+        if self._loops:  # the loop is woken once per batch, not per call (a pipe write each)
             group = self._loops.get(msg.group) or self._loops[None]
-            group.loop.call_soon_threadsafe(self._spawn_async, group, msg)
-        else:
-            (self._lanes.get(msg.group) or self._lanes[None]).put(msg)
+            self._batches.setdefault(group, []).append(msg)
+            return True
+        (self._lanes.get(msg.group) or self._lanes[None]).put(msg)
+        return self.inline
+
+    def dispatch(self) -> bool:
+        """Sends the batch's async calls to their loops; True if calls wait for
+        ``run_inline`` (called under the host's handling lock, as ``call`` is)."""
+        self._send_batches()
+        return self.inline
+
+    def _send_batches(self) -> None:
+        batches, self._batches = self._batches, {}
+        for group, msgs in batches.items():
+            group.loop.call_soon_threadsafe(self._spawn_batch, group, msgs)
+
+    def run_inline(self, follower: Follower) -> None:
+        """Runs the queued ``__init__`` and calls of an ``inline`` actor on this thread, the
+        host's main thread: no hand-off to a lane thread (whose wake-up was 77% of a host's
+        time per sync call). Meanwhile ``follower`` reads for the host once one runs long.
+        The next calls may come while one runs (read by the follower): they are run too."""
+        lane = self._lanes.get(None)
+        while lane is not None:
+            item = lane.next_inline()
+            if item is None:
+                return
+            follower.started()
+            try:
+                if callable(item):  # the actor's creation
+                    item()
+                else:
+                    self._call(item)
+            finally:
+                lane.inline_done()
+                follower.ended()
+            if self.dead:  # collect what the instance held, once its last call is over
+                self._thread_ended()
 
     def cancel(self, task_id: int) -> bool:
         """Drops call ``task_id`` if it has not started; True if it did (the caller reports
         it cancelled). A running async call's asyncio task is cancelled: it reports itself.
         As in Ray, a running sync call is not interrupted (an actor has state)."""
-        for group in self._loops.values():  # after the call's _spawn_async, if it came here
+        self._send_batches()  # the call may wait in this batch: its task must exist first
+        for group in self._loops.values():  # after the call's _spawn_batch, if it came here
             group.loop.call_soon_threadsafe(self._cancel_async, task_id)
         return any(lane.drop(task_id) for lane in self._lanes.values())
 
     def _cancel_async(self, task_id: int) -> None:
-        task = self._running.get(task_id)
+        task = self._running.pop(task_id, None)
         if task is not None:
             task.cancel()
 
@@ -199,6 +284,7 @@ class HostedActor:
         """Drops queued calls; a running one finishes and its result is not sent. The
         instance is let go at once (its loops end; the last lane thread drops it)."""
         self.dead = True
+        self._batches = {}
         for lane in self._lanes.values():
             lane.stop()
         for group in self._loops.values():
@@ -207,6 +293,8 @@ class HostedActor:
         # they end): nothing here may keep what the dead actor held alive.
         self.instance = None
         self._lanes, self._loops = {}, {}
+        if self.inline:  # no lane thread will end: collect now (and after a running call)
+            self._thread_ended()
 
     def _thread_ended(self) -> None:
         """A thread of this stopped actor ended: collect what the instance held (it may
@@ -261,13 +349,21 @@ class HostedActor:
             timed = done[0]._replace(start=start, duration=time.time() - start)
             self.rt.send_from_thread(timed, done[1], flush=False)
 
-    def _spawn_async(self, group: _GroupLoop, msg: ActorCall) -> None:
+    def _spawn_batch(self, group: _GroupLoop, msgs: list[ActorCall]) -> None:
+        """Starts the calls of one batch as tasks of ``group``'s loop (on that loop)."""
         self.rt.set_context(label=self.class_name, actor_id=self.actor_id)  # this loop's thread
-        task = group.loop.create_task(self._call_async(group, msg))
-        self._running[msg.task_id] = task
-        task.add_done_callback(lambda _: self._running.pop(msg.task_id, None))
+        create_task = group.loop.create_task
+        running = self._running
+        for msg in msgs:
+            running[msg.task_id] = create_task(self._call_async(group, msg))
 
     async def _call_async(self, group: _GroupLoop, msg: ActorCall) -> None:
+        try:
+            await self._run_async(group, msg)
+        finally:
+            self._running.pop(msg.task_id, None)
+
+    async def _run_async(self, group: _GroupLoop, msg: ActorCall) -> None:
         name = f"{self.class_name}.{msg.method}"
         start = time.time()
         try:
@@ -357,3 +453,94 @@ class _GroupLoop:
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+class Follower:
+    """Reads the host's socket while its main thread runs an ``inline`` actor's call (or
+    ``__init__``) for longer than ``FOLLOW_AFTER_S``, so a long call delays no message: a
+    new actor packed onto the host, a ``KillActor``, a ``CancelTask`` of a queued call.
+
+    Its thread looks every ``FOLLOW_AFTER_S`` while inline calls come (the main thread
+    only stores when a call started: no wake-up per call), and sleeps on an event once
+    none came for ``_COLD_AFTER_S``. It handles a batch only while that call runs, under
+    ``handling``; the main thread marks the call's end under it too, so a batch handled
+    by the follower is complete (its calls queued) before the main thread looks for more.
+
+    Args:
+        read: ``Replies.read_once``: reads a batch in turns with the host's other readers.
+        handle: handles what was read (the host's inbox), ``handling`` held.
+        flush: sends the replies that handling queued.
+        handling: the host's lock around handling what was read.
+        paused: True while the main thread waits for a reply and reads itself.
+    """
+
+    def __init__(
+        self, read: Callable[[Callable[[], bool]], bool], handle: Callable[[], object],
+        flush: Callable[[], None], handling: threading.Lock, paused: Callable[[], bool],
+    ) -> None:  # fmt: skip
+        self.running = False  # the main thread runs a call (main writes)
+        self._since = 0.0  # when it started (perf_counter)
+        self._read = read
+        self._handle = handle
+        self._flush = flush
+        self._handling = handling
+        self._paused = paused
+        self._cold = False
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def started(self) -> None:
+        """The main thread starts running a call."""
+        self._since = time.perf_counter()
+        self.running = True
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="raylite-follower", daemon=True)
+            self._thread.start()
+        elif self._cold:
+            self._wake.set()
+
+    def ended(self) -> None:
+        with self._handling:
+            self.running = False
+
+    def _run(self) -> None:
+        try:
+            self._watch()
+        except BaseException:  # a bug: say so, and let the next inline call start another
+            print("raylite: the host's follower thread failed:", file=sys.stderr)
+            traceback.print_exc()
+            self._thread = None
+
+    def _watch(self) -> None:
+        last = time.perf_counter()  # when a call was last seen running
+        while True:
+            time.sleep(FOLLOW_AFTER_S)
+            since, now = self._since, time.perf_counter()
+            if not self.running:
+                if now - last > _COLD_AFTER_S:
+                    self._wake.clear()  # before _cold: a call started after this sets it
+                    self._cold = True
+                    if not self.running:
+                        self._wake.wait()
+                    self._cold = False
+                    last = time.perf_counter()
+                continue
+            last = now
+            if now - since < FOLLOW_AFTER_S or self._paused():
+                continue
+            if not self._follow(since):
+                return  # the driver is gone: the main thread ends the process
+
+    def _follow(self, since: float) -> bool:
+        """Reads and handles batches while the call that started at ``since`` runs (and
+        the main thread does not read itself); False once the driver closed the channel."""
+        done = lambda: not self.running or self._since != since or self._paused()  # noqa: E731
+        while not done():
+            if not self._read(done):
+                return False
+            with self._handling:
+                if done():  # the call ended meanwhile: the main thread handles the batch
+                    return True
+                self._handle()
+            self._flush()
+        return True

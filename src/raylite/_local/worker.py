@@ -52,7 +52,7 @@ from .._actor import ActorHandle, IntendedExit, exit_outside_actor
 from .._object_ref import DynamicObjectRefGenerator, ObjectRef, ObjectRefGenerator
 from ..exceptions import GetTimeoutError, RaySystemError, TaskCancelledError
 from . import serialization as ser
-from .actor_host import HostedActor
+from .actor_host import Follower, HostedActor
 from .protocol import (
     CANCEL_AT,
     DYNAMIC,
@@ -167,6 +167,7 @@ class WorkerRuntime:
         self._lock = threading.RLock()  # serialises senders (actor threads) and ref counts
         self._main = threading.current_thread()
         self._actors: dict[int, HostedActor] = {}
+        self._handling = threading.Lock()  # one thread at a time handles what was read
         self._inbound = Replies(self.chan, self._adopt_msg, self._main, self._divert)
         self._helper: threading.Thread | None = None  # reads for futures: see future()
         self._main_idle = False  # the main thread waits for messages (so it reads them)
@@ -188,6 +189,11 @@ class WorkerRuntime:
         self.interruptible = False  # running the user's code: a cancel may interrupt it
         self.in_io = False  # inside a send or receive that a cancel must not cut in two
         self.interrupt_pending = False
+        # Reads while the main thread runs an actor's call itself (see HostedActor.run_inline)
+        self._follower = Follower(
+            self._inbound.read_once, lambda: self._handle(self._inbound.take_inbox()),
+            self.flush_from_thread, self._handling, lambda: self._blocked,
+        )  # fmt: skip
 
     # ---- per-thread context -------------------------------------------------------------
 
@@ -222,7 +228,7 @@ class WorkerRuntime:
         inbound = self._inbound
         while True:
             if inbound.inbox:
-                self._handle(inbound.take_inbox())
+                self._handle_inbox()
             with self._lock:  # other threads hand queued tasks back: see _request_from_thread
                 req = self._queue.popleft() if self._queue else None
                 self._running = req is not None
@@ -262,7 +268,7 @@ class WorkerRuntime:
         self._last_poll = time.perf_counter()
         if not self._inbound.read_once(lambda: False, block=False):
             raise SystemExit(0)  # the driver is gone
-        self._handle(self._inbound.take_inbox())
+        self._handle_inbox()
 
     def _adopt_msg(self, msg: Message) -> None:
         """Maps the segments whose fds ``msg`` brought (in message order: as it is read)."""
@@ -275,8 +281,29 @@ class WorkerRuntime:
             for _, value in msg.values or ():
                 self._adopt(value)
 
-    def _handle(self, msgs: list[Message]) -> None:
-        """Handles what the driver sent (main thread; fds already adopted, replies routed)."""
+    def _handle_inbox(self) -> None:
+        """Handles what the driver sent (fds already adopted, replies routed): the main
+        thread, or the follower while the main thread runs an actor's call. The main thread
+        then runs the calls queued for it, unless it waits for a reply (inside one of them,
+        whose calls it runs after the call's end: ``run_inline`` goes on)."""
+        with self._handling:
+            due = self._handle(self._inbound.take_inbox())
+        if due and threading.current_thread() is self._main and not self._blocked:
+            for actor in due:
+                actor.run_inline(self._follower)
+
+    def may_inline(self) -> bool:
+        """Whether an actor created now may run on this thread, which reads its calls: the
+        main thread, idle, of a process that hosts no other actor."""
+        return (
+            not self._actors and threading.current_thread() is self._main
+            and not self._follower.running
+        )  # fmt: skip
+
+    def _handle(self, msgs: list[Message]) -> list[HostedActor]:
+        """Handles ``msgs`` (``_handling`` held); returns the actors whose calls wait for
+        the main thread."""
+        due: list[HostedActor] = []  # actors with calls taken in this batch (see call())
         for msg in msgs:
             if type(msg) is TaskRequest:
                 if self._blocked:
@@ -288,10 +315,13 @@ class WorkerRuntime:
                 self._driver_fns.add(msg.fn_id)
             elif type(msg) is ActorCall:
                 actor = self._actors.get(msg.actor_id)
-                if actor is not None:
-                    actor.call(msg)
+                if actor is not None and actor.call(msg) and actor not in due:
+                    due.append(actor)
             elif type(msg) is CreateActor:
-                self._actors[msg.actor_id] = HostedActor(self, msg, ser.loads(msg.config))
+                created = HostedActor(self, msg, ser.loads(msg.config))
+                self._actors[msg.actor_id] = created
+                if created.inline:
+                    due.append(created)
             elif type(msg) is KillActor:
                 hosted = self._actors.pop(msg.actor_id, None)
                 if hosted is not None:
@@ -301,6 +331,7 @@ class WorkerRuntime:
             elif type(msg) is Forget:
                 for oid in msg.oids:
                     self._maps.forget(oid)
+        return [actor for actor in due if actor.dispatch()]
 
     def _adopt(self, value: Value) -> None:
         if type(value) is tuple and value[4]:
@@ -728,7 +759,7 @@ class WorkerRuntime:
                     if not inbound.read_once(lambda: request.req_id in inbound.replies
                                              or bool(inbound.inbox)):  # fmt: skip
                         raise SystemExit(0)  # the driver is gone
-                    self._handle(inbound.take_inbox())
+                    self._handle_inbox()
                     with self._lock:  # tasks handed back by _handle must reach the driver
                         self.chan.flush()  # now: they may be what this request waits for
                 finally:
