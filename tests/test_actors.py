@@ -4,6 +4,7 @@ packing, and the errors people make."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 import time
@@ -349,3 +350,33 @@ def test_ray_only_actor_options_are_kept_for_ray_and_refused_here_at_remote(rl):
 
     with pytest.raises(ValueError, match="placement_group='pg' is not supported by raylite"):
         OnCluster.remote()
+
+
+def test_an_actor_ends_with_its_last_handle_after_its_methods_were_used():
+    """``handle.method`` is kept on the handle (no lookup per call): that must not make a
+    reference cycle, or the actor would live on until a garbage collection."""
+    raylite.init(num_cpus=1)
+    gc.disable()
+    try:
+        c = Counter.options(name="counted").remote()
+        method = c.add
+        assert c.add is method  # kept, not made anew per access
+        assert raylite.get(method.remote(), timeout=30) == 1
+        del c
+        assert raylite.get(method.remote(), timeout=30) == 2  # a method keeps its actor
+        del method
+        wait_until(_lookup_fails("counted"), 30, "the actor to end with its last handle")
+    finally:
+        gc.enable()
+        raylite.shutdown()
+
+
+def _lookup_fails(name):
+    def fails():
+        try:
+            raylite.get_actor(name)
+        except ValueError:
+            return True
+        return False
+
+    return fails

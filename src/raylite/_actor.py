@@ -409,6 +409,9 @@ class ActorMethod:
         handle = self._handle_ref()
         return handle if handle is not None else ActorHandle(self._actor_ref, self._meta)
 
+    def __reduce__(self) -> Any:
+        return (ActorMethod, (self._handle, self._name, self._options))
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             "Actor methods cannot be called directly. Instead of running "
