@@ -358,12 +358,6 @@ class HostedActor:
             running[msg.task_id] = create_task(self._call_async(group, msg))
 
     async def _call_async(self, group: _GroupLoop, msg: ActorCall) -> None:
-        try:
-            await self._run_async(group, msg)
-        finally:
-            self._running.pop(msg.task_id, None)
-
-    async def _run_async(self, group: _GroupLoop, msg: ActorCall) -> None:
         name = f"{self.class_name}.{msg.method}"
         start = time.time()
         try:
@@ -392,6 +386,7 @@ class HostedActor:
         except BaseException as exc:
             error = ser.dumps_error(name, exc, os.getpid())
             done = TaskDone(msg.task_id, [], [], error, 0.0), []
+        self._running.pop(msg.task_id, None)  # (a dead actor's calls: dropped with it)
         done = done[0]._replace(start=start, duration=time.time() - start), done[1]
         if self.dead:  # killed meanwhile: nobody will read the results
             self.rt.drop_results(msg.return_ids, done[1])
