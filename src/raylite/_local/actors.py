@@ -462,10 +462,7 @@ class ActorManager:
         ready = self._ready_calls(actor)
         sent = bool(ready)
         for call in ready:
-            if call.dep_ids or type(call.args) is not bytes:
-                args, values, fds = objs.wire_call(w.wid, w.mapped, call.args, call.dep_ids)
-            else:  # the common call: its pickled arguments, nothing to map
-                args, values, fds = call.args, [], []
+            args, values, fds = objs.wire_call(w.wid, w.mapped, call.args, call.dep_ids)
             w.chan.queue(
                 ActorCall(
                     call.task_id, actor.actor_id, call.method, args, call.positions, values,
