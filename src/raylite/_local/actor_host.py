@@ -172,18 +172,15 @@ class HostedActor:
         self.dead = False
         self._ready = threading.Event()
         self._is_async = bool(config["is_async"])
+        limit = limit_of(config)
+        groups: dict[str, int] = dict(config["groups"])
         # The host's only actor, one call at a time: its main thread (the reader) runs the
         # actor's __init__ and calls, for the actor's life (see run_inline).
-        self.inline = (
-            not self._is_async and not config["groups"] and limit_of(config) == 1
-            and rt.may_inline()
-        )  # fmt: skip
+        self.inline = not self._is_async and not groups and limit == 1 and rt.may_inline()
         self._batches: dict[_GroupLoop, list[ActorCall]] = {}  # async calls read, not yet sent
         self._gpu_ids: list[str] | None = config.get("gpu_ids")
         # runtime_env={"env_vars": ...}: such an actor has a process of its own (dedicated)
         self._env: dict[str, str] = config.get("env_vars") or {}
-        limit = limit_of(config)
-        groups: dict[str, int] = dict(config["groups"])
         self._loops: dict[str | None, _GroupLoop] = {}
         self._lanes: dict[str | None, _Lane] = {}
         self._running: dict[int, asyncio.Task[None]] = {}  # {task id: async call} (loops)
