@@ -504,20 +504,20 @@ class Follower:
             self._thread = None
 
     def _watch(self) -> None:
-        last = time.perf_counter()  # when a call was last seen running
+        seen = 0.0  # the start of the last call seen
         while True:
             time.sleep(FOLLOW_AFTER_S)
             since, now = self._since, time.perf_counter()
             if not self.running:
-                if now - last > _COLD_AFTER_S:
+                if since == seen and now - since > _COLD_AFTER_S:
                     self._wake.clear()  # before _cold: a call started after this sets it
                     self._cold = True
                     if not self.running:
                         self._wake.wait()
                     self._cold = False
-                    last = time.perf_counter()
+                seen = since
                 continue
-            last = now
+            seen = since
             if now - since < FOLLOW_AFTER_S or self._paused():
                 continue
             if not self._follow(since):
