@@ -148,6 +148,32 @@ def test_cancel_of_a_running_async_call_cancels_its_task(rl):
     wait_until(lambda: raylite.get(s.state.remote())[1], 30, "the coroutine to be cancelled")
 
 
+def test_async_calls_cancelled_before_their_first_step_still_answer(rl, go, tmp_path):
+    started = str(tmp_path / "started")
+
+    @raylite.remote
+    class Loop:
+        async def block(self, started, go):
+            Path(started).touch()
+            wait_for_file(go)  # blocks the event loop: the calls below queue behind it
+            return "unblocked"
+
+        async def echo(self, x):
+            return x
+
+    a = Loop.remote()
+    blocker = a.block.remote(started, go)
+    wait_for_file(started)
+    refs = [a.echo.remote(i) for i in range(5)]
+    for ref in refs:  # their tasks are made and cancelled in one turn of the loop
+        raylite.cancel(ref)
+    Path(go).touch()
+    assert raylite.get(blocker, timeout=30) == "unblocked"
+    for ref in refs:
+        with pytest.raises(TaskCancelledError):
+            raylite.get(ref, timeout=30)
+
+
 def test_max_pending_calls_counts_per_caller(rl, go, tmp_path):
     submitted = str(tmp_path / "submitted")
 

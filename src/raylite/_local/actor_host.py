@@ -269,13 +269,26 @@ class HostedActor:
         As in Ray, a running sync call is not interrupted (an actor has state)."""
         self._send_batches()  # the call may wait in this batch: its task must exist first
         for group in self._loops.values():  # after the call's _spawn_batch, if it came here
-            group.loop.call_soon_threadsafe(self._cancel_async, task_id)
+            group.loop.call_soon_threadsafe(self._cancel_async, group, task_id)
         return any(lane.drop(task_id) for lane in self._lanes.values())
 
-    def _cancel_async(self, task_id: int) -> None:
-        task = self._running.pop(task_id, None)
-        if task is not None:
-            task.cancel()
+    def _cancel_async(self, group: _GroupLoop, task_id: int) -> None:
+        """On ``group``'s loop: cancels call ``task_id`` if it is one of that loop's (an
+        asyncio task is cancelled only from its own loop's thread)."""
+        task = self._running.get(task_id)
+        if task is None or task.get_loop() is not group.loop:
+            return
+        del self._running[task_id]
+        task.cancel()
+        # A task cancelled before its first step never runs its body, whose except clause
+        # reports the cancellation: without this, nothing would answer the call.
+        task.add_done_callback(lambda t: self._report_unstarted(group, task_id, t))
+
+    def _report_unstarted(self, group: _GroupLoop, task_id: int, task: asyncio.Task[None]) -> None:
+        if task.cancelled() and not self.dead:
+            done = TaskDone(task_id, [], [], ser.dumps_cancelled(task_id), 0.0)
+            self.rt.send_from_thread(done, [], flush=False)
+            group.flush_soon()
 
     def stop(self) -> None:
         """Drops queued calls; a running one finishes and its result is not sent. The
