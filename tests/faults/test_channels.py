@@ -21,7 +21,7 @@ import raylite
 from raylite import _runtime
 from raylite._local import protocol
 from raylite._local.protocol import RUNNING_AT, write_slot
-from raylite._local.runtime import _FREE_RERUNS
+from raylite._local.task_states import FREE_RERUNS as _FREE_RERUNS
 from raylite.exceptions import RayTaskError, WorkerCrashedError
 
 pytestmark = pytest.mark.local_only("the embedded runtime's worker channels")

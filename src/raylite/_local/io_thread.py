@@ -11,7 +11,7 @@
           │                                        ├ deadlines due ──> their callbacks
           │                                        ├ WorkerSet: flush queued output, watch
           │                                        │   full sockets (watch_writable)
-          │                                        ├ rt._watch_pending(): the watchdog
+          │                                        ├ rt._watchdog.watch_pending()
           │                                        └ then, unlocked: rt's after-unlock queue
           └───────── timeout: the next deadline <──┘   (futures resolved)
     any thread ── IoLoop.wake(): a byte on the wake pipe ──> a turn soon
@@ -132,7 +132,7 @@ class IoLoop:
         timeout = self._run_deadlines()  # before the flush: an expiry queues a reply
         workers.flush_dirty()
         workers.watch_writable()  # a full socket: hear when it drains
-        return rt._watch_pending(timeout)
+        return rt._watchdog.watch_pending(timeout)
 
     def _run_deadlines(self) -> float | None:
         """Runs expired deadlines; returns seconds until the next one."""

@@ -41,10 +41,24 @@ Dispatch flushing: a task sent to an idle worker goes out at once (latency); one
 behind tasks in flight waits for the I/O thread's next flush, which comes with the next
 result from that worker (throughput: one frame carries many tasks).
 
-Two mixins keep this class a size one can read: ``inbox.WorkerMessages`` handles what
-workers send, ``watchdog.Watchdog`` warns about tasks that wait and fails stalled ones.
-The state API, the control socket and the dashboard read the runtime through
-``state.StateView``.
+Decisions and their owners: ``task_states.TaskStates`` (pure) decides every step of a task's
+life (retry, rerun after a worker's death, failed argument, cancel) from the events the
+runtime feeds it, and owns the live tasks; the runtime carries out its instructions
+(``_carry_out``). ``scheduler.Scheduler`` (pure) places tasks. ``inbox.WorkerMessages``
+handles what workers send and ``watchdog.Watchdog`` warns about tasks that wait and fails
+stalled ones: each an object given the parts it needs, not the runtime. The state API, the
+control socket and the dashboard read the runtime through ``state.StateView``.
+
+::
+
+    who                 owns                                  runs on (lock held)
+    TaskStates          live tasks and their states           whoever holds the lock
+    Scheduler           resources, leases, worker queues      whoever holds the lock
+    WorkerSet           processes, channels, borrows          I/O thread (deaths), any
+    ObjectTable         values, refcounts, segments, waiters  whoever holds the lock
+    WorkerMessages      parsed nested options                 I/O thread
+    Watchdog            warned shapes, stalled tasks          I/O thread
+    Waits / futures     user threads blocked in get/wait      user threads, then I/O
 """
 
 from __future__ import annotations
@@ -60,7 +74,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
@@ -72,6 +86,7 @@ from .._options import ActorOptions, MethodOptions, TaskOptions, check_local
 from .._placement import PlacementGroup
 from ..exceptions import (
     RaySystemError,
+    RayTaskError,
     TaskCancelledError,
     TaskUnschedulableError,
     WorkerCrashedError,
@@ -81,7 +96,7 @@ from .actors import ActorManager, warn_unschedulable
 from .dashboard import DashboardServer
 from .env import pending_warning_s, task_history
 from .history import NORMAL_TASK, History
-from .inbox import WorkerMessages
+from .inbox import Core, WorkerMessages
 from .io_thread import ZYGOTE, IoLoop, io_main
 from .locking import DriverLock
 from .objects import ObjectTable
@@ -96,12 +111,24 @@ from .protocol import (
     raise_open_files_limit,
     write_slot,
 )
-from .scheduler import NOTHING, Actions, Request, Scheduler
+from .scheduler import NOTHING, Actions, Request, Scheduler, thread_worker
 from .session import ControlServer, SessionDir
 from .spill import SpillConfig, SpillDir
 from .state import StateView, summarize
 from .store import Shm, memory_resources
 from .streams import StreamTable
+from .task_states import (
+    Cancelled,
+    Crashed,
+    Death,
+    Fail,
+    Instruction,
+    Interrupt,
+    KillWorker,
+    Resubmit,
+    TaskStates,
+    Unqueue,
+)
 from .tasks import DRIVER, PackedArgs, Task
 from .threads import Outcome, ThreadRunner
 from .waits import Waits
@@ -135,17 +162,16 @@ class RuntimeConfig:
     spilling: SpillConfig = SpillConfig()  # where a full store spills objects (spill.py)
 
 
-_FREE_RERUNS = 5  # reruns after deaths that were not a task's own; then each is a retry
 _EOF_GRACE_S = 2.0  # a worker that closed its channel has this long to exit on its own
 
 
-class LocalRuntime(WorkerMessages, Watchdog):
+class LocalRuntime:
     """The embedded runtime: worker processes on this machine, driven from this process."""
 
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
         # Settings first: a bad one is an error before anything exists to clean up.
-        self._pending_warning_s = pending_warning_s()
+        warn_after_s = pending_warning_s()
         self._history = History(task_history())  # finished tasks: timeline(), state API
         self.sched = Scheduler(
             config.num_cpus, config.gpus, config.resources, max_workers=config.max_workers
@@ -157,10 +183,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._shutdown_requested = False  # by a signal handler inside a section
         self._down = threading.Event()  # set once shutdown() is complete
         self._ids = itertools.count(1)
-        self._tasks: dict[int, Task] = {}
+        # Every decision in a task's life; its .tasks are the live ones ({task_id: Task})
+        self._states = TaskStates(sched=self.sched, error_cause=_error_cause)
         self._functions: dict[int, bytes] = {}  # {fn id: pickled body}
-        # {pickled options from workers: parsed}, the newest _NESTED_OPTIONS kept
-        self._options: dict[bytes, tuple[TaskOptions, Request]] = {}
         self._memory = memory_resources(config.object_store_memory)  # reported, not reserved
         self._actors = ActorManager(self, max_hosts=max(1, min(4, int(config.num_cpus))))
         self._placement = Placement(self)
@@ -169,18 +194,13 @@ class LocalRuntime(WorkerMessages, Watchdog):
         self._control: ControlServer | None = None  # started last, once the rest runs
         self._dashboard: DashboardServer | None = None  # likewise, if init asked for it
         self.dashboard_url: str | None = None
-        self._warned_shapes: set[Request] = set()
-        self._stuck_since: dict[Request, float] = {}  # {shape: when it was first seen stuck}
-        self._watching_pending = False
-        self._pending_checked: float = 0.0  # when the I/O thread last looked (_watch_pending)
-        self._stalled: set[int] = set()  # ready tasks no worker can take (see _fail_stalled)
         self._broken: str | None = None  # why the runtime cannot go on, once it cannot
         # Then resources, each undone (in reverse) if a later step fails: nothing is left.
         with contextlib.ExitStack() as undo:
-            self._start(undo)
+            self._start(undo, warn_after_s)
             undo.pop_all()
 
-    def _start(self, undo: contextlib.ExitStack) -> None:
+    def _start(self, undo: contextlib.ExitStack, warn_after_s: float) -> None:
         """Makes the session folder, zygote, workers, I/O thread, servers; ``undo`` frees."""
         config = self.config
         raise_open_files_limit()  # before the zygote: workers inherit it
@@ -220,6 +240,21 @@ class LocalRuntime(WorkerMessages, Watchdog):
             flush=self._workers.flush_dirty,
             on_io_thread=lambda: threading.current_thread() is self._io,
             describe=self._state.describe_object, release=self.release,
+        )  # fmt: skip
+        self._inbox = WorkerMessages(
+            core=Core(
+                apply=self._apply, carry_out=self._carry_out, submit=self._submit,
+                store=self._store, finish=self._finish, cancel=self._cancel_task,
+                request_for=self._request_for,
+            ),
+            objs=self._objs, workers=self._workers, streams=self._streams, actors=self._actors,
+            sched=self.sched, states=self._states, writer=self._writer, loop=self._loop,
+            functions=self._functions, namespace=config.namespace,
+        )  # fmt: skip
+        self._watchdog = Watchdog(
+            sched=self.sched, states=self._states, objs=self._objs, workers=self._workers,
+            actors=self._actors, carry_out=self._carry_out, max_workers=config.max_workers,
+            pending_warning_s=warn_after_s,
         )  # fmt: skip
         self._spawn(self.sched.prestart(int(min(max(config.num_cpus, 1), config.max_workers))))
         self._workers.register_new()
@@ -384,18 +419,14 @@ class LocalRuntime(WorkerMessages, Watchdog):
 
     def _thread_task_done(self, task: Task, outcome: Outcome) -> None:
         """Stores a thread task's outcome, if it is still wanted (lock held)."""
-        if self._tasks.get(task.task_id) is not task:  # cancelled meanwhile
-            for shm in outcome.shms:
+        if outcome.error is not None:
+            if self._states.is_current(task.task_id, thread_worker(task.task_id)) is task:
+                self._carry_out((self._states.done_error(task, outcome.error),))
+            return
+        if self._states.done_ok(task.task_id, thread_worker(task.task_id)) is not task:
+            for shm in outcome.shms:  # cancelled meanwhile: nobody wants these
                 if shm is not None:
                     self._objs.drop(shm)
-            return
-        if outcome.error is not None:
-            if not task.cancelled and self._should_retry(task, outcome.error):
-                task.retries_left -= 1
-                task.worker = None
-                self._submit(task)
-            else:
-                self._finish(task, [outcome.error], is_error=True)
             return
         self._finish(task, outcome.payloads, False, outcome.contained, outcome.shms)
         for oid, shm, mapping in zip(task.return_ids, outcome.shms, outcome.mappings, strict=True):
@@ -715,7 +746,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         return request
 
     def _submit(self, task: Task) -> None:
-        self._tasks[task.task_id] = task
+        self._states.submitted(task)
         missing = []
         if task.dep_ids:
             objects = self._objs
@@ -729,9 +760,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
             return
         if not task.submitted:  # it waits: since when, for the pending-task warning
             task.submitted = time.monotonic()
-        if not self._watching_pending:
+        if not self._watchdog.watching:
             # Have the I/O thread look at waiting tasks each second.
-            self._watching_pending = True
+            self._watchdog.watching = True
             if threading.current_thread() is not self._io:
                 self._wake()
 
@@ -747,7 +778,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         and every object a worker holds a ref to. Their memory stays mapped while in use,
         and a worker must never be told to forget a segment it is about to read."""
         busy: set[int] = set()
-        for task in self._tasks.values():
+        for task in self._states.tasks.values():
             if task.worker is not None:
                 busy.update(task.dep_ids, task.contained)
                 if type(task.args) is int:
@@ -774,7 +805,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._spawn(actions.start_workers)
 
     def _dispatch(self, task_id: int, wid: int) -> Actions | None:
-        task = self._tasks.get(task_id)
+        task = self._states.tasks.get(task_id)
         if task is None:  # not a task (ids are from one counter), or finished meanwhile
             if task_id in self._actors.creations:  # a dedicated actor's lease
                 self._actors.dispatch_creation(task_id, wid)
@@ -784,16 +815,15 @@ class LocalRuntime(WorkerMessages, Watchdog):
             return self.sched.task_done(wid, task_id)  # cancelled meanwhile
         for oid in task.dep_ids:
             entry = self._objs[oid]
-            if entry.is_error:  # an argument failed: so does this task, without running
-                self._finish(task, [entry.payload], is_error=True)  # type: ignore[list-item]
+            if entry.is_error and entry.payload is not None:  # failed: so does this task
+                self._carry_out((self._states.dep_failed(task, entry.payload),))
                 return self.sched.task_done(wid, task_id)
+        self._states.dispatched(task, wid)
         if wid < 0:  # a thread task: its pseudo-worker is the driver's thread pool
-            task.worker = wid
             self._threads.submit(task)
             return None
         w = self._workers[wid]
         args, values, fds = self._objs.wire_call(w.wid, w.mapped, task.args, task.dep_ids)
-        task.worker = wid
         chan = w.chan
         opts = task.opts
         # Its own function, or (env_vars set) its body wrapped to set them.
@@ -818,8 +848,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
     def _finish(self, task: Task, payloads: list[bytes], is_error: bool,
                 contained: list[list[int]] | None = None,
                 shms: list[Shm | None] | None = None) -> None:  # fmt: skip
-        """Stores a task's outcome and drops what it held."""
-        self._tasks.pop(task.task_id, None)
+        """Stores the outcome of a task that ended (``TaskStates``) and drops what it held."""
         history = self._history
         if history.enabled:
             history.add((
@@ -860,9 +889,33 @@ class LocalRuntime(WorkerMessages, Watchdog):
         w = self._workers.get(task.worker)
         return w.pid if w is not None else 0
 
-    def _fail(self, task: Task, error: BaseException) -> None:
-        payload = ser.dumps(error)[0]
-        self._finish(task, [payload], is_error=True)
+    def _carry_out(self, instructions: Iterable[Instruction]) -> None:
+        """Does what the task state machine decided (lock held)."""
+        for instruction in instructions:
+            match instruction:
+                case Resubmit(task):
+                    self._submit(task)
+                case Fail(task, error):
+                    payload = error if isinstance(error, bytes) else ser.dumps(error)[0]
+                    self._finish(task, [payload], is_error=True)
+                case Cancelled(task):
+                    error = TaskCancelledError(f"{task.task_id:056x}")
+                    self._finish(task, [ser.dumps(error)[0]], is_error=True)
+                case Crashed(task, tries, death):
+                    why = crash_message(task.name, death.pid, death.cause, death.status, tries,
+                                        task.opts.max_retries)  # fmt: skip
+                    self._finish(task, [ser.dumps(WorkerCrashedError(why))[0]], is_error=True)
+                case KillWorker(wid):
+                    if (w := self._workers.get(wid)) is not None:
+                        signal_pid(w.pid, signal.SIGKILL)  # its death ends its tasks
+                case Interrupt(wid, task_id):
+                    if (w := self._workers.get(wid)) is not None:
+                        write_slot(w.cancel_slot, CANCEL_AT, task_id)
+                        signal_pid(w.pid, CANCEL_SIGNAL)
+                case Unqueue(wid, task_id):  # it drops it and reports it cancelled
+                    if (w := self._workers.get(wid)) is not None:
+                        w.chan.queue(CancelTask(task_id))
+                        self._workers.dirty.add(w)
 
     def _store(
         self, oid: int, payload: bytes, is_error: bool, contained: list[int], shm: Shm | None = None
@@ -873,35 +926,9 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 self._apply(actions)
 
     def _cancel_task(self, task_id: int, force: bool, recursive: bool) -> None:
-        if self._actors.cancel(task_id, force):
-            return
-        task = self._tasks.get(task_id)
-        if task is None or (task.cancelled and not force):  # force may follow a gentle try
-            return
-        task.cancelled = True
-        if recursive and task.children:
-            for child in task.children:
-                self._cancel_task(child, force, recursive)
-        error = TaskCancelledError(f"{task_id:056x}")
-        if self.sched.cancel(task_id):
-            self._fail(task, error)
-            return
-        if task.call is not None:  # a running thread task cannot be interrupted: drop it
-            self._fail(task, error)
-            return
-        w = self._workers.get(task.worker) if task.worker is not None else None
-        if w is None:
-            return
-        if force:
-            signal_pid(w.pid, signal.SIGKILL)  # the death handler stores the cancellation
-        else:
-            queued = self.sched.queued_on(w.wid)
-            if queued and queued[0] == task_id:  # running (or about to): interrupt it
-                write_slot(w.cancel_slot, CANCEL_AT, task_id)
-                signal_pid(w.pid, CANCEL_SIGNAL)
-            else:  # waiting in the worker's queue: it drops it and reports it cancelled
-                w.chan.queue(CancelTask(task_id))
-                self._workers.dirty.add(w)
+        """``cancel()`` of an actor call (the actor manager's) or a task (lock held)."""
+        if not self._actors.cancel(task_id, force):
+            self._carry_out(self._states.cancel(task_id, force, recursive))
 
     # ---- workers (lock held) ------------------------------------------------------------
 
@@ -912,7 +939,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
                 self._workers.spawn()
             except OSError as exc:
                 self.sched.worker_start_failed()
-                self._no_worker_started(exc)
+                self._watchdog.no_worker_started(exc)
 
     def _on_zygote(self) -> None:
         events = self._workers.zygote.events()
@@ -953,7 +980,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         except ConnectionError as exc:
             self._workers.kill(w, STRAY_BYTES.format(exc))
             return
-        self._handle(w, msgs)
+        self._inbox.handle(w, msgs)
 
     def _channel_closed(self, w: Worker) -> None:
         """EOF from ``w``: it is exiting (its exit report follows, with its status), or it
@@ -975,23 +1002,7 @@ class LocalRuntime(WorkerMessages, Watchdog):
         if w.cause is not None and lost:  # killed for what its running task (first) did
             running = lost[0]
         self._actors.process_died(w.wid, describe_exit(status))
-        for task_id in lost:
-            task = self._tasks.get(task_id)
-            if task is None:
-                continue
-            task.worker = None
-            if task.cancelled:
-                self._fail(task, TaskCancelledError(f"{task_id:056x}"))
-            elif task_id != running and task.reruns < _FREE_RERUNS:
-                task.reruns += 1  # never started, or done with its reply unsent: rerun
-                self._submit(task)
-            elif task.retries_left != 0:
-                task.retries_left -= 1
-                self._submit(task)
-            else:
-                tries = task.opts.max_retries - task.retries_left + 1
-                why = crash_message(task.name, w.pid, w.cause, status, tries, task.opts.max_retries)
-                self._fail(task, WorkerCrashedError(why))
+        self._carry_out(self._states.worker_died(lost, running, Death(w.pid, w.cause, status)))
         self._apply(actions)
 
     # ---- the I/O thread (io_thread.IoLoop runs its turns) ------------------------------
@@ -1006,10 +1017,14 @@ class LocalRuntime(WorkerMessages, Watchdog):
             self._guard.run_after()  # futures get their errors too
 
     def _fail_everything(self, why: str) -> None:
-        for task in list(self._tasks.values()):
-            self._fail(task, RaySystemError(why))
-        self._tasks.clear()
+        self._carry_out(self._states.fail_all(RaySystemError(why)))
         self._actors.fail_all(ser.dumps(RaySystemError(why))[0])
+
+
+def _error_cause(payload: bytes) -> BaseException | None:
+    """The user's exception in a task's pickled error (``retry_exceptions`` matches it)."""
+    exc = ser.loads(payload)
+    return exc.cause if isinstance(exc, RayTaskError) else exc
 
 
 def _request_of(

@@ -23,6 +23,7 @@ import psutil
 
 from . import serialization as ser
 from .history import ACTOR_TASK, NORMAL_TASK, Done, trace_events
+from .task_states import PENDING
 
 if TYPE_CHECKING:
     from .runtime import LocalRuntime
@@ -57,7 +58,7 @@ class StateView:
         with rt._lock:
             entry = rt._objs.get(oid)
             task_id = entry.task_id if entry is not None else 0
-            task = rt._tasks.get(task_id)
+            task = rt._states.tasks.get(task_id)
             name = task.name if task is not None else rt._history.name_of(task_id)
         return f"the result of {name}()" if name else f"object {oid:056x}"
 
@@ -70,8 +71,11 @@ class StateView:
         with rt._lock:
             live = []
             objs = rt._objs
-            for task in rt._tasks.values():
-                if task.worker is None:
+            for task in rt._states.tasks.values():
+                # The task state machine's state, in Ray's words: a PENDING task waits for
+                # its arguments (the object table knows) or for resources; of a worker's
+                # DISPATCHED tasks, the first in its queue (the scheduler's) runs.
+                if task.state == PENDING or task.worker is None:
                     missing = any(objs[o].payload is None for o in task.dep_ids if o in objs)
                     state = "PENDING_ARGS_AVAIL" if missing else "PENDING_NODE_ASSIGNMENT"
                     pid = 0

@@ -54,3 +54,4 @@ class Task:
     end: float = 0.0
     lane: int = 0  # the thread it ran on, for thread tasks
     reruns: int = 0  # reruns after its worker died of another task's fault (bounded)
+    state: int = 0  # task_states.PENDING or DISPATCHED (only task_states writes it)

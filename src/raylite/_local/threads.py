@@ -148,7 +148,7 @@ class ThreadRunner:
         (queued, or running on a thread that waits too): nothing else could wake one."""
         if len(self._waits) < self._threads:
             return False
-        objs, tasks = self.rt._objs, self.rt._tasks
+        objs, tasks = self.rt._objs, self.rt._states.tasks
         for oids in self._waits.values():
             if oids is None:
                 return False
@@ -161,16 +161,17 @@ class ThreadRunner:
 
     def _fail_queued(self) -> None:
         running = set(self._running.values())
-        for task in list(self.rt._tasks.values()):
+        rt = self.rt
+        for task in list(rt._states.tasks.values()):
             if task.call is None or task.worker is None or task.task_id in running:
                 continue
             task.cancelled = True  # the pool skips it when a thread takes it
-            self.rt._fail(task, RecursionError(
+            rt._carry_out(rt._states.fail([task.task_id], RecursionError(
                 f"Thread task {task.name}() cannot start: all {self.max_threads} threads of "
                 "the thread executor are blocked in get() or wait(), waiting for thread tasks "
                 "that need a thread. Is there unbounded recursion in nested tasks? Bound it, "
                 "or pass ObjectRefs as task arguments instead of calling get() inside tasks."
-            ))  # fmt: skip
+            )))  # fmt: skip
 
     def call(
         self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -1,6 +1,4 @@
-# mypy: disable-error-code="misc"
-# (the methods annotate self as LocalRuntime, the class they are mixed into)
-"""Tasks that cannot start, as the driver watches for them (part of ``LocalRuntime``).
+"""Tasks that cannot start, as the driver watches for them: ``Watchdog``.
 
 ::
 
@@ -15,8 +13,10 @@
     a worker that cannot be started (no fd left) while none runs ──> _no_worker_started:
         the tasks waiting for one fail at once, naming RLIMIT_NOFILE
 
-``Watchdog`` is a mixin of ``LocalRuntime`` (runtime.py), as ``WorkerMessages`` is: its
-methods run with the runtime's lock held, in the I/O thread, on the runtime's state.
+``Watchdog`` runs with the runtime's lock held (in the I/O thread, or in the user thread
+whose spawn failed). It owns only its own books (shapes warned of, stalled tasks); it reads
+the scheduler, the task states, the object table, the worker set and the actor manager it is
+given, and ends a task only through the task state machine (``TaskStates.unstartable``).
 """
 
 from __future__ import annotations
@@ -25,16 +25,24 @@ import errno
 import sys
 import time
 import warnings
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..exceptions import PendingTaskWarning, RaySystemError
 from .protocol import open_files_limit_reached
 from .scheduler import Request
+from .task_states import PENDING
 from .tasks import DRIVER
 
 if TYPE_CHECKING:
-    from .runtime import LocalRuntime
+    from collections.abc import Callable, Iterable
+
+    from .actors import ActorManager
+    from .objects import ObjectTable
+    from .scheduler import Scheduler
+    from .task_states import Instruction, TaskStates
     from .tasks import Task
+    from .workers import WorkerSet
 
 __all__ = ["CallSite", "Watchdog", "caller_site"]
 
@@ -49,39 +57,65 @@ class CallSite(NamedTuple):
 
 def caller_site() -> CallSite | None:
     """The innermost frame of the calling thread outside raylite (a few frame hops: ~1 µs)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         name = frame.f_globals.get("__name__", "")
         if name != "raylite" and not name.startswith("raylite."):
             return CallSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return None
 
 
 class Watchdog:
-    """The driver's checks on waiting tasks (mixed into ``LocalRuntime``)."""
+    """The driver's checks on waiting tasks.
 
-    def _watch_pending(self: LocalRuntime, timeout: float | None) -> float | None:
+    Args:
+        sched, states, objs, workers, actors: the parts it reads (the runtime's).
+        carry_out: carries out the task state machine's instructions (the runtime's).
+        max_workers: the cap on worker processes (named in the stalled tasks' error).
+        pending_warning_s: how long a shape waits, stuck, before it is warned of.
+    """
+
+    def __init__(
+        self, *, sched: Scheduler, states: TaskStates, objs: ObjectTable, workers: WorkerSet,
+        actors: ActorManager, carry_out: Callable[[Iterable[Instruction]], None],
+        max_workers: int, pending_warning_s: float,
+    ) -> None:  # fmt: skip
+        self._sched = sched
+        self._states = states
+        self._objs = objs
+        self._workers = workers
+        self._actors = actors
+        self._carry_out = carry_out
+        self._max_workers = max_workers
+        self._pending_warning_s = pending_warning_s
+        self._warned_shapes: set[Request] = set()
+        self._stuck_since: dict[Request, float] = {}  # {shape: when it was first seen stuck}
+        self.watching = False  # tasks wait: the I/O thread looks each second (set by submit)
+        self._checked: float = 0.0  # when the I/O thread last looked (watch_pending)
+        self._stalled: set[int] = set()  # ready tasks no worker can take (see _fail_stalled)
+
+    def watch_pending(self, timeout: float | None) -> float | None:
         """The I/O thread's look at waiting tasks, at most once a second while any wait:
         warns (``_warn_pending``) and fails the stalled (``_fail_stalled``). Returns select's
         ``timeout``, shortened so the next look comes within a second (lock held)."""
-        self._watching_pending = self.sched.pending_count() > 0
-        if self._watching_pending:  # look again within a second: see _warn_pending
+        self.watching = self._sched.pending_count() > 0
+        if self.watching:  # look again within a second: see _warn_pending
             now = time.monotonic()
-            if now - self._pending_checked >= 1.0:  # not on every step of a busy burst
-                self._pending_checked = now
+            if now - self._checked >= 1.0:  # not on every step of a busy burst
+                self._checked = now
                 self._warn_pending()
                 self._fail_stalled()
             timeout = 1.0 if timeout is None else min(timeout, 1.0)
         return timeout
 
-    def _warn_pending(self: LocalRuntime) -> None:
+    def _warn_pending(self) -> None:
         """Warns once per resource shape about tasks that cannot start until the program
         changes course, once that has lasted ``RAYLITE_PENDING_WARNING_S`` (5 s): what they
         need is held by idle actors, or by tasks blocked in ``get``/``wait`` on results that
         cannot come either. Tasks that merely queue behind running work never warn."""
         now = time.monotonic()
-        waiting = self.sched.waiting_for_resources()
+        waiting = self._sched.waiting_for_resources()
         self._warned_shapes &= set(waiting)  # a shape that drained may warn again later
         held = self._held_for_good() if waiting else None
         stuck_since, self._stuck_since = self._stuck_since, {}
@@ -92,7 +126,7 @@ class Watchdog:
             if request in self._warned_shapes or now - since < self._pending_warning_s:
                 continue
             self._warned_shapes.add(request)
-            first = self._tasks.get(oldest)
+            first = self._states.tasks.get(oldest)
             waited = now - (first.submitted if first is not None and first.submitted else since)
             message = self._pending_message(request, oldest, count, waited)
             site = self._site_of(first) if first is not None else self._actors.site_of(oldest)
@@ -106,26 +140,26 @@ class Watchdog:
                 module_globals=site.module_globals,
             )  # fmt: skip
 
-    def _site_of(self: LocalRuntime, task: Task) -> CallSite | None:
+    def _site_of(self, task: Task) -> CallSite | None:
         """The driver's ``.remote()`` line that led to ``task``: its own, or, for a task
         submitted inside a task, its outermost parent's (running on the submitter)."""
         seen = 0
         while task.site is None and task.owner != DRIVER and seen < 1000:  # a chain, no loop
-            parents = self.sched.queued_on(task.owner)
-            parent = self._tasks.get(parents[0]) if parents else None
+            parents = self._sched.queued_on(task.owner)
+            parent = self._states.tasks.get(parents[0]) if parents else None
             if parent is None:
                 return None
             task, seen = parent, seen + 1
         return task.site
 
-    def _held_for_good(self: LocalRuntime) -> Request | None:
+    def _held_for_good(self) -> Request | None:
         """What the holders that cannot make progress on their own hold, summed (or None if
         every holder can): actors that hold resources and have no call to run, and tasks
         blocked in get/wait on results that cannot come (their tasks cannot start while such
         holders hold what they need, or run on such a holder; a wait with a timeout can
         always end). A blocked task has lent its CPUs back, so only its other resources
         count."""
-        leases = self.sched.leases()  # [(worker, request, task ids, blocked, dedicated)]
+        leases = self._sched.leases()  # [(worker, request, task ids, blocked, dedicated)]
         idle_actors = {
             wid for wid, _, tids, blocked, dedicated in leases
             if dedicated and not blocked and self._actors.idle(tids[0])
@@ -133,7 +167,7 @@ class Watchdog:
         stuck = idle_actors | {wid for wid, _, _, blocked, _ in leases if blocked}
         if not stuck:  # the common case, ordinary queueing: no need to look at every task
             return None
-        ready = self.sched.ready_ids()
+        ready = self._sched.ready_ids()
         on_lease = {tid: wid for wid, _, tids, _, _ in leases for tid in tids}
 
         def held_by(holders: set[int]) -> Request:
@@ -152,7 +186,7 @@ class Watchdog:
             if entry is None or entry.payload is not None:
                 return True  # there, or gone: the wait ends
             if entry.task_id in ready:  # it starts unless what it needs is held for good
-                task = self._tasks.get(entry.task_id)
+                task = self._states.tasks.get(entry.task_id)
                 return task is None or self._fits_without(task.request, held)
             wid = on_lease.get(entry.task_id)
             return wid is None or wid not in stuck  # unknown producers count as progress
@@ -168,9 +202,9 @@ class Watchdog:
                     changed = True
         return held_by(stuck) if stuck else None
 
-    def _fits_without(self: LocalRuntime, request: Request, held: Request) -> bool:
+    def _fits_without(self, request: Request, held: Request) -> bool:
         """Whether ``request`` could start once every holder but those of ``held`` finished."""
-        sched = self.sched
+        sched = self._sched
         if request.cpu > sched.total_cpu - held.cpu:
             return False
         if request.gpu > sum(sched.gpu_total) - held.gpu:
@@ -181,32 +215,33 @@ class Watchdog:
             for name, amount in request.custom
         )
 
-    def _fail_stalled(self: LocalRuntime) -> None:
+    def _fail_stalled(self) -> None:
         """Fails the ready tasks that can never start because every worker process is
         blocked in ``get``/``wait`` and no more may be started (unbounded recursion, most
         likely), once two checks a second apart agree (the first may see a worker whose
         value is on its way)."""
-        stalled = self.sched.stalled()
+        stalled = self._sched.stalled()
         if stalled and not self._blocked_for_good():
             stalled = []
         previous, self._stalled = self._stalled, set(stalled)
         for tid in stalled:
-            task = self._tasks.get(tid)
-            if tid in previous and task is not None and self.sched.cancel(tid):
-                self._fail(task, RecursionError(self._stalled_message(task)))
+            task = self._states.tasks.get(tid)
+            if tid in previous and task is not None:
+                error = RecursionError(self._stalled_message(task))
+                self._carry_out(self._states.unstartable(tid, error))
 
-    def _no_worker_started(self: LocalRuntime, exc: OSError) -> None:
+    def no_worker_started(self, exc: OSError) -> None:
         """No worker could be started for want of fds, and none runs: the tasks waiting for
         one would wait forever, so they fail, naming the limit. (A dead zygote, the other
         cause, breaks the runtime: see ``_on_zygote``.)"""
         if exc.errno != errno.EMFILE or any(w not in self._actors.hosts for w in self._workers):
             return  # the running ones will take them
         error = RaySystemError(f"raylite could not start a worker: {open_files_limit_reached()}")
-        for task in [t for t in self._tasks.values() if t.worker is None and t.call is None]:
-            if self.sched.cancel(task.task_id):
-                self._fail(task, error)
+        waiting = [t.task_id for t in self._states.tasks.values() if t.state == PENDING and t.call is None]
+        for task_id in waiting:
+            self._carry_out(self._states.unstartable(task_id, error))
 
-    def _blocked_for_good(self: LocalRuntime) -> bool:
+    def _blocked_for_good(self) -> bool:
         """Whether every wait of every worker is for tasks that need a worker to run (queued,
         or running on a worker that waits too): not for an actor's call, a thread task or
         a timeout, which could wake a worker without a worker to spare."""
@@ -218,13 +253,13 @@ class Watchdog:
                     entry = self._objs.get(oid)
                     if entry is None or entry.payload is not None:
                         return False  # ready: its reply is on the way
-                    task = self._tasks.get(entry.task_id)
+                    task = self._states.tasks.get(entry.task_id)
                     if task is None or task.call is not None:
                         return False
         return True
 
-    def _stalled_message(self: LocalRuntime, task: Task) -> str:
-        n = self.config.max_workers
+    def _stalled_message(self, task: Task) -> str:
+        n = self._max_workers
         where = f"nested {task.depth} deep" if task.depth else "submitted by the driver"
         return (
             f"Task {task.name}() ({where}) cannot start: all {n} worker "
@@ -235,14 +270,14 @@ class Watchdog:
             "before raylite.init()."
         )
 
-    def _pending_message(self: LocalRuntime, request: Request, oldest: int, count: int, waited: float) -> str:
+    def _pending_message(self, request: Request, oldest: int, count: int, waited: float) -> str:
         holders: dict[str, int] = {}
-        for held, task_id in self.sched.holders():
+        for held, task_id in self._sched.holders():
             name = self._describe(task_id)
             key = f"{name} ({held.describe()})"
             holders[key] = holders.get(key, 0) + 1
         held_by = ", ".join(f"{n} x {k}" for k, n in holders.items()) or "nothing running"
-        free = self.sched.available() or {"CPU": 0.0}
+        free = self._sched.available() or {"CPU": 0.0}
         return (
             f"{count} task(s) such as {self._describe(oldest)} have waited "
             f"{waited:.0f} s for resources and cannot start: each needs {request.describe()}, "
@@ -253,8 +288,8 @@ class Watchdog:
             "raylite.init() more resources."
         )
 
-    def _describe(self: LocalRuntime, task_id: int) -> str:
-        task = self._tasks.get(task_id)
+    def _describe(self, task_id: int) -> str:
+        task = self._states.tasks.get(task_id)
         if task is not None:
             return f"task {task.name}()"
         actor = self._actors.creating(task_id)
