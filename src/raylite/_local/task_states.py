@@ -149,7 +149,8 @@ class TaskStates:
 
     def submitted(self, task: Task) -> None:
         """A new task, or one resubmitted: PENDING (the runtime hands it to the scheduler)."""
-        _pend(task)
+        task.state = PENDING  # as _pend(task), inline: once per task on the submit path
+        task.worker = None
         self.tasks[task.task_id] = task
 
     def dispatched(self, task: Task, worker: int) -> None:
