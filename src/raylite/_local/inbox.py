@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import serialization as ser
 from .objects import Waiter, lost
@@ -81,7 +82,8 @@ def _entry(cls: type[_M], handler: Callable[[Worker, _M], None]) -> tuple[type, 
     return cls, handler
 
 
-class Core(NamedTuple):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Core:
     """What the message handlers ask of the runtime (all with its lock held)."""
 
     apply: Callable[[Actions], None]  # carry out the scheduler's instructions
@@ -211,7 +213,7 @@ class WorkerMessages:
 
     def _on_task_done(self, w: Worker, msg: TaskDone, done: list[tuple[int, int, float]]) -> None:
         states = self._states
-        results = msg.results
+        results: list[Any] = msg.results  # Values; bytes only once big ones are adopted
         shms: list[Shm | None] | None = None
         if any(type(v) is tuple for v in results):  # big results: adopt their fds, in order
             task = states.tasks.get(msg.task_id)
@@ -226,14 +228,13 @@ class WorkerMessages:
                         self._objs.drop(shm)
                 msg = msg._replace(error=next(t[0] for t in taken if t[2]))
                 shms = None
-        payloads = cast("list[bytes]", results)  # inline, or adopted above: bytes only now
-        if self._actors.done(msg, payloads, shms):
+        if self._actors.done(msg, results, shms):
             return
         if msg.error is None:
             task = states.done_ok(msg.task_id, w.wid)
             if task is not None:
                 task.start, task.end = msg.start, msg.start + msg.duration
-                self._finish(task, payloads, False, msg.contained, shms)
+                self._finish(task, results, False, msg.contained, shms)
             elif shms:  # nobody wants these results (cancelled meanwhile)
                 for shm in shms:
                     if shm is not None:
