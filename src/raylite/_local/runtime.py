@@ -5,17 +5,21 @@ the object table, and decides what each event means.
 
     user threads                         I/O thread (one, "raylite-io": io_thread.IoLoop)
     ------------                         ------------------------------------------------
-    remote(): scheduler.submit ─┐        select(worker sockets, zygote, wake pipe)
-      dispatch -> Channel.queue │ lock    ├ TaskDone  -> store results, wake waiters,
-    get()/wait()/future():      ├──────── │             scheduler.task_done -> dispatch
-      waits.Waits: flush, then  │         ├ Submit/Put/Get/Wait/RefOps from workers
-      block on a Waiter         │         │   (inbox.WorkerMessages)
-    put(): writes.ObjectWriter  │         ├ zygote: started -> scheduler.worker_started
-    ObjectRef.__del__: release ─┘         │         exited  -> drain socket, retry or fail
+    remote(): TaskStates.submitted, ┐    select(worker sockets, zygote, wake pipe)
+      scheduler.submit, dispatch -> │     ├ every worker message: inbox.WorkerMessages
+      Channel.queue                 │     │   TaskDone -> TaskStates.done_ok: store results,
+    cancel(): TaskStates.cancel     │lock │   wake waiters; done_error: retry or store it;
+    get()/wait()/future():          ├──── │   scheduler.tasks_done -> dispatch
+      waits.Waits: flush, then      │     │   Submit/Put/Get/Wait/RefOps/Cancel: nested calls
+      block on a Waiter             │     ├ zygote: started -> scheduler.worker_started
+    put(): writes.ObjectWriter      │     │   exited -> drain its socket, then
+    ObjectRef.__del__: release ─────┘     │   TaskStates.worker_died: rerun, retry or fail
       (queued, never locks)               ├ a channel failing (stray bytes, fds dropped,
                                           │   EOF mid-task): that worker is killed
                                           ├ deadlines; flush every channel with queued
                                           │   output (workers.WorkerSet)
+                                          ├ watchdog.Watchdog, once a second while tasks
+                                          │   wait: warn, or fail what can never start
                                           └ then, unlocked: resolve ref.future()s
 
     runtime ── spawn / kill / remove ──> workers.WorkerSet ── Zygote ──> worker processes
