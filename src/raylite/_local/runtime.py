@@ -122,6 +122,7 @@ from .state import StateView, summarize
 from .store import Shm, memory_resources
 from .streams import StreamTable
 from .task_states import (
+    DISPATCHED,
     Cancelled,
     Crashed,
     Death,
@@ -783,7 +784,7 @@ class LocalRuntime:
         and a worker must never be told to forget a segment it is about to read."""
         busy: set[int] = set()
         for task in self._states.tasks.values():
-            if task.worker is not None:
+            if task.state == DISPATCHED:
                 busy.update(task.dep_ids, task.contained)
                 if type(task.args) is int:
                     busy.add(task.args)
