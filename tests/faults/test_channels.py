@@ -65,6 +65,22 @@ def test_garbage_on_a_channel_kills_only_that_worker(fault, tmp_path):
     pool_still_works()  # the runtime goes on
 
 
+@raylite.remote(max_retries=0)
+def send_what_only_the_driver_sends(stamp_path):
+    stamp(stamp_path)
+    _runtime.current()._out(protocol.CancelTask(1))  # goes out before this task's reply
+    return "unreachable"
+
+
+def test_a_message_the_driver_does_not_take_kills_only_that_worker(fault):
+    error = fault.expect(
+        WorkerCrashedError, send_what_only_the_driver_sends.remote(fault.stamp_path),
+        match="a message the driver does not take: CancelTask",
+    )  # fmt: skip
+    assert "killed" in str(error)
+    pool_still_works()
+
+
 @raylite.remote(max_retries=1)
 def close_every_fd(stamp_path, runs):
     with open(runs, "a") as f:
