@@ -7,6 +7,8 @@ variable                       default  meaning
 =============================  =======  ===============================================
 ``RAYLITE_MAX_WORKERS``        64+      worker processes raylite may start (max(64, 4 x CPUs))
 ``RAYLITE_PENDING_WARNING_S``  5        seconds a task waits for resources before a warning
+``RAYLITE_SPARE_FRACTION``     0.25     share of object_store_memory that spare segments,
+                                        pre-faulted for big puts, may fill (0: none)
 ``RAYLITE_TASK_HISTORY``       100000   finished tasks kept for timeline() and the state API
 ``RAYLITE_TEMP_DIR``           /tmp/..  the root of session folders (see ``session.py``)
 =============================  =======  ===============================================
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["env_float", "env_int", "pending_warning_s", "task_history"]
+__all__ = ["env_float", "env_int", "pending_warning_s", "spare_fraction", "task_history"]
 
 
 def env_int(name: str, default: int, minimum: int, meaning: str) -> int:
@@ -67,6 +69,22 @@ def pending_warning_s() -> float:
         "RAYLITE_PENDING_WARNING_S", 5.0, 0.0, "seconds a task may wait for resources before "
         "raylite warns about it",
     )  # fmt: skip
+
+
+def spare_fraction() -> float:
+    """``RAYLITE_SPARE_FRACTION``: the share of ``object_store_memory`` that spare segments
+    pre-faulted for big puts may fill (with the pool of recycled ones; see ``store.py``)."""
+    fraction = env_float(
+        "RAYLITE_SPARE_FRACTION", 0.25, 0.0, "the share of object_store_memory that spare "
+        "segments pre-faulted for big puts may fill; 0 makes none",
+    )  # fmt: skip
+    if fraction > 1:
+        raise ValueError(
+            f"The environment variable RAYLITE_SPARE_FRACTION must be between 0 and 1 (the "
+            f"share of object_store_memory spare segments may fill), got {fraction:g}: fix "
+            "or unset it."
+        )
+    return fraction
 
 
 def task_history() -> int:

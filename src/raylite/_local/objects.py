@@ -36,6 +36,7 @@ from typing import cast
 
 from ..exceptions import ObjectLostError, ObjectStoreFullError
 from . import serialization as ser
+from .env import spare_fraction
 from .protocol import ShmValue, Value
 from .spill import SpillDir
 from .store import DRIVER, Layout, ObjectStore, Segment, Shm
@@ -123,7 +124,7 @@ class ObjectTable:
         busy: Callable[[], set[int]] = set,
     ) -> None:
         self.entries: dict[int, Entry] = {}
-        self.books = ObjectStore(capacity)
+        self.books = ObjectStore(capacity, spare_limit=int(capacity * spare_fraction()))
         self.releases: deque[int] = deque()  # queued by ObjectRefs: id to release, -id to add
         self._forget = forget
         self._actor_freed = actor_freed

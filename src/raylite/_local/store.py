@@ -25,11 +25,15 @@ Why a memfd per object, not one arena with an allocator:
   (~25-40 ms per 100 MB). The driver learns that a segment is unmapped everywhere from
   ``Mappings``' finalizers (``on_unmapped``), reported by workers in ``RefOps.unmapped``.
 
+Even a first put of a size can find its pages made: after a big write the driver asks a
+background thread for a *spare* segment of that size, pre-faulted off the caller's path
+(``spares.py``), which joins the pool; bounded by ``RAYLITE_SPARE_FRACTION`` of the capacity.
+
 The driver keeps every segment's fd; readers keep a read-only mapping per segment until the
 driver says ``Forget``. Processes map a segment under its *key*: its object's id, or a fresh
 (negative) key once the object is spilled, so a late "unmapped" report about the object's
 old segment never speaks for its spill file. Capacity (``object_store_memory``) counts live
-objects plus the pool; spilled objects count against nothing.
+objects plus the pool plus spares being made; spilled objects count against nothing.
 """
 
 from __future__ import annotations
@@ -43,9 +47,11 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ..exceptions import ObjectStoreFullError
+from .spares import Spares
 
 __all__ = [
     "DRIVER",
+    "SPARE_MIN",
     "Layout",
     "Mappings",
     "ObjectStore",
@@ -88,6 +94,11 @@ def layout_of(buffers: Sequence[memoryview]) -> Layout:
     return Layout(max(offset, 1), spans)
 
 
+# Writes smaller than this get no spare: fresh pages cost ~0.5 ms per MB more than existing
+# ones here (benchmarks/put_fresh.py), too little to be worth memory held in advance.
+SPARE_MIN = 4 << 20
+
+
 def _new_fd(size: int) -> int:
     """An anonymous shared file of ``size`` bytes: a memfd, or an unlinked temp file."""
     try:
@@ -116,6 +127,18 @@ class Segment:
     @classmethod
     def create(cls, size: int) -> Segment:
         return cls(_new_fd(size), size)
+
+    @classmethod
+    def prefaulted(cls, size: int) -> Segment:
+        """A new segment whose pages all exist: the kernel allocates and zeroes them now
+        (``posix_fallocate``), not while a put copies into it."""
+        segment = cls.create(size)
+        try:
+            os.posix_fallocate(segment.fd, 0, size)
+        except BaseException:
+            segment.close()
+            raise
+        return segment
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -162,12 +185,20 @@ class SegmentPool:
         self.bytes = 0
         self._free: list[Segment] = []
 
-    def take(self, size: int) -> Segment | None:
-        """A pooled segment of at least ``size`` bytes and at most twice that, or None."""
+    def _best(self, size: int) -> Segment | None:
         best = None
         for seg in self._free:
             if size <= seg.capacity <= 2 * size and (best is None or seg.capacity < best.capacity):
                 best = seg
+        return best
+
+    def fits(self, size: int) -> bool:
+        """True if :meth:`take` would find a segment for ``size`` bytes."""
+        return self._best(size) is not None
+
+    def take(self, size: int) -> Segment | None:
+        """A pooled segment of at least ``size`` bytes and at most twice that, or None."""
+        best = self._best(size)
         if best is not None:
             self._free.remove(best)
             self.bytes -= best.capacity
@@ -287,12 +318,17 @@ class ObjectStore:
 
     Args:
         capacity: ``object_store_memory``: bytes of live objects plus pooled segments.
+        spare_limit: bytes the pool (with spares being made) may reach through spares made
+            ahead of big puts (:meth:`want_spare`); 0: no spares. The pool keeps up to a
+            quarter of ``capacity``, or this if more.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, *, spare_limit: int = 0) -> None:
         self.capacity = capacity
         self.live = 0  # bytes of live objects (in memory: spilled ones count 0)
-        self.pool = SegmentPool(limit=capacity // 4)
+        self.pool = SegmentPool(limit=max(capacity // 4, spare_limit))
+        self.spare_limit = spare_limit
+        self.spares = Spares(Segment.prefaulted)
         self._freed: dict[int, Shm] = {}  # {key: released, but still mapped somewhere}
         self.local_unmapped: deque[int] = deque()  # appended by the driver's finalizers
         self.maps = Mappings(self.local_unmapped.append)
@@ -311,6 +347,8 @@ class ObjectStore:
             ObjectStoreFullError: it does not fit even with the pool emptied and every
                 object that may be spilled spilled.
         """
+        for spare in self.spares.collect():
+            self.pool.give(spare)
         segment = self.pool.take(size)
         need = segment.capacity if segment is not None else size
         why = ""
@@ -319,7 +357,9 @@ class ObjectStore:
             if segment is None:  # what was spilled may have left a segment that fits
                 segment = self.pool.take(size)
                 need = segment.capacity if segment is not None else size
-        over = self.live + self.pool.bytes + need - self.capacity
+        over = self.live + self.pool.bytes + self.spares.pending + need - self.capacity
+        if over > 0 and self.spares.pending:  # spares are a bet on the future: drop them first
+            over -= self.spares.cancel()
         if over > 0:
             self.pool.trim(max(0, self.pool.bytes - over))
         if self.live + self.pool.bytes + need > self.capacity:
@@ -336,6 +376,18 @@ class ObjectStore:
 
     def unreserve(self, nbytes: int) -> None:
         self.live -= nbytes
+
+    def want_spare(self, size: int) -> None:
+        """The driver wrote (or will write) ``size`` bytes: has a segment for the next write
+        of that size pre-faulted in the background, unless the pool has one, one is on its
+        way, or it would not fit ``spare_limit`` and the capacity."""
+        if size < SPARE_MIN or self.pool.fits(size) or self.spares.covers(size):
+            return
+        step = max(1 << 20, 1 << (size.bit_length() - 4))  # slack for a slightly bigger put
+        capacity = -(-size // step) * step
+        pooled = self.pool.bytes + self.spares.pending + capacity
+        if pooled <= self.spare_limit and self.live + pooled <= self.capacity:
+            self.spares.request(capacity)
 
     def keep(self, oid: int, shm: Shm, mapping: mmap.mmap) -> None:
         """The driver wrote ``oid`` through ``mapping``: keep it as its view."""
@@ -402,4 +454,5 @@ class ObjectStore:
         for shm in live + list(self._freed.values()):
             shm.segment.close()
         self._freed.clear()
+        self.spares.close()
         self.pool.close()

@@ -28,7 +28,7 @@ from . import serialization as ser
 from .locking import DriverLock
 from .objects import ObjectTable
 from .protocol import check_inband, open_files_limit_reached
-from .store import Segment, Shm, layout_of, write_segment
+from .store import SPARE_MIN, Segment, Shm, layout_of, write_segment
 from .tasks import PackedArgs
 
 __all__ = ["ObjectWriter"]
@@ -134,4 +134,8 @@ class ObjectWriter:
                     f"the shared memory ({exc}). Free memory, or pass smaller pieces."
                 ) from exc
             raise
+        if layout.size >= SPARE_MIN:  # asked once the copy is done, not to compete with it
+            with self._lock:
+                self._settle()
+                self._objs.books.want_spare(layout.size)  # for the next write of this size
         return Shm(segment, layout, counted, what), mapping
