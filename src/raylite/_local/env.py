@@ -9,6 +9,8 @@ variable                       default  meaning
 ``RAYLITE_PENDING_WARNING_S``  5        seconds a task waits for resources before a warning
 ``RAYLITE_SPARE_FRACTION``     0.25     share of object_store_memory that spare segments,
                                         pre-faulted for big puts, may fill (0: none)
+``RAYLITE_PREFAULT_BYTES``     0        a spare of this size is pre-faulted at init, so
+                                        even the first put up to that size is one copy
 ``RAYLITE_TASK_HISTORY``       100000   finished tasks kept for timeline() and the state API
 ``RAYLITE_TEMP_DIR``           /tmp/..  the root of session folders (see ``session.py``)
 =============================  =======  ===============================================
@@ -19,7 +21,10 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["env_float", "env_int", "pending_warning_s", "spare_fraction", "task_history"]
+__all__ = [
+    "env_float", "env_int", "pending_warning_s", "prefault_bytes", "spare_fraction",
+    "task_history",
+]  # fmt: skip
 
 
 def env_int(name: str, default: int, minimum: int, meaning: str) -> int:
@@ -85,6 +90,14 @@ def spare_fraction() -> float:
             "or unset it."
         )
     return fraction
+
+
+def prefault_bytes() -> int:
+    """``RAYLITE_PREFAULT_BYTES``: the size of a spare segment pre-faulted at ``init``."""
+    return env_int(
+        "RAYLITE_PREFAULT_BYTES", 0, 0, "the size of a spare segment pre-faulted at init for "
+        "the first big put; 0 makes none",
+    )  # fmt: skip
 
 
 def task_history() -> int:

@@ -36,7 +36,7 @@ from typing import cast
 
 from ..exceptions import ObjectLostError, ObjectStoreFullError
 from . import serialization as ser
-from .env import spare_fraction
+from .env import prefault_bytes, spare_fraction
 from .protocol import ShmValue, Value
 from .spill import SpillDir
 from .store import DRIVER, Layout, ObjectStore, Segment, Shm
@@ -124,7 +124,15 @@ class ObjectTable:
         busy: Callable[[], set[int]] = set,
     ) -> None:
         self.entries: dict[int, Entry] = {}
-        self.books = ObjectStore(capacity, spare_limit=int(capacity * spare_fraction()))
+        spare_limit, prefault = int(capacity * spare_fraction()), prefault_bytes()
+        if prefault > spare_limit:
+            raise ValueError(
+                f"RAYLITE_PREFAULT_BYTES ({prefault:,}) is more than spare segments may hold: "
+                f"{spare_limit:,} bytes, RAYLITE_SPARE_FRACTION of object_store_memory "
+                f"({capacity:,}). Lower it, or raise RAYLITE_SPARE_FRACTION or "
+                "object_store_memory."
+            )
+        self.books = ObjectStore(capacity, spare_limit=spare_limit, prefault=prefault)
         self.releases: deque[int] = deque()  # queued by ObjectRefs: id to release, -id to add
         self._forget = forget
         self._actor_freed = actor_freed

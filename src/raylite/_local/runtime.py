@@ -224,6 +224,8 @@ class LocalRuntime:
         # Fork the zygote first: no thread of ours runs yet (see pool.py).
         zygote = Zygote(worker_main)
         undo.callback(zygote.close)
+        self._objs.books.prefault()  # a thread: only once the zygote is forked
+        undo.callback(self._objs.books.spares.close)
         self._loop = IoLoop()
         undo.callback(self._loop.close)
         zygote.sock.setblocking(False)

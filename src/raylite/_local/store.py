@@ -321,14 +321,16 @@ class ObjectStore:
         spare_limit: bytes the pool (with spares being made) may reach through spares made
             ahead of big puts (:meth:`want_spare`); 0: no spares. The pool keeps up to a
             quarter of ``capacity``, or this if more.
+        prefault: the size of a spare to make at :meth:`prefault` (``init``); 0: none.
     """
 
-    def __init__(self, capacity: int, *, spare_limit: int = 0) -> None:
+    def __init__(self, capacity: int, *, spare_limit: int = 0, prefault: int = 0) -> None:
         self.capacity = capacity
         self.live = 0  # bytes of live objects (in memory: spilled ones count 0)
         self.pool = SegmentPool(limit=max(capacity // 4, spare_limit))
         self.spare_limit = spare_limit
         self.spares = Spares(Segment.prefaulted)
+        self._prefault = prefault
         self._freed: dict[int, Shm] = {}  # {key: released, but still mapped somewhere}
         self.local_unmapped: deque[int] = deque()  # appended by the driver's finalizers
         self.maps = Mappings(self.local_unmapped.append)
@@ -376,6 +378,12 @@ class ObjectStore:
 
     def unreserve(self, nbytes: int) -> None:
         self.live -= nbytes
+
+    def prefault(self) -> None:
+        """Starts making the spare asked for at init, if any (its thread starts now: call
+        this once no process is to be forked from this one)."""
+        if self._prefault:
+            self.spares.request(self._prefault)
 
     def want_spare(self, size: int) -> None:
         """The driver wrote (or will write) ``size`` bytes: has a segment for the next write
