@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from _helpers import live_children
+from _helpers import live_children, wait_until
 
 import raylite
 from raylite._local.spares import Spares
@@ -90,9 +90,9 @@ def test_spares_are_counted_and_bounded_and_small_writes_get_none():
         store.want_spare(25 * MB)  # 20 + 25 MB would pass the 30 MB limit
         assert store.spares.pending < 25 * MB
         assert store.spares.wait(timeout=60)
-        store.reserve(1, "a tiny object", str)  # collects what was made, into the pool
-        assert store.spares.pending == 0 and store.pool.bytes >= 20 * MB
-        assert store.live + store.pool.bytes <= store.capacity
+        store.spares.collect()
+        assert store.spares.pending >= 20 * MB  # made, and still counted until taken
+        assert store.live + store.pool.bytes + store.spares.pending <= store.capacity
     finally:
         store.close([])
 
@@ -113,7 +113,7 @@ def test_a_write_that_needs_the_room_a_spare_holds_drops_it_even_while_it_is_mad
         gate.open.set()
         assert store.spares.wait(timeout=60)
         assert [s.fd for s in gate.made] == [-1]  # made for nobody: closed at once
-        assert store.pool.bytes == 0
+        assert store.spares.pending == 0
     finally:
         gate.open.set()
         store.close([])
@@ -135,6 +135,52 @@ def test_a_spare_that_cannot_be_made_is_a_warning_and_puts_go_on_without_spares(
         assert store.spares.pending == 0  # no more tries
     finally:
         store.close([])
+
+
+def test_a_crash_of_the_spares_thread_is_a_warning_not_a_silent_stop(monkeypatch):
+    store = ObjectStore(100 * MB, spare_limit=50 * MB)
+
+    def crash() -> None:
+        raise RuntimeError("a bug in the spares thread")
+
+    monkeypatch.setattr(store.spares, "_loop", crash)
+    try:
+        store.want_spare(10 * MB)
+
+        def failed() -> bool:
+            store.spares.collect()
+            return store.spares.failed is not None
+
+        with pytest.warns(RuntimeWarning, match="a bug in the spares thread"):
+            wait_until(failed, timeout=30, what="the driver to see the crash")
+        assert store.spares.pending == 0  # nothing counted for a thread that is gone
+        store.want_spare(10 * MB)
+        assert store.spares.pending == 0
+    finally:
+        store.close([])
+
+
+def test_a_spare_no_put_takes_is_closed_after_a_while():
+    before = memfds()
+    store = ObjectStore(100 * MB, spare_limit=50 * MB)
+    store.spares = Spares(Segment.prefaulted, idle_s=0.2)
+    try:
+        store.want_spare(10 * MB)
+        assert store.spares.wait(timeout=60)
+
+        def released() -> bool:
+            store.spares.collect()
+            return store.spares.pending == 0
+
+        wait_until(released, timeout=30, what="the idle spare to be closed")
+        assert memfds() == before  # its memory went back to the system
+        segment, _ = store.reserve(10 * MB, "an object", str)
+        assert segment is None
+        store.want_spare(10 * MB)  # a later big write asks for one again
+        assert store.spares.pending >= 10 * MB
+    finally:
+        store.close([])
+    assert memfds() == before
 
 
 def test_close_stops_the_thread_and_closes_every_spare():

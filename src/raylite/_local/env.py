@@ -78,7 +78,7 @@ def pending_warning_s() -> float:
 
 def spare_fraction() -> float:
     """``RAYLITE_SPARE_FRACTION``: the share of ``object_store_memory`` that spare segments
-    pre-faulted for big puts may fill (with the pool of recycled ones; see ``store.py``)."""
+    pre-faulted for big puts may fill (see ``store.py``)."""
     fraction = env_float(
         "RAYLITE_SPARE_FRACTION", 0.25, 0.0, "the share of object_store_memory that spare "
         "segments pre-faulted for big puts may fill; 0 makes none",

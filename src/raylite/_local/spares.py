@@ -2,80 +2,86 @@
 
 ::
 
-    driver, runtime lock held (ObjectStore)             thread "raylite-spares"
-    ---------------------------------------             -----------------------
-    after a big write: request(capacity) ── _todo ──>   make(capacity): a new segment,
-      counts it in ``pending`` (against capacity)         posix_fallocate: every page
-    ObjectStore.reserve: collect() <──── _done ──────    allocated and zeroed now
-      made -> the SegmentPool, where the next put           (or the error it raised)
-      of that size finds pages that already exist
-      failed -> a RuntimeWarning, no more spares
-    store over capacity: cancel(): uncounted at once; ──>  closes what it made for a
-      what was made for it goes back to be closed           cancelled request (freeing
-                                                            pages takes time too)
-    close() (shutdown): stop the thread, join it, close whatever it made
+    driver, runtime lock held (ObjectStore)          thread "raylite-spares"
+    ---------------------------------------          -----------------------
+    after a big write: request(capacity) ─ _todo ─>  make(capacity): a new segment whose
+      counted in ``pending`` (against capacity)        pages all exist (posix_fallocate)
+    reserve(): take(size) <─── _Request.segment ──   sets the request's segment, or its
+      a ready spare of about that size, or None        error (the driver warns, once)
+    reserve(): collect(): uncounts the spares        a spare nobody took for IDLE_S:
+      released or failed since                         closed (memory back to the system)
+    over capacity: cancel(): uncounted now ─ _todo ─> closes what was made for nothing
+    close() (shutdown): stop, join, close every spare
+
+Each ``_Request``'s fields are guarded by ``_cond``; ``pending`` and ``_requests`` are the
+driver's, under the runtime lock (the thread never takes it, nor touches the store's books).
+A spare stays counted until the driver sees it gone, so the count is never below the truth.
 
 Why: a put into fresh shared memory pays for allocating and zeroing each 4 KiB page while it
-copies (100 MB: ~60-70 ms here, 3.5x a numpy copy), where a put into pages that exist already
-is one copy (~22 ms, 1.1-1.2x). A shmem file's writes are serialized on its inode lock, so
-copying with several threads into one segment does not help (measured: no gain on 2 cores);
+copies (100 MB: ~55 ms of CPU here, 3.2x a numpy copy; ``benchmarks/put_fresh.py``); into
+pages that exist it is one copy (~22 ms, 1.3x). A shmem file's writes are serialized on its
+inode lock, so copying with several threads into one segment gains nothing (measured);
 allocating the pages beforehand, off the caller's path, does.
-
-Only this module's thread touches the queues' far ends; it never takes the runtime's lock
-and never touches the store's books: the driver collects what it made, under its own lock.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import warnings
-from collections import deque
 from collections.abc import Callable
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .store import Segment
 
-__all__ = ["Spares"]
+__all__ = ["IDLE_S", "Spares"]
+
+IDLE_S = 10.0  # a spare no put took for this long is closed: no memory held for nothing
 
 
 class _Request:
-    """One spare asked of the thread; ``cancelled`` is set by the driver, read by both."""
+    """One spare asked of the thread, from request to taken, released or failed."""
 
-    __slots__ = ("capacity", "cancelled")
+    __slots__ = ("capacity", "cancelled", "segment", "ready_at", "released", "error")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.cancelled = False
+        self.cancelled = False  # by the driver: nobody counts it any more
+        self.segment: Segment | None = None  # made and not yet taken
+        self.ready_at = 0.0  # time.monotonic() when made
+        self.released = False  # closed by the thread after IDLE_S untaken
+        self.error: BaseException | None = None  # what making it raised
 
 
 class Spares:
-    """Pre-faulted segments made in the background, handed to the store's pool.
+    """Pre-faulted segments made in the background for the store to take.
 
-    Not thread-safe on the driver's side: the store calls it with the runtime lock held.
-    The thread starts at the first request, so a program that makes no big put has none.
+    The driver's methods need the runtime lock (one caller at a time). The thread starts at
+    the first request, so a program that makes no big put has none.
 
     Args:
         make: ``make(capacity)``: a new segment whose pages exist (``Segment.prefaulted``).
+        idle_s: seconds a made spare waits for a put before it is closed.
     """
 
-    def __init__(self, make: Callable[[int], Segment]) -> None:
+    def __init__(self, make: Callable[[int], Segment], *, idle_s: float = IDLE_S) -> None:
         self._make = make
-        self.pending = 0  # bytes requested and not yet collected (or cancelled)
+        self._idle_s = idle_s
+        self.pending = 0  # bytes of the spares counted: asked for, being made, or ready
         self._requests: list[_Request] = []  # the ones counted in ``pending``
-        # a spare to make, one nobody will use to close, or None: stop
+        # a request to serve, a segment nobody will use to close, or None: stop
         self._todo: SimpleQueue[_Request | Segment | None] = SimpleQueue()
-        # [(request, its segment or the exception that stopped it)], appended by the thread
-        self._done: deque[tuple[_Request, Segment | BaseException]] = deque()
+        self._cond = threading.Condition()  # guards _Request fields and _answered
+        self._asked = 0  # requests handed to the thread, ever
+        self._answered = 0  # requests the thread is done with, ever
         self._thread: threading.Thread | None = None
-        self._asked = 0  # requests handed to the thread, ever (read by wait())
-        self._answered = 0  # requests the thread is done with, ever (under _changed)
-        self._changed = threading.Condition()
+        self._crashed: BaseException | None = None  # what ended the thread (a bug)
         self.failed: BaseException | None = None  # the thread's error: no more spares then
 
     def covers(self, size: int) -> bool:
-        """True if a spare already asked for will fit a put of ``size`` bytes."""
+        """True if a spare counted now fits a write of ``size`` bytes (see :meth:`take`)."""
         return any(size <= r.capacity <= 2 * size for r in self._requests)
 
     def request(self, capacity: int) -> None:
@@ -91,46 +97,62 @@ class Spares:
         self._asked += 1
         self._todo.put(req)
 
+    def take(self, size: int) -> Segment | None:
+        """The smallest ready spare of ``size`` to ``2 * size`` bytes, now the caller's."""
+        with self._cond:
+            fits = [r for r in self._requests if r.segment is not None and not r.released]
+            fits = [r for r in fits if size <= r.capacity <= 2 * size]
+            if not fits:
+                return None
+            req = min(fits, key=lambda r: r.capacity)
+            segment, req.segment = req.segment, None
+        self._requests.remove(req)
+        self.pending -= req.capacity
+        return segment
+
+    def collect(self) -> None:
+        """Uncounts the spares the thread released or failed to make; warns (once) if it
+        failed: no more spares are asked for then."""
+        with self._cond:
+            gone = [r for r in self._requests if r.released or r.error is not None]
+            errors = [r.error for r in gone if r.error is not None]
+            if self._crashed is not None:
+                errors.append(self._crashed)
+        for req in gone:
+            self._requests.remove(req)
+            self.pending -= req.capacity
+        if errors and self.failed is None:
+            self.failed = errors[0]
+            warnings.warn(
+                f"raylite could not pre-fault a spare shared-memory segment ({errors[0]!r}); "
+                "big puts now write into fresh memory, which is slower but works. Free "
+                "memory, or set RAYLITE_SPARE_FRACTION=0 to stop trying.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if self._crashed is not None:
+            self.cancel()  # nobody serves them any more
+
+    def cancel(self) -> int:
+        """Drops every spare counted (made ones are closed by the thread); returns the
+        bytes no longer counted."""
+        dropped = self.pending
+        with self._cond:
+            for req in self._requests:
+                req.cancelled = True
+                if req.segment is not None:
+                    self._discard(req.segment)
+                    req.segment = None
+        self._requests.clear()
+        self.pending = 0
+        return dropped
+
     def wait(self, timeout: float) -> bool:
         """Waits until the thread is done with every request made so far (for benchmarks
         and tests: a put never waits for a spare); False if ``timeout`` seconds passed."""
         asked = self._asked
-        with self._changed:
-            return self._changed.wait_for(lambda: self._answered >= asked, timeout)
-
-    def collect(self) -> list[Segment]:
-        """The spares made since the last call; warns (once) if the thread failed."""
-        made = []
-        while self._done:
-            req, outcome = self._done.popleft()
-            if not req.cancelled:
-                self._requests.remove(req)
-                self.pending -= req.capacity
-            if isinstance(outcome, BaseException):
-                if self.failed is None:
-                    self.failed = outcome
-                    warnings.warn(
-                        "raylite could not pre-fault a spare shared-memory segment of "
-                        f"{req.capacity / 1e6:,.1f} MB ({outcome!r}); big puts now write into "
-                        "fresh memory, which is slower but works. Free memory, or set "
-                        "RAYLITE_SPARE_FRACTION=0 to stop trying.",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-            elif req.cancelled:
-                self._discard(outcome)
-            else:
-                made.append(outcome)
-        return made
-
-    def cancel(self) -> int:
-        """Drops every spare not yet collected; returns the bytes no longer counted."""
-        dropped = self.pending
-        for req in self._requests:
-            req.cancelled = True
-        self._requests.clear()
-        self.pending = 0
-        return dropped
+        with self._cond:
+            return self._cond.wait_for(lambda: self._answered >= asked, timeout)
 
     def close(self) -> None:
         """Stops the thread (after the spare it is making) and closes every spare."""
@@ -139,31 +161,74 @@ class Spares:
             self._todo.put(None)
             self._thread.join()
             self._thread = None
-        for segment in self.collect():  # none: all were cancelled, and closed as collected
-            segment.close()
+        while not self._todo.empty():  # left by a thread that crashed
+            item = self._todo.get_nowait()
+            if item is not None and not isinstance(item, _Request):
+                item.close()
 
     def _discard(self, segment: Segment) -> None:
         """Closes a spare nobody will use, on the thread while it runs: freeing its pages
-        takes as long as making them (~0.7 ms per MB), which a put should not wait for."""
-        if self._thread is not None:
+        takes about as long as making them, which a put should not wait for."""
+        if self._thread is not None and self._thread.is_alive():
             self._todo.put(segment)
         else:
             segment.close()
 
     def _run(self) -> None:
-        while (req := self._todo.get()) is not None:
-            if not isinstance(req, _Request):
-                req.close()
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug: the driver warns (collect), asks for no more
+            with self._cond:
+                self._crashed = exc
+                self._cond.notify_all()
+
+    def _loop(self) -> None:
+        made: list[_Request] = []  # ready spares, oldest first, for the idle timer
+        while True:
+            try:
+                item = self._todo.get(timeout=self._idle_due(made))
+            except Empty:
+                self._release_idle(made)
                 continue
+            if item is None:
+                return
+            if not isinstance(item, _Request):
+                item.close()
+            elif not item.cancelled:
+                self._serve(item)
+                made.append(item)
+            with self._cond:
+                self._answered += isinstance(item, _Request)
+                self._cond.notify_all()
+
+    def _serve(self, req: _Request) -> None:
+        try:
+            segment = self._make(req.capacity)
+        except BaseException as exc:  # the driver warns (collect): never lost
+            with self._cond:
+                req.error = exc
+            return
+        with self._cond:
             if not req.cancelled:
-                try:
-                    outcome: Segment | BaseException = self._make(req.capacity)
-                except BaseException as exc:  # handed to the driver, which warns: never lost
-                    outcome = exc
-                if req.cancelled and not isinstance(outcome, BaseException):
-                    outcome.close()  # cancelled while made: the driver has forgotten it
-                else:
-                    self._done.append((req, outcome))
-            with self._changed:
-                self._answered += 1
-                self._changed.notify_all()
+                req.segment, req.ready_at = segment, time.monotonic()
+                return
+        segment.close()  # cancelled while it was made
+
+    def _idle_due(self, made: list[_Request]) -> float | None:
+        """Seconds until the oldest ready spare is idle; None: none is ready."""
+        with self._cond:
+            made[:] = [r for r in made if r.segment is not None]
+            if not made:
+                return None
+            return max(0.0, made[0].ready_at + self._idle_s - time.monotonic())
+
+    def _release_idle(self, made: list[_Request]) -> None:
+        now = time.monotonic()
+        idle = []
+        with self._cond:
+            for req in made:
+                if req.segment is not None and now - req.ready_at >= self._idle_s:
+                    idle.append(req.segment)
+                    req.segment, req.released = None, True
+        for segment in idle:
+            segment.close()

@@ -27,13 +27,15 @@ Why a memfd per object, not one arena with an allocator:
 
 Even a first put of a size can find its pages made: after a big write the driver asks a
 background thread for a *spare* segment of that size, pre-faulted off the caller's path
-(``spares.py``), which joins the pool; bounded by ``RAYLITE_SPARE_FRACTION`` of the capacity.
+(``spares.py``), which that write takes as it would a pooled one. Spares are bounded by
+``RAYLITE_SPARE_FRACTION`` of the capacity, dropped first when room is needed, and closed
+when no put took them for ``spares.IDLE_S``.
 
 The driver keeps every segment's fd; readers keep a read-only mapping per segment until the
 driver says ``Forget``. Processes map a segment under its *key*: its object's id, or a fresh
 (negative) key once the object is spilled, so a late "unmapped" report about the object's
 old segment never speaks for its spill file. Capacity (``object_store_memory``) counts live
-objects plus the pool plus spares being made; spilled objects count against nothing.
+objects plus the pool plus the spares; spilled objects count against nothing.
 """
 
 from __future__ import annotations
@@ -318,16 +320,15 @@ class ObjectStore:
 
     Args:
         capacity: ``object_store_memory``: bytes of live objects plus pooled segments.
-        spare_limit: bytes the pool (with spares being made) may reach through spares made
-            ahead of big puts (:meth:`want_spare`); 0: no spares. The pool keeps up to a
-            quarter of ``capacity``, or this if more.
+        spare_limit: bytes that spares made ahead of big writes (:meth:`want_spare`) may
+            hold; 0: no spares.
         prefault: the size of a spare to make at :meth:`prefault` (``init``); 0: none.
     """
 
     def __init__(self, capacity: int, *, spare_limit: int = 0, prefault: int = 0) -> None:
         self.capacity = capacity
         self.live = 0  # bytes of live objects (in memory: spilled ones count 0)
-        self.pool = SegmentPool(limit=max(capacity // 4, spare_limit))
+        self.pool = SegmentPool(limit=capacity // 4)
         self.spare_limit = spare_limit
         self.spares = Spares(Segment.prefaulted)
         self._prefault = prefault
@@ -341,17 +342,18 @@ class ObjectStore:
     def reserve(
         self, size: int, what: str, holders: Callable[[], str]
     ) -> tuple[Segment | None, int]:
-        """Room for ``size`` bytes: a pooled segment (or None: create one) and the bytes now
-        counted, to hand to :class:`Shm` or back to :meth:`unreserve`. Spills objects
-        (``make_room``) when they do not fit otherwise.
+        """Room for ``size`` bytes: a pooled or spare segment (or None: create one) and the
+        bytes now counted, to hand to :class:`Shm` or back to :meth:`unreserve`. Spills
+        objects (``make_room``) when they do not fit otherwise.
 
         Raises:
             ObjectStoreFullError: it does not fit even with the pool emptied and every
                 object that may be spilled spilled.
         """
-        for spare in self.spares.collect():
-            self.pool.give(spare)
+        self.spares.collect()
         segment = self.pool.take(size)
+        if segment is None:
+            segment = self.spares.take(size)
         need = segment.capacity if segment is not None else size
         why = ""
         if self.live + need > self.capacity >= need and self.make_room is not None:
@@ -387,14 +389,14 @@ class ObjectStore:
 
     def want_spare(self, size: int) -> None:
         """The driver wrote (or will write) ``size`` bytes: has a segment for the next write
-        of that size pre-faulted in the background, unless the pool has one, one is on its
-        way, or it would not fit ``spare_limit`` and the capacity."""
+        of that size pre-faulted in the background, unless the pool or the spares have one,
+        or it would not fit ``spare_limit`` and the capacity."""
         if size < SPARE_MIN or self.pool.fits(size) or self.spares.covers(size):
             return
         step = max(1 << 20, 1 << (size.bit_length() - 4))  # slack for a slightly bigger put
         capacity = -(-size // step) * step
-        pooled = self.pool.bytes + self.spares.pending + capacity
-        if pooled <= self.spare_limit and self.live + pooled <= self.capacity:
+        spares = self.spares.pending + capacity
+        if spares <= self.spare_limit and self.live + self.pool.bytes + spares <= self.capacity:
             self.spares.request(capacity)
 
     def keep(self, oid: int, shm: Shm, mapping: mmap.mmap) -> None:
