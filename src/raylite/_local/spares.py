@@ -1,4 +1,5 @@
-"""Pre-faulted spare segments for big puts, made ahead of time by one background thread.
+"""Pre-faulted spare segments for big puts, made ahead of time by one background thread,
+which also closes the big segments the store drops (freeing pages takes time too).
 
 ::
 
@@ -10,12 +11,14 @@
       a ready spare of about that size, or None        error (the driver warns, once)
     reserve(): collect(): uncounts the spares        a spare nobody took for IDLE_S:
       released or failed since                         closed (memory back to the system)
-    over capacity: cancel(): uncounted now ─ _todo ─> closes what was made for nothing
+    over capacity: cancel(): uncounted now ─ _todo ─> closes what was made for nothing,
+    a big segment dropped: retire(segment) ─ _todo ─>  and what the store retired
     close() (shutdown): stop, join, close every spare
 
 Each ``_Request``'s fields are guarded by ``_cond``; ``pending`` and ``_requests`` are the
 driver's, under the runtime lock (the thread never takes it, nor touches the store's books).
-A spare stays counted until the driver sees it gone, so the count is never below the truth.
+A spare stays counted until the driver sees it gone; a retired segment is uncounted when
+retired, a moment before its pages are freed.
 
 Why: a put into fresh shared memory pays for allocating and zeroing each 4 KiB page while it
 copies (100 MB: ~55 ms of CPU here, 3.2x a numpy copy; ``benchmarks/put_fresh.py``); into
@@ -77,6 +80,7 @@ class Spares:
         self._asked = 0  # requests handed to the thread, ever
         self._answered = 0  # requests the thread is done with, ever
         self._thread: threading.Thread | None = None
+        self._closed = False  # by close(): no thread any more, closes happen at once
         self._crashed: BaseException | None = None  # what ended the thread (a bug)
         self.failed: BaseException | None = None  # the thread's error: no more spares then
 
@@ -86,11 +90,9 @@ class Spares:
 
     def request(self, capacity: int) -> None:
         """Asks the thread for a spare of ``capacity`` bytes; counted in ``pending`` now."""
-        if self.failed is not None:
+        if self.failed is not None or self._closed:
             return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="raylite-spares", daemon=True)
-            self._thread.start()
+        self._start()
         req = _Request(capacity)
         self._requests.append(req)
         self.pending += capacity
@@ -141,7 +143,7 @@ class Spares:
             for req in self._requests:
                 req.cancelled = True
                 if req.segment is not None:
-                    self._discard(req.segment)
+                    self.retire(req.segment)
                     req.segment = None
         self._requests.clear()
         self.pending = 0
@@ -154,9 +156,19 @@ class Spares:
         with self._cond:
             return self._cond.wait_for(lambda: self._answered >= asked, timeout)
 
+    def retire(self, segment: Segment) -> None:
+        """Closes ``segment`` on the thread: freeing its pages takes about as long as making
+        them, which the caller should not wait for. At once if the thread is gone."""
+        if self._closed or self._crashed is not None:
+            segment.close()
+            return
+        self._start()
+        self._todo.put(segment)
+
     def close(self) -> None:
-        """Stops the thread (after the spare it is making) and closes every spare."""
+        """Stops the thread once it has done what it was asked, and closes every spare."""
         self.cancel()
+        self._closed = True
         if self._thread is not None:
             self._todo.put(None)
             self._thread.join()
@@ -166,13 +178,10 @@ class Spares:
             if item is not None and not isinstance(item, _Request):
                 item.close()
 
-    def _discard(self, segment: Segment) -> None:
-        """Closes a spare nobody will use, on the thread while it runs: freeing its pages
-        takes about as long as making them, which a put should not wait for."""
-        if self._thread is not None and self._thread.is_alive():
-            self._todo.put(segment)
-        else:
-            segment.close()
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="raylite-spares", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         try:

@@ -180,12 +180,14 @@ class SegmentPool:
 
     Args:
         limit: bytes the pool may keep at most.
+        drop: closes a segment the pool does not keep (``Spares.retire`` for big ones).
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, *, drop: Callable[[Segment], None] = Segment.close) -> None:
         self.limit = limit
         self.bytes = 0
         self._free: list[Segment] = []
+        self._drop = drop
 
     def _best(self, size: int) -> Segment | None:
         best = None
@@ -209,7 +211,7 @@ class SegmentPool:
     def give(self, segment: Segment) -> None:
         """Keeps ``segment`` for reuse, dropping the oldest ones past ``limit``."""
         if segment.capacity > self.limit:
-            segment.close()
+            self._drop(segment)
             return
         self._free.append(segment)
         self.bytes += segment.capacity
@@ -223,7 +225,7 @@ class SegmentPool:
             seg = self._free.pop(0)
             self.bytes -= seg.capacity
             released += seg.capacity
-            seg.close()
+            self._drop(seg)
         return released
 
     def close(self) -> None:
@@ -328,9 +330,9 @@ class ObjectStore:
     def __init__(self, capacity: int, *, spare_limit: int = 0, prefault: int = 0) -> None:
         self.capacity = capacity
         self.live = 0  # bytes of live objects (in memory: spilled ones count 0)
-        self.pool = SegmentPool(limit=capacity // 4)
         self.spare_limit = spare_limit
         self.spares = Spares(Segment.prefaulted)
+        self.pool = SegmentPool(limit=capacity // 4, drop=self._drop)
         self._prefault = prefault
         self._freed: dict[int, Shm] = {}  # {key: released, but still mapped somewhere}
         self.local_unmapped: deque[int] = deque()  # appended by the driver's finalizers
@@ -368,7 +370,7 @@ class ObjectStore:
             self.pool.trim(max(0, self.pool.bytes - over))
         if self.live + self.pool.bytes + need > self.capacity:
             if segment is not None:
-                segment.close()
+                self._drop(segment)
             raise ObjectStoreFullError(
                 f"Cannot store {what} of {_mb(size)}: the object store holds {_mb(self.live)} "
                 f"of its {_mb(self.capacity)} capacity (object_store_memory). {why}{holders()}"
@@ -377,6 +379,15 @@ class ObjectStore:
             )
         self.live += need
         return segment, need
+
+    def _drop(self, segment: Segment) -> None:
+        """Closes a segment nobody uses; a big one on the spares thread, as freeing its pages
+        takes time (100 MB: ~17 ms of CPU here) that a put or a ``del``, holding the
+        runtime lock, should not wait for. Uncounted now, freed a moment later."""
+        if segment.capacity >= SPARE_MIN:
+            self.spares.retire(segment)
+        else:
+            segment.close()
 
     def unreserve(self, nbytes: int) -> None:
         self.live -= nbytes
@@ -464,5 +475,5 @@ class ObjectStore:
         for shm in live + list(self._freed.values()):
             shm.segment.close()
         self._freed.clear()
-        self.spares.close()
+        self.spares.close()  # first: the pool's segments are closed here and now, then
         self.pool.close()
