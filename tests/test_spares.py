@@ -183,6 +183,24 @@ def test_a_spare_no_put_takes_is_closed_after_a_while():
     assert memfds() == before
 
 
+def test_big_segments_the_pool_drops_are_closed_by_the_thread_and_small_ones_at_once():
+    store = ObjectStore(40 * MB)  # the pool keeps 10 MB at most; no spares
+    before = memfds()
+    try:
+        small, big = Segment.create(1 * MB), Segment.create(20 * MB)
+        store.pool.give(small)
+        store.pool.give(big)  # over the pool's limit: dropped
+        assert store.pool.bytes == 1 * MB
+        wait_until(lambda: big.fd == -1, timeout=30, what="the big segment to be closed")
+        assert spare_threads()  # closed there, not by the caller
+        store.pool.trim(0)
+        assert small.fd == -1  # small: closed at once
+        assert memfds() == before
+    finally:
+        store.close([])
+    assert spare_threads() == []
+
+
 def test_close_stops_the_thread_and_closes_every_spare():
     before = memfds()
     gate = Gate()
