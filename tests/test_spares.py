@@ -78,6 +78,18 @@ def test_the_next_write_of_a_size_gets_a_segment_whose_pages_exist():
         store.close([])
 
 
+@pytest.mark.parametrize("fallocate", [True, False], ids=["posix_fallocate", "zeros"])
+def test_a_prefaulted_segment_has_its_pages(monkeypatch, fallocate):
+    if not fallocate:  # as on macOS
+        monkeypatch.delattr(os, "posix_fallocate")
+    segment = Segment.prefaulted(5 * MB + 123)
+    try:
+        assert allocated(segment) >= 5 * MB + 123
+        assert os.pread(segment.fd, 16, 5 * MB) == bytes(16)
+    finally:
+        segment.close()
+
+
 def test_spares_are_counted_and_bounded_and_small_writes_get_none():
     store = ObjectStore(100 * MB, spare_limit=30 * MB)
     try:

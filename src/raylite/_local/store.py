@@ -132,11 +132,17 @@ class Segment:
 
     @classmethod
     def prefaulted(cls, size: int) -> Segment:
-        """A new segment whose pages all exist: the kernel allocates and zeroes them now
-        (``posix_fallocate``), not while a put copies into it."""
+        """A new segment whose pages all exist: the kernel allocates them now
+        (``posix_fallocate``; written with zeros where there is none), not while a put
+        copies into it."""
         segment = cls.create(size)
         try:
-            os.posix_fallocate(segment.fd, 0, size)
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(segment.fd, 0, size)
+            else:  # macOS
+                zeros = bytes(min(size, 1 << 20))
+                for offset in range(0, size, len(zeros)):
+                    os.pwrite(segment.fd, zeros[: size - offset], offset)
         except BaseException:
             segment.close()
             raise
