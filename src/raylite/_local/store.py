@@ -25,11 +25,19 @@ Why a memfd per object, not one arena with an allocator:
   (~25-40 ms per 100 MB). The driver learns that a segment is unmapped everywhere from
   ``Mappings``' finalizers (``on_unmapped``), reported by workers in ``RefOps.unmapped``.
 
-Even a first put of a size can find its pages made: after a big write the driver asks a
-background thread for a *spare* segment of that size, pre-faulted off the caller's path
-(``spares.py``), which that write takes as it would a pooled one. Spares are bounded by
+A put of a size not freed before can find its pages made too: after a big write the driver
+asks a background thread for a *spare* segment of that size, pre-faulted off the caller's
+path (``spares.py``), which the next write of that size takes as it would a pooled one
+(``RAYLITE_PREFAULT_BYTES`` makes one at ``init``, for the first). Spares are bounded by
 ``RAYLITE_SPARE_FRACTION`` of the capacity, dropped first when room is needed, and closed
-when no put took them for ``spares.IDLE_S``.
+when no put took them for ``spares.IDLE_S``. The same thread closes the big segments the
+store drops: freeing their pages takes time too.
+
+Huge pages: where ``/sys/kernel/mm/transparent_hugepage/shmem_enabled`` is ``always`` or
+``within_size``, the kernel backs memfds with them by itself (``pwrite`` and
+``posix_fallocate`` alike); with ``advise`` only mappings that ask (``MADV_HUGEPAGE``) get
+them, which these writes do not use; the development machine has ``never``, so that path
+is unmeasured and not taken.
 
 The driver keeps every segment's fd; readers keep a read-only mapping per segment until the
 driver says ``Forget``. Processes map a segment under its *key*: its object's id, or a fresh
