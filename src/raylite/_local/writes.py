@@ -8,6 +8,8 @@
     write_shm(): reserve room ──────────────────> ObjectTable.books.reserve (a section)
       copy the big buffers into a segment    │      (100 MB takes a while: never locked)
       (fails: the room is given back) ──────────> books.unreserve
+      copied, 4 MiB or more ────────────────────> books.want_spare: pages for the next
+                                             │      write of that size (spares.py)
                                              └──> hold_args() / new_object(): the object
                                                   made and stored, its refs held
 
