@@ -109,6 +109,18 @@ def test_spares_are_counted_and_bounded_and_small_writes_get_none():
         store.close([])
 
 
+def test_a_spare_fraction_of_zero_makes_no_spares_and_no_thread(monkeypatch):
+    monkeypatch.setenv("RAYLITE_SPARE_FRACTION", "0")
+    raylite.init(num_cpus=1, object_store_memory=100 * MB)
+    try:
+        books = raylite._runtime.current()._objs.books  # type: ignore[attr-defined]
+        refs = [raylite.put(np.ones(12 * MB // 8)) for _ in range(2)]
+        assert books.spares.pending == 0 and spare_threads() == []
+        del refs
+    finally:
+        raylite.shutdown()
+
+
 def test_a_write_that_needs_the_room_a_spare_holds_drops_it_even_while_it_is_made():
     gate = Gate()
     store = ObjectStore(50 * MB, spare_limit=25 * MB)
