@@ -6,8 +6,9 @@ the local runtime and on Ray). On the local runtime it checks, after the test:
 
 - in the session (before shutdown): ``available_resources() == cluster_resources()``; the
   object store's books are back to 0 bytes with nothing waiting to be unmapped; the driver
-  holds no object memfd but the pooled ones, and no live worker holds any; the driver holds
-  one cancel slot per live worker (a dead worker's fds were closed);
+  holds no object memfd but the pooled ones and the spares (``spares.py``), and no live
+  worker holds any; the driver holds one cancel slot per live worker (a dead worker's fds
+  were closed);
 - after shutdown: this process holds no fd, child process or ``/dev/shm`` entry it did not
   hold before ``init``.
 
@@ -94,6 +95,7 @@ def _store_and_worker_problems(rt: Any) -> list[str]:
     with rt._lock:
         books = rt._objs.books
         live, freed, pooled = books.live, len(books._freed), len(books.pool._free)
+        pooled += books.spares.held  # pre-faulted for the next big put, like pooled ones
         zygote = rt._workers.zygote.pid
     out = []
     if live or freed:

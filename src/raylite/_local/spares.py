@@ -84,6 +84,12 @@ class Spares:
         self._crashed: BaseException | None = None  # what ended the thread (a bug)
         self.failed: BaseException | None = None  # the thread's error: no more spares then
 
+    @property
+    def held(self) -> int:
+        """How many made spares wait to be taken (segments this object owns now)."""
+        with self._cond:
+            return sum(r.segment is not None for r in self._requests)
+
     def covers(self, size: int) -> bool:
         """True if a spare counted now fits a write of ``size`` bytes (see :meth:`take`)."""
         return any(size <= r.capacity <= 2 * size for r in self._requests)
