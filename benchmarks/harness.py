@@ -74,6 +74,8 @@ class Metric:
 
 
 INIT = "init_to_first_result"
+DRIVER_CPU = "driver_cpu_us_per_tiny_task"
+"""Companion of ``tiny_tasks_per_s``, measured in the same batch (:func:`throughput`)."""
 INIT_FAILED = "init failed"  # the error of metrics not run because the pool did not start
 METRICS: dict[str, Metric] = {
     m.name: m
@@ -85,6 +87,15 @@ METRICS: dict[str, Metric] = {
             True,
             20_000,
             "submit n no-op tasks asynchronously, then get all results; n / elapsed",
+        ),
+        Metric(
+            DRIVER_CPU,
+            "us",
+            False,
+            None,
+            "CPU time of the driver process, all its threads (os.times user + system), over "
+            "the tiny-task batch, / n (Ray: its driver only, not raylet or GCS; "
+            "multiprocessing: the parent process)",
         ),
         Metric(
             "sync_round_trip_us",
@@ -303,8 +314,18 @@ def warmup_count(n: int) -> int:
     return max(10, n // 20)
 
 
+def _process_cpu() -> float:
+    """CPU seconds this process has used so far, all its threads (not its children)."""
+    times = os.times()
+    return times.user + times.system
+
+
 def throughput(
-    run_batch: Callable[[int], Sequence[Any]], n: int, *, returns_none: bool = False
+    run_batch: Callable[[int], Sequence[Any]],
+    n: int,
+    *,
+    returns_none: bool = False,
+    cpu_as: str | None = None,
 ) -> float:
     """Operations per second of ``run_batch(n)``, after a warm-up batch.
 
@@ -312,13 +333,26 @@ def throughput(
         run_batch: Submits ``noop(i)`` for ``i in range(k)`` and returns all ``k`` results.
         n: Number of tasks in the timed batch.
         returns_none: The operations take no argument and return None (actor pings).
+        cpu_as: If set, also :func:`stash` this process's CPU microseconds per operation
+            during the timed batch under this metric (a companion row).
     """
     _check(run_batch(warmup_count(n)), warmup_count(n), returns_none)
+    cpu = _process_cpu()
     start = time.perf_counter()
     results = run_batch(n)
     elapsed = time.perf_counter() - start
+    cpu = _process_cpu() - cpu
     _check(results, n, returns_none)
+    if cpu_as is not None:
+        stash(cpu_as, cpu / n * 1e6)
     return n / elapsed
+
+
+def stashed_driver_cpu(_: Any, n: int) -> float:
+    """The ``@bench`` of :data:`DRIVER_CPU` for any contender whose ``tiny_tasks_per_s`` calls
+    ``throughput(..., cpu_as=DRIVER_CPU)``: register it with
+    ``bench(DRIVER_CPU, name)(stashed_driver_cpu)``."""
+    return stashed(DRIVER_CPU)
 
 
 def round_trip_us(call: Callable[[int], Any], n: int, *, returns_none: bool = False) -> float:
@@ -479,6 +513,7 @@ class Cell:
     """What the runs of one contender measured for one metric."""
 
     values: list[float] = field(default_factory=list)
+    rounds: list[int] = field(default_factory=list)  # the round (1, 2, ...) of each value
     errors: list[str] = field(default_factory=list)
     n: int | None = None
 
@@ -613,6 +648,7 @@ def _collect(
             cells[metric].errors.append(record["error"])
         else:
             cells[metric].values.append(float(record["value"]))
+            cells[metric].rounds.append(run)
             cells[metric].n = record.get("n")
             init_ok = init_ok or metric == INIT
     unseen = [m for m in METRICS if m not in seen and runs(name, m)]
@@ -700,12 +736,20 @@ def versus_best_peer(results: Results, metric: str) -> tuple[float, str] | None:
         for name, cells in results.cells.items()
         if name != SUBJECT and name not in results.skipped and cells[metric].median is not None
     }
-    if own is None or not peers or own <= 0:
+    if own is None or not peers:
         return None
     higher = METRICS[metric].higher_is_better
     peer = (max if higher else min)(peers, key=lambda p: peers[p] or 0.0)
-    value = peers[peer] or 0.0
-    return (own / value if higher else value / own), peer
+    value = advantage(metric, own, peers[peer] or 0.0)
+    return None if value is None else (value, peer)
+
+
+def advantage(metric: str, own: float, peer: float) -> float | None:
+    """raylite's value over a peer's as a ratio where >1 means raylite is better: own/peer
+    for higher-is-better metrics, peer/own for times; None unless both are positive."""
+    if own <= 0 or peer <= 0:
+        return None
+    return own / peer if METRICS[metric].higher_is_better else peer / own
 
 
 def notes(results: Results) -> list[str]:

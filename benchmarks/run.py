@@ -9,6 +9,10 @@ Measured, per contender (see ``harness.METRICS``):
   start-up is not.
 - ``tiny_tasks_per_s``: with the pool up, after a warm-up of 1,000 tasks, submit 20,000
   no-op tasks ``noop(i) -> i`` asynchronously, then get all results: 20,000 / elapsed.
+- ``driver_cpu_us_per_tiny_task``: measured in the same timed batch, the driver process's
+  CPU time (all its threads: ``os.times()`` user + system) over the batch, / 20,000. Ray: its
+  driver process only (raylet, GCS and workers are other processes); multiprocessing: the
+  parent process (its result and task handler threads included).
 - ``sync_round_trip_us``: ``get(f.remote(i))`` (or the library's equivalent) in a loop,
   2,000 calls after a warm-up of 100: mean microseconds per call.
 
@@ -56,7 +60,28 @@ each object is freed (``del`` of its last ref) before the next:
   task is the only process mapping the object's shared pages: the kernel counts such pages
   as private (so in USS) although they are not copies and outlive the task.
 
-After the table, the drop-ins (``dropins.py``): raylite's ``multiprocessing.Pool``, joblib
+After the table, the ratios and their gate (``gate.py``). Per ranked figure and per
+reference peer, ``multiprocessing.Pool`` and Ray (where the peer measures the figure),
+raylite's ratio to the peer is computed *per round* (round i's raylite vs round i's peer;
+>1 means raylite is better), giving a median and a min-max range over the rounds. The gate
+compares each with the last recorded ratio (``benchmarks/recorded.json``, committed: per
+figure and peer the median, min, max and rounds, plus the cores, load average at start and
+end, date and commit of the run that made it):
+
+- *noise* = the recorded run's spread + this run's spread, where a run's spread is half its
+  min-max range over the rounds; at least 5% of the recorded median (``gate.MIN_NOISE``:
+  rounds that happen to agree measure no spread).
+- A ratio *fails* when its median is below the recorded median by more than the noise. The
+  run then exits 1, naming each failing figure and peer with both ratios and the noise.
+- A peer not installed or with no value is *skipped* with a note, never failed; a figure
+  raylite failed to measure fails if the record has it. A ratio the record lacks is *new*.
+  A record made on a machine with another number of cores is not compared (all new).
+- The record is written when the gate passes (and the record, if any, came from a machine
+  with as many cores): the measured ratios replace the recorded ones, others are kept.
+  ``--no-record`` never writes it; ``--record`` writes it even if the gate failed or the
+  record came from another machine (to accept a change or start a machine's record).
+
+After the ratios, the drop-ins (``dropins.py``): raylite's ``multiprocessing.Pool``, joblib
 backend and Dask scheduler against the libraries they stand in for, each pair interleaved
 in one process (``--no-dropins`` skips them; ``python benchmarks/dropins.py`` runs them
 alone).
@@ -73,7 +98,8 @@ Usage:
     python benchmarks/run.py                       # all contenders, 5 repeats
     python benchmarks/run.py --quick               # 2 repeats
     python benchmarks/run.py --only raylite,multiprocessing --json results.json
-    python benchmarks/run.py --no-dropins          # the contenders' table only
+    python benchmarks/run.py --no-dropins          # the contenders' table and the gate only
+    python benchmarks/run.py --no-record           # gate against the record, never update it
 
 To add a benchmark, see ``harness.py``; contenders live in ``benchmarks/contenders/``.
 """
@@ -82,12 +108,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import contenders
+import gate
 import harness
 
 
@@ -113,6 +141,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-dropins", action="store_true", help="skip the drop-in comparisons (dropins.py)"
     )
+    record = parser.add_mutually_exclusive_group()
+    record.add_argument(
+        "--record",
+        dest="record",
+        action="store_const",
+        const=True,
+        default=None,
+        help="write this run's ratios to benchmarks/recorded.json even if the gate fails or "
+        "the record came from a machine with another number of cores (default: write them "
+        "only when the gate passes on a machine like the record's)",
+    )
+    record.add_argument(
+        "--no-record",
+        dest="record",
+        action="store_const",
+        const=False,
+        help="never write benchmarks/recorded.json",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -137,17 +183,59 @@ def main(argv: list[str] | None = None) -> int:
     if repeats < 1:
         print("run.py: error: --repeats must be at least 1", file=sys.stderr)
         return 2
+    load_at_start = os.getloadavg()[0]
     results = harness.run_all(names, repeats, args.timeout)
     machine = harness.machine_info()
     print(harness.format_report(results, machine))
     data = harness.to_json(results, machine)
+    failed = check_ratios(results, load_at_start, args.record, gate.RECORD, data)
     if not args.no_dropins:
         print()
         data["dropins"] = run_dropins(rounds=3 if args.quick else 7, timeout=args.timeout * 3)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(data, indent=2) + "\n")
+    if failed:
+        print(f"\nrun.py: the ratio gate failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
+
+
+def check_ratios(
+    results: harness.Results,
+    load_at_start: float,
+    choice: bool | None,
+    record_path: Path,
+    data: dict[str, object],
+) -> list[str]:
+    """Prints the ratio table and the gate's verdicts, updates the record at ``record_path``
+    as ``choice`` says (see :func:`gate.decide_record`) and adds the verdicts to ``data``.
+
+    Returns:
+        ``"figure vs peer"`` for each ratio that failed the gate.
+    """
+    measured = gate.measure(results, gate.machine_facts(load_at_start))
+    record = gate.load_record(record_path)
+    verdicts = gate.judge(measured, record)
+    print()
+    print(gate.format_gate(verdicts, record))
+    write, what = gate.decide_record(choice, record, measured, verdicts)
+    if write:
+        record_path.write_text(json.dumps(gate.updated(record, measured), indent=2) + "\n")
+    print(what)
+    data["gate"] = [
+        {
+            "figure": v.figure,
+            "peer": v.peer,
+            "status": v.status,
+            "now": v.now.to_json() if v.now else None,
+            "recorded": v.recorded.to_json() if v.recorded else None,
+            "noise": v.noise,
+            "note": v.note,
+        }
+        for v in verdicts
+    ]
+    return [f"{v.figure} vs {v.peer}" for v in gate.failures(verdicts)]
 
 
 def run_dropins(rounds: int, timeout: float) -> dict[str, object] | None:

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench_tasks import noop
-from harness import Contender, add_contender, bench, round_trip_us, throughput
+from harness import (
+    DRIVER_CPU,
+    Contender,
+    add_contender,
+    bench,
+    round_trip_us,
+    stashed_driver_cpu,
+    throughput,
+)
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,13 @@ add_contender(
 def tiny_tasks(pool: DaskPool, n: int) -> float:
     client = pool.client
     return throughput(
-        lambda k: client.gather([client.submit(noop, i, pure=False) for i in range(k)]), n
+        lambda k: client.gather([client.submit(noop, i, pure=False) for i in range(k)]),
+        n,
+        cpu_as=DRIVER_CPU,
     )
+
+
+bench(DRIVER_CPU, "dask")(stashed_driver_cpu)
 
 
 @bench("sync_round_trip_us", "dask")

@@ -6,7 +6,15 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from bench_tasks import noop
-from harness import Contender, add_contender, bench, round_trip_us, throughput
+from harness import (
+    DRIVER_CPU,
+    Contender,
+    add_contender,
+    bench,
+    round_trip_us,
+    stashed_driver_cpu,
+    throughput,
+)
 
 
 def start() -> ProcessPoolExecutor:
@@ -38,7 +46,10 @@ def tiny_tasks(executor: ProcessPoolExecutor, n: int) -> float:
         futures = [executor.submit(noop, i) for i in range(k)]
         return [future.result() for future in futures]
 
-    return throughput(batch, n)
+    return throughput(batch, n, cpu_as=DRIVER_CPU)
+
+
+bench(DRIVER_CPU, "concurrent")(stashed_driver_cpu)
 
 
 @bench("sync_round_trip_us", "concurrent")

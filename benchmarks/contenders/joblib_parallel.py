@@ -13,6 +13,7 @@ from typing import Any
 
 from bench_tasks import noop, slice_sum
 from harness import (
+    DRIVER_CPU,
     Contender,
     add_contender,
     bench,
@@ -20,6 +21,7 @@ from harness import (
     float_array,
     round_trip_us,
     slices,
+    stashed_driver_cpu,
     throughput,
     timed_rounds,
 )
@@ -60,7 +62,10 @@ add_contender(
 def tiny_tasks(parallel: Any, n: int) -> float:
     from joblib import delayed
 
-    return throughput(lambda k: parallel(delayed(noop)(i) for i in range(k)), n)
+    return throughput(lambda k: parallel(delayed(noop)(i) for i in range(k)), n, cpu_as=DRIVER_CPU)
+
+
+bench(DRIVER_CPU, "joblib")(stashed_driver_cpu)
 
 
 @bench("sync_round_trip_us", "joblib")

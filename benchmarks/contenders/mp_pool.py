@@ -16,6 +16,7 @@ from typing import Any
 import bench_tasks
 from bench_tasks import global_slice_sum, noop
 from harness import (
+    DRIVER_CPU,
     Contender,
     add_contender,
     bench,
@@ -23,6 +24,7 @@ from harness import (
     float_array,
     round_trip_us,
     slices,
+    stashed_driver_cpu,
     throughput,
     timed_rounds,
 )
@@ -58,7 +60,10 @@ def tiny_tasks(pool: PoolType, n: int) -> float:
         pending = [pool.apply_async(noop, (i,)) for i in range(k)]
         return [result.get() for result in pending]
 
-    return throughput(batch, n)
+    return throughput(batch, n, cpu_as=DRIVER_CPU)
+
+
+bench(DRIVER_CPU, "multiprocessing")(stashed_driver_cpu)
 
 
 @bench("sync_round_trip_us", "multiprocessing")

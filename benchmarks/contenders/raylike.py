@@ -38,6 +38,7 @@ from typing import Any
 import psutil
 from bench_tasks import AsyncPinger, Counter, Pinger, memory_growth, noop, slice_sum, timed_get
 from harness import (
+    DRIVER_CPU,
     Contender,
     add_contender,
     bench,
@@ -47,6 +48,7 @@ from harness import (
     slices,
     stash,
     stashed,
+    stashed_driver_cpu,
     throughput,
     timed_rounds,
 )
@@ -136,7 +138,13 @@ add_contender(
 @bench("tiny_tasks_per_s", "raylite")
 @bench("tiny_tasks_per_s", "ray")
 def tiny_tasks(api: RayApi, n: int) -> float:
-    return throughput(lambda k: api.ray.get([api.noop.remote(i) for i in range(k)]), n)
+    return throughput(
+        lambda k: api.ray.get([api.noop.remote(i) for i in range(k)]), n, cpu_as=DRIVER_CPU
+    )
+
+
+bench(DRIVER_CPU, "raylite")(stashed_driver_cpu)
+bench(DRIVER_CPU, "ray")(stashed_driver_cpu)
 
 
 @bench("sync_round_trip_us", "raylite")
