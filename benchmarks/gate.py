@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import BENCH_DIR, METRICS, SUBJECT, Results, advantage, runs
+from harness import BENCH_DIR, METRICS, SUBJECT, Results, advantage, fmt, runs
 
 PEERS: tuple[str, ...] = ("multiprocessing", "ray")
 """The peers every ranked figure is gated against (where they measure it)."""
@@ -74,7 +74,13 @@ class Ratio:
         return cls(statistics.median(per_round), min(per_round), max(per_round), len(per_round))
 
     def to_json(self) -> dict[str, float]:
-        return {"median": self.median, "min": self.low, "max": self.high, "rounds": self.rounds}
+        """For the record: 4 significant digits, far finer than the noise here."""
+        return {
+            "median": _digits(self.median),
+            "min": _digits(self.low),
+            "max": _digits(self.high),
+            "rounds": self.rounds,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Ratio:
@@ -83,7 +89,11 @@ class Ratio:
         )
 
     def __str__(self) -> str:
-        return f"{self.median:.3g}x [{self.low:.3g}-{self.high:.3g}]"
+        return f"{fmt(self.median)}x [{fmt(self.low)}-{fmt(self.high)}]"
+
+
+def _digits(value: float) -> float:
+    return float(f"{value:.4g}")
 
 
 @dataclass

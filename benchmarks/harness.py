@@ -708,7 +708,8 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
+    """A table cell's number: whole with thousands separators from 100 on, else 3 digits."""
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
@@ -719,7 +720,7 @@ def _cell_text(results: Results, name: str, metric: str) -> str:
         return "-"
     cell = results.cells[name][metric]
     if cell.median is not None:
-        return _fmt(cell.median) + ("*" if cell.errors else "")
+        return fmt(cell.median) + ("*" if cell.errors else "")
     if not cell.errors:
         return "-"
     short = cell.errors[0].split(":", 1)[0]
@@ -827,6 +828,7 @@ def to_json(results: Results, machine: dict[str, Any]) -> dict[str, Any]:
             table[name][metric] = {
                 "median": cell.median,
                 "values": cell.values,
+                "rounds": cell.rounds,
                 "errors": cell.errors,
                 "n": cell.n,
             }

@@ -17,7 +17,8 @@ Measured, per contender (see ``harness.METRICS``):
   2,000 calls after a warm-up of 100: mean microseconds per call.
 
 Slow peers run fewer operations (Ray: 2,000 tiny tasks and 200 sync calls; dask: 4,000 and
-400); their values are still per task / per call. The notes under the table say so.
+400; joblib: 400 sync calls); their values are still per task / per call. The notes under
+the table say so.
 
 Actors (issue 4), raylite and Ray only, default actors (no ``num_cpus``) called from the
 driver; they run after the task rows and before the object store's:
