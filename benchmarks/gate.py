@@ -118,7 +118,7 @@ class Measured:
     repeats: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Verdict:
     """The gate's answer for one (figure, peer).
 
@@ -213,9 +213,19 @@ def measure(results: Results, machine: dict[str, Any]) -> Measured:
 def load_record(path: Path) -> dict[str, Any] | None:
     """The record at ``path``, or None if there is none yet."""
     try:
-        loaded: dict[str, Any] = json.loads(path.read_text())
+        loaded = json.loads(path.read_text())
     except FileNotFoundError:
         return None
+    except ValueError as error:
+        raise ValueError(
+            f"{path} is not a bench record ({error}): restore it from git, or delete it and "
+            "the next run that passes writes a new one"
+        ) from None
+    if not isinstance(loaded, dict) or not isinstance(loaded.get("ratios"), dict):
+        raise ValueError(
+            f"{path} is not a bench record (no 'ratios' object): restore it from git, or "
+            "delete it and the next run that passes writes a new one"
+        )
     return loaded
 
 
@@ -252,27 +262,25 @@ def judge(measured: Measured, record: Mapping[str, Any] | None) -> list[Verdict]
     keys += [key for key in recorded if key not in keys]
     for key in sorted(keys, key=_table_order):
         figure, peer = key
-        then = recorded.get(key)
-        now = measured.ratios.get(key)
+        then, now = recorded.get(key), measured.ratios.get(key)
+        common: dict[str, Any] = {"figure": figure, "peer": peer, "now": now, "recorded": then}
         if key in measured.skipped:
-            verdicts.append(
-                Verdict(figure, peer, "skipped", None, then, note=measured.skipped[key])
-            )
+            verdicts.append(Verdict(**common, status="skipped", note=measured.skipped[key]))
         elif key in measured.broken:
             status = "fail" if then is not None else "skipped"
-            verdicts.append(Verdict(figure, peer, status, None, then, note=measured.broken[key]))
+            verdicts.append(Verdict(**common, status=status, note=measured.broken[key]))
         elif now is None:
-            verdicts.append(Verdict(figure, peer, "skipped", None, then, note="not run this time"))
+            verdicts.append(Verdict(**common, status="skipped", note="not run this time"))
         elif then is None:
-            verdicts.append(Verdict(figure, peer, "new", now, note=mismatch or ""))
+            verdicts.append(Verdict(**common, status="new", note=mismatch or ""))
         else:
             noise = max(then.spread + now.spread, MIN_NOISE * then.median)
             drop = then.median - now.median
             if drop > noise:
                 note = f"down {drop:.3g} from the record, more than the noise {noise:.3g}"
-                verdicts.append(Verdict(figure, peer, "fail", now, then, noise, note))
+                verdicts.append(Verdict(**common, status="fail", noise=noise, note=note))
             else:
-                verdicts.append(Verdict(figure, peer, "pass", now, then, noise))
+                verdicts.append(Verdict(**common, status="pass", noise=noise))
     return verdicts
 
 

@@ -248,3 +248,14 @@ def test_collect_keeps_each_value_s_round() -> None:
     made = results({"raylite": {}})
     harness._collect(made, "raylite", [{"metric": TASKS, "value": 5.0, "n": 10}], None, 4)
     assert made.cells["raylite"][TASKS].rounds == [4]
+
+
+def test_a_file_that_is_no_record_says_how_to_fix_it(tmp_path: Path) -> None:
+    path = tmp_path / "recorded.json"
+    assert gate.load_record(path) is None  # none yet: the first run makes it
+    path.write_text("{ not json")
+    with pytest.raises(ValueError, match="restore it from git, or delete it"):
+        gate.load_record(path)
+    path.write_text("[]")
+    with pytest.raises(ValueError, match="no 'ratios' object"):
+        gate.load_record(path)
