@@ -4,7 +4,7 @@ the last recorded ones.
 ::
 
     harness.Results (per contender, metric: values + their rounds)
-        -> measure()       per (figure, peer): the ratio of each round -> Ratio(median, min, max)
+        -> measure()       per (figure, peer): the ratio of each round -> Ratio (median, IQR)
         -> judge(record)   per (figure, peer): pass / fail / new / skipped, with the noise
         -> format_gate()   the ratio table and the verdicts (printed by run.py)
         -> updated(record) the new record (run.py writes it as decide_record() says)
@@ -13,12 +13,13 @@ A *ratio* is raylite's value over a peer's with >1 meaning raylite is better (ra
 raylite/peer, times: peer/raylite; :func:`harness.advantage`). Rounds are interleaved (round
 i runs every contender once, one after the other), so round i's raylite is divided by round
 i's peer: the machine's slow minutes hit both sides of a ratio alike. Over the rounds where
-both measured, a ratio has a median and a spread, ``(max - min) / 2``.
+both measured, a ratio has a median, a min-max range (shown) and a spread, half its
+interquartile range (the noise the gate allows, see :meth:`Ratio.spread`).
 
 The peers are :data:`PEERS` (``multiprocessing.Pool`` and Ray), on every ranked figure
 (``Metric.compare``) the peer measures too. The record (:data:`RECORD`, committed) holds,
-per figure and peer, the median, min, max and number of rounds of the run that made it, and
-that run's machine: cores, load average at its start and end, date and commit. Its
+per figure and peer, the median, quartiles, min, max and rounds of the run that made it,
+and that run's machine: cores, load average at its start and end, date and commit. Its
 ``ratios`` are keyed ``figure -> peer``.
 """
 
@@ -47,7 +48,7 @@ happen to agree (or a single round) measure no spread, yet a rerun here moves by
 Key = tuple[str, str]  # (figure, peer)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Ratio:
     """One (figure, peer) ratio over the rounds of a run.
 
@@ -55,28 +56,49 @@ class Ratio:
         median: Median over the rounds of round i's raylite vs round i's peer.
         low: Smallest of those per-round ratios.
         high: Largest.
+        q1: Their first quartile (``statistics.quantiles``, inclusive).
+        q3: Their third quartile.
         rounds: How many rounds had both values.
     """
 
     median: float
     low: float
     high: float
+    q1: float
+    q3: float
     rounds: int
 
     @property
     def spread(self) -> float:
-        """Half the range over the rounds: how far a round strayed either side."""
-        return (self.high - self.low) / 2
+        """Half the interquartile range over the rounds: how far a typical round strays from
+        the median. Not the min-max range: one round hit by a burst of load would widen it
+        to where the gate catches nothing (measured here: 0.49 on a ratio of 0.69 for tiny
+        tasks vs Pool, where the quartiles give 0.14)."""
+        return (self.q3 - self.q1) / 2
 
     @classmethod
     def of(cls, per_round: list[float]) -> Ratio:
         """The ratio of a run from its per-round ratios (at least one)."""
-        return cls(statistics.median(per_round), min(per_round), max(per_round), len(per_round))
+        q1, _, q3 = (
+            statistics.quantiles(per_round, n=4, method="inclusive")
+            if len(per_round) > 1
+            else per_round * 3
+        )
+        return cls(
+            median=statistics.median(per_round),
+            low=min(per_round),
+            high=max(per_round),
+            q1=q1,
+            q3=q3,
+            rounds=len(per_round),
+        )
 
     def to_json(self) -> dict[str, float]:
         """For the record: 4 significant digits, far finer than the noise here."""
         return {
             "median": _digits(self.median),
+            "q1": _digits(self.q1),
+            "q3": _digits(self.q3),
             "min": _digits(self.low),
             "max": _digits(self.high),
             "rounds": self.rounds,
@@ -85,7 +107,12 @@ class Ratio:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Ratio:
         return cls(
-            float(data["median"]), float(data["min"]), float(data["max"]), int(data["rounds"])
+            median=float(data["median"]),
+            low=float(data["min"]),
+            high=float(data["max"]),
+            q1=float(data["q1"]),
+            q3=float(data["q3"]),
+            rounds=int(data["rounds"]),
         )
 
     def __str__(self) -> str:
@@ -247,7 +274,7 @@ def judge(measured: Measured, record: Mapping[str, Any] | None) -> list[Verdict]
 
     A ratio fails when its median is below the recorded median by more than the noise,
     ``max(recorded spread + this run's spread, MIN_NOISE * recorded median)`` (spread: half
-    the min-max range over a run's rounds). A peer with no value is skipped with a note; a
+    the interquartile range over a run's rounds). A peer with no value is skipped with a note; a
     figure raylite failed to measure fails if the record has it. Without a record (or one
     from a machine with another number of cores) every ratio is ``new``.
     """

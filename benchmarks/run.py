@@ -64,13 +64,14 @@ each object is freed (``del`` of its last ref) before the next:
 After the table, the ratios and their gate (``gate.py``). Per ranked figure and per
 reference peer, ``multiprocessing.Pool`` and Ray (where the peer measures the figure),
 raylite's ratio to the peer is computed *per round* (round i's raylite vs round i's peer;
->1 means raylite is better), giving a median and a min-max range over the rounds. The gate
-compares each with the last recorded ratio (``benchmarks/recorded.json``, committed: per
-figure and peer the median, min, max and rounds, plus the cores, load average at start and
-end, date and commit of the run that made it):
+>1 means raylite is better), giving a median, quartiles and a min-max range over the
+rounds. The gate compares each with the last recorded ratio (``benchmarks/recorded.json``,
+committed: per figure and peer the median, quartiles, min, max and rounds, plus the cores,
+load average at start and end, date and commit of the run that made it):
 
-- *noise* = the recorded run's spread + this run's spread, where a run's spread is half its
-  min-max range over the rounds; at least 5% of the recorded median (``gate.MIN_NOISE``:
+- *noise* = the recorded run's spread + this run's spread, where a run's spread is half the
+  interquartile range of its per-round ratios (robust to one round hit by a burst of load,
+  which the min-max range is not); at least 5% of the recorded median (``gate.MIN_NOISE``:
   rounds that happen to agree measure no spread).
 - A ratio *fails* when its median is below the recorded median by more than the noise. The
   run then exits 1, naming each failing figure and peer with both ratios and the noise.

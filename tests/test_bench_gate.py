@@ -47,15 +47,13 @@ def measured(values: dict[str, dict[str, list[float | None]]], **kwargs: object)
     return gate.measure(results(values, **kwargs), dict(MACHINE))  # type: ignore[arg-type]
 
 
-def record_of(ratios: dict[str, dict[str, tuple[float, float, float]]], cores: int = 2) -> dict:
+def record_of(ratios: dict[str, dict[str, list[float]]], cores: int = 2) -> dict:
+    """A record whose ``ratios[figure][peer]`` were these per-round ratios."""
     return {
         "machine": {**MACHINE, "cores": cores},
         "repeats": 3,
         "ratios": {
-            figure: {
-                peer: {"median": m, "min": lo, "max": hi, "rounds": 3}
-                for peer, (m, lo, hi) in peers.items()
-            }
+            figure: {peer: gate.Ratio.of(rounds).to_json() for peer, rounds in peers.items()}
             for figure, peers in ratios.items()
         },
     }
@@ -74,10 +72,19 @@ def test_ratios_pair_round_i_with_round_i() -> None:
         }
     )
     # rates: raylite / peer per round -> 2, 1, 3
-    assert run_.ratios[(TASKS, "multiprocessing")] == gate.Ratio(2.0, 1.0, 3.0, 3)
+    assert run_.ratios[(TASKS, "multiprocessing")] == gate.Ratio.of([2.0, 1.0, 3.0])
     # times: peer / raylite per round -> 3, 1.5, 1
-    assert run_.ratios[(SYNC, "multiprocessing")] == gate.Ratio(1.5, 1.0, 3.0, 3)
-    assert run_.ratios[(TASKS, "multiprocessing")].spread == 1.0
+    assert run_.ratios[(SYNC, "multiprocessing")] == gate.Ratio.of([3.0, 1.5, 1.0])
+    tasks = run_.ratios[(TASKS, "multiprocessing")]
+    assert (tasks.median, tasks.low, tasks.high, tasks.rounds) == (2.0, 1.0, 3.0, 3)
+    assert tasks.spread == 0.5  # half the interquartile range, 1.5 to 2.5
+
+
+def test_one_wild_round_does_not_widen_the_spread() -> None:
+    ratio = gate.Ratio.of([1.0, 1.0, 1.0, 1.0, 9.0])
+    assert ratio.spread == 0.0
+    assert str(ratio) == "1x [1-9]"  # the table still shows it
+    assert gate.Ratio.of([2.0]).spread == 0.0  # one round: no spread measured
 
 
 def test_a_round_one_side_failed_is_left_out() -> None:
@@ -87,7 +94,7 @@ def test_a_round_one_side_failed_is_left_out() -> None:
             "multiprocessing": {TASKS: [50.0, 10.0, 100.0]},
         }
     )
-    assert run_.ratios[(TASKS, "multiprocessing")] == gate.Ratio(2.5, 2.0, 3.0, 2)
+    assert run_.ratios[(TASKS, "multiprocessing")] == gate.Ratio.of([2.0, 3.0])
 
 
 def test_first_run_without_a_record_is_new_and_recorded() -> None:
@@ -97,7 +104,16 @@ def test_first_run_without_a_record_is_new_and_recorded() -> None:
     assert gate.decide_record(None, None, run_, verdicts)[0]
     record = gate.updated(None, run_)
     assert record["ratios"] == {
-        TASKS: {"multiprocessing": {"median": 2.0, "min": 2.0, "max": 2.0, "rounds": 1}}
+        TASKS: {
+            "multiprocessing": {
+                "median": 2.0,
+                "q1": 2.0,
+                "q3": 2.0,
+                "min": 2.0,
+                "max": 2.0,
+                "rounds": 1,
+            }
+        }
     }
     assert record["machine"] == MACHINE
 
@@ -106,7 +122,7 @@ def test_a_ratio_like_the_record_passes() -> None:
     run_ = measured(
         {"raylite": {TASKS: [190.0, 200.0, 210.0]}, "multiprocessing": {TASKS: [100.0] * 3}}
     )
-    record = record_of({TASKS: {"multiprocessing": (2.0, 1.9, 2.1)}})
+    record = record_of({TASKS: {"multiprocessing": [1.9, 2.0, 2.1]}})
     verdicts = gate.judge(run_, record)
     assert verdict(verdicts, TASKS, "multiprocessing").status == "pass"
     assert gate.failures(verdicts) == []
@@ -114,20 +130,19 @@ def test_a_ratio_like_the_record_passes() -> None:
 
 
 def test_a_drop_beyond_the_noise_fails_and_keeps_the_record() -> None:
-    # now 1.5 [1.45-1.55] (spread 0.05) vs recorded 2.0 [1.9-2.1] (spread 0.1): noise 0.15
+    # now 1.5 (quartiles 1.45, 1.55: spread 0.05) vs recorded 2.0 (quartiles 1.8, 2.2:
+    # spread 0.2): noise 0.25 < drop 0.5
     run_ = measured(
-        {"raylite": {TASKS: [145.0, 150.0, 155.0]}, "multiprocessing": {TASKS: [100.0] * 3}}
+        {"raylite": {TASKS: [140.0, 150.0, 160.0]}, "multiprocessing": {TASKS: [100.0] * 3}}
     )
-    record = record_of({TASKS: {"multiprocessing": (2.0, 1.9, 2.1)}})
+    record = record_of({TASKS: {"multiprocessing": [1.6, 2.0, 2.4]}})
     verdicts = gate.judge(run_, record)
     failed = verdict(verdicts, TASKS, "multiprocessing")
     assert failed.status == "fail"
-    assert failed.noise == pytest.approx(0.15)
+    assert failed.noise == pytest.approx(0.25)
     report = gate.format_gate(verdicts, record)
-    assert (
-        f"FAILED {TASKS} vs multiprocessing: 1.5x [1.45-1.55] now, recorded 2x [1.9-2.1]" in report
-    )
-    assert "noise 0.15" in report
+    assert f"FAILED {TASKS} vs multiprocessing: 1.5x [1.4-1.6] now, recorded 2x [1.6-2.4]" in report
+    assert "noise 0.25" in report
     write, why = gate.decide_record(None, record, run_, verdicts)
     assert not write and "gate failed" in why
     assert not gate.decide_record(False, record, run_, verdicts)[0]
@@ -135,18 +150,18 @@ def test_a_drop_beyond_the_noise_fails_and_keeps_the_record() -> None:
 
 
 def test_a_drop_within_the_noise_passes() -> None:
-    # now 1.7 [1.6-1.8] (spread 0.1) vs recorded 2.0 [1.6-2.4] (spread 0.4): drop 0.3 < 0.5
+    # now 1.8 (quartiles 1.7, 1.9: spread 0.1) vs recorded 2.0 (spread 0.2): drop 0.2 < 0.3
     run_ = measured(
-        {"raylite": {TASKS: [160.0, 170.0, 180.0]}, "multiprocessing": {TASKS: [100.0] * 3}}
+        {"raylite": {TASKS: [160.0, 180.0, 200.0]}, "multiprocessing": {TASKS: [100.0] * 3}}
     )
-    record = record_of({TASKS: {"multiprocessing": (2.0, 1.6, 2.4)}})
+    record = record_of({TASKS: {"multiprocessing": [1.6, 2.0, 2.4]}})
     passed = verdict(gate.judge(run_, record), TASKS, "multiprocessing")
     assert passed.status == "pass"
-    assert passed.noise == pytest.approx(0.5)
+    assert passed.noise == pytest.approx(0.3)
 
 
 def test_rounds_that_agree_still_allow_the_minimum_noise() -> None:
-    record = record_of({TASKS: {"multiprocessing": (2.0, 2.0, 2.0)}})
+    record = record_of({TASKS: {"multiprocessing": [2.0, 2.0, 2.0]}})
     small = measured({"raylite": {TASKS: [195.0] * 3}, "multiprocessing": {TASKS: [100.0] * 3}})
     large = measured({"raylite": {TASKS: [185.0] * 3}, "multiprocessing": {TASKS: [100.0] * 3}})
     assert verdict(gate.judge(small, record), TASKS, "multiprocessing").status == "pass"
@@ -160,7 +175,7 @@ def test_a_missing_peer_is_skipped_with_a_note_and_its_record_kept() -> None:
         {"raylite": {TASKS: [200.0] * 3}, "multiprocessing": {TASKS: [100.0] * 3}, "ray": {}},
         skipped={"ray": "ModuleNotFoundError: No module named 'ray'"},
     )
-    record = record_of({TASKS: {"multiprocessing": (2.0, 1.9, 2.1), "ray": (20.0, 18.0, 22.0)}})
+    record = record_of({TASKS: {"multiprocessing": [1.9, 2.0, 2.1], "ray": [18.0, 20.0, 22.0]}})
     verdicts = gate.judge(run_, record)
     skipped = verdict(verdicts, TASKS, "ray")
     assert skipped.status == "skipped"
@@ -172,7 +187,7 @@ def test_a_missing_peer_is_skipped_with_a_note_and_its_record_kept() -> None:
 
 def test_a_peer_that_failed_every_round_is_skipped() -> None:
     run_ = measured({"raylite": {TASKS: [200.0]}, "multiprocessing": {TASKS: [None]}})
-    record = record_of({TASKS: {"multiprocessing": (2.0, 1.9, 2.1)}})
+    record = record_of({TASKS: {"multiprocessing": [1.9, 2.0, 2.1]}})
     skipped = verdict(gate.judge(run_, record), TASKS, "multiprocessing")
     assert skipped.status == "skipped"
     assert "RuntimeError: boom" in skipped.note
@@ -180,7 +195,7 @@ def test_a_peer_that_failed_every_round_is_skipped() -> None:
 
 def test_a_recorded_figure_raylite_failed_to_measure_fails() -> None:
     run_ = measured({"raylite": {TASKS: [None, None]}, "multiprocessing": {TASKS: [100.0, 100.0]}})
-    record = record_of({TASKS: {"multiprocessing": (2.0, 1.9, 2.1)}})
+    record = record_of({TASKS: {"multiprocessing": [1.9, 2.0, 2.1]}})
     verdicts = gate.judge(run_, record)
     failed = verdict(verdicts, TASKS, "multiprocessing")
     assert failed.status == "fail"
@@ -191,7 +206,7 @@ def test_a_recorded_figure_raylite_failed_to_measure_fails() -> None:
 def test_a_record_from_another_machine_is_not_compared_nor_replaced_by_default() -> None:
     run_ = measured({"raylite": {TASKS: [100.0]}, "multiprocessing": {TASKS: [100.0]}})
     record = record_of(
-        {TASKS: {"multiprocessing": (2.0, 1.9, 2.1)}, SYNC: {"ray": (5.0, 4, 6)}}, 16
+        {TASKS: {"multiprocessing": [1.9, 2.0, 2.1]}, SYNC: {"ray": [4.0, 5.0, 6.0]}}, 16
     )
     verdicts = gate.judge(run_, record)
     assert [v.status for v in verdicts] == ["new"]
@@ -222,9 +237,9 @@ def test_check_ratios_records_then_fails_a_later_worse_run(
     assert isinstance(entries, list) and len(entries) == 1
     entry = entries[0]
     assert entry["status"] == "fail"
-    assert entry["now"] == {"median": 1.05, "min": 1.0, "max": 1.1, "rounds": 2}
+    assert entry["now"] == gate.Ratio.of([1.0, 1.1]).to_json()
     assert entry["recorded"] == first["ratios"][TASKS]["multiprocessing"]
-    assert entry["noise"] == pytest.approx(0.1025)  # 0.05 + 0.05, above the 5% floor
+    assert entry["noise"] == pytest.approx(0.1025)  # the 5% floor: the spreads sum to 0.05
     assert entry["note"].startswith("down 1 from the record")
 
 
