@@ -39,7 +39,7 @@ test: lint
 compat: $(VENV)/.installed
 	$(PY) -m pytest -q tests/compat
 
-# Every contender in 5 interleaved rounds, then the drop-ins (18 min on the 2 loaded cores
+# Every contender in 5 interleaved rounds, then the drop-ins (14 min on the 2 loaded cores
 # here). Exits 1, naming them, if raylite's ratios to multiprocessing.Pool or Ray fell below
 # the record (benchmarks/recorded.json) by more than the noise; else rewrites the record.
 bench: $(VENV)/.bench
