@@ -10,7 +10,7 @@ the last recorded ones.
         -> updated(record) the new record (run.py writes it as decide_record() says)
 
 A *ratio* is raylite's value over a peer's with >1 meaning raylite is better (rates:
-raylite/peer, times: peer/raylite; :func:`harness.advantage`). Rounds are interleaved (round
+raylite/peer, times: peer/raylite; :func:`report.advantage`). Rounds are interleaved (round
 i runs every contender once, one after the other), so round i's raylite is divided by round
 i's peer: the machine's slow minutes hit both sides of a ratio alike. Over the rounds where
 both measured, a ratio has a median, a min-max range (shown) and a spread, half its
@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import BENCH_DIR, METRICS, SUBJECT, Results, advantage, fmt, runs
+from harness import BENCH_DIR, METRICS, SUBJECT, Results, runs
+from report import advantage, fmt
 
 PEERS: tuple[str, ...] = ("multiprocessing", "ray")
 """The peers every ranked figure is gated against (where they measure it)."""
@@ -155,7 +156,7 @@ class Verdict:
         status: ``pass``, ``fail``, ``new`` (no recorded ratio yet) or ``skipped``.
         now: This run's ratio, if any.
         recorded: The record's ratio, if any.
-        noise: The allowed drop: ``max(recorded.spread + now.spread, MIN_NOISE *
+        noise: The allowed drop: ``max(2 * max(recorded.spread, now.spread), MIN_NOISE *
             recorded.median)``, where both are known.
         note: Why it failed or was skipped, for the report.
     """
@@ -273,8 +274,10 @@ def judge(measured: Measured, record: Mapping[str, Any] | None) -> list[Verdict]
     """Compares the run's ratios with the record's; one verdict per (figure, peer) of either.
 
     A ratio fails when its median is below the recorded median by more than the noise,
-    ``max(recorded spread + this run's spread, MIN_NOISE * recorded median)`` (spread: half
-    the interquartile range over a run's rounds). A peer with no value is skipped with a note; a
+    ``max(2 * max(recorded spread, this run's spread), MIN_NOISE * recorded median)``
+    (spread: half the interquartile range over a run's rounds). Each median may be off by
+    its run's spread, the two in opposite directions: hence twice; and the larger of the
+    two, because a run of few rounds (``--quick``: 2) can measure too small a spread. A peer with no value is skipped with a note; a
     figure raylite failed to measure fails if the record has it. Without a record (or one
     from a machine with another number of cores) every ratio is ``new``.
     """
@@ -301,7 +304,7 @@ def judge(measured: Measured, record: Mapping[str, Any] | None) -> list[Verdict]
         elif then is None:
             verdicts.append(Verdict(**common, status="new", note=mismatch or ""))
         else:
-            noise = max(then.spread + now.spread, MIN_NOISE * then.median)
+            noise = max(2 * max(then.spread, now.spread), MIN_NOISE * then.median)
             drop = then.median - now.median
             if drop > noise:
                 note = f"down {drop:.3g} from the record, more than the noise {noise:.3g}"

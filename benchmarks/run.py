@@ -69,9 +69,11 @@ rounds. The gate compares each with the last recorded ratio (``benchmarks/record
 committed: per figure and peer the median, quartiles, min, max and rounds, plus the cores,
 load average at start and end, date and commit of the run that made it):
 
-- *noise* = the recorded run's spread + this run's spread, where a run's spread is half the
-  interquartile range of its per-round ratios (robust to one round hit by a burst of load,
-  which the min-max range is not); at least 5% of the recorded median (``gate.MIN_NOISE``:
+- *noise* = twice the larger of the recorded run's spread and this run's, where a run's
+  spread is half the interquartile range of its per-round ratios (robust to one round hit
+  by a burst of load, which the min-max range is not). Each median may be off by its
+  spread, the two in opposite directions (twice); a run of few rounds can measure too
+  small a spread (the larger). At least 5% of the recorded median (``gate.MIN_NOISE``:
   rounds that happen to agree measure no spread).
 - A ratio *fails* when its median is below the recorded median by more than the noise. The
   run then exits 1, naming each failing figure and peer with both ratios and the noise.
@@ -119,6 +121,7 @@ from pathlib import Path
 import contenders
 import gate
 import harness
+import report
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -187,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     load_at_start = os.getloadavg()[0]
     results = harness.run_all(names, repeats, args.timeout)
-    machine = harness.machine_info()
-    print(harness.format_report(results, machine))
-    data = harness.to_json(results, machine)
+    machine = report.machine_info()
+    print(report.format_report(results, machine))
+    data = report.to_json(results, machine)
     failed = check_ratios(results, load_at_start, args.record, gate.RECORD, data)
     if not args.no_dropins:
         print()
