@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import raylite
-from raylite._local.session import request
+from raylite._local.session import SessionDir, driver_pid, request
 
 pytestmark = pytest.mark.local_only("the embedded runtime's session folders")
 
@@ -39,6 +39,24 @@ def test_a_root_others_may_write_to_is_made_private(root: Path) -> None:
     raylite.init(num_cpus=1, _temp_dir=str(root))
     raylite.shutdown()
     assert stat.S_IMODE(os.stat(root).st_mode) == 0o700
+
+
+def test_sessions_started_in_the_same_microsecond_get_folders_of_their_own(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.25)  # a clock that stands still
+    monkeypatch.setattr(time, "time_ns", lambda: 1_700_000_000_250_000_000)
+    first = SessionDir(root)
+    try:
+        first.close()  # ended, its folder kept (for the logs), as after shutdown()
+        second = SessionDir(root)
+        try:
+            assert second.path != first.path and second.path.is_dir()
+            assert driver_pid(second.path) == os.getpid()  # still the name's last part
+        finally:
+            second.remove()
+    finally:
+        first.remove()
 
 
 def test_a_session_latest_that_is_a_folder_is_left_alone_with_a_warning(root: Path) -> None:

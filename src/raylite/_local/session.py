@@ -81,17 +81,18 @@ class SessionDir:
             )
         if st.st_mode & 0o077:  # others could swap session_latest or plant folders
             os.chmod(self.root, 0o700)
-        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-        self.path = self.root / f"session_{stamp}_{time.time_ns() % 10**6:06d}_{os.getpid()}"
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now))
+        self.path = self._make_folder(f"session_{stamp}_{int(now * 1e6) % 10**6:06d}")
         self.logs = self.path / "logs"
         self.spill = self.path / "spill"  # made by spill.SpillDir on first use
         self.control = self.path / "control.sock"
         if len(os.fsencode(self.control)) > _UNIX_PATH_MAX:
+            os.rmdir(self.path)
             raise ValueError(
                 f"The session folder path {self.path} is too long for a Unix socket "
                 f"({_UNIX_PATH_MAX} bytes at most): pass a shorter init(_temp_dir=...)."
             )
-        self.path.mkdir(mode=0o700)
         try:
             os.chmod(self.path, 0o700)  # whatever the umask
             self.logs.mkdir(mode=0o700)
@@ -105,6 +106,24 @@ class SessionDir:
         except BaseException:
             self.remove()
             raise
+
+    def _make_folder(self, stem: str) -> Path:
+        """Makes the session's folder ``<stem>_<pid>`` in the root, or ``<stem>-1_<pid>``,
+        ``<stem>-2_<pid>``, ... if a session of this process started in the same microsecond
+        (the clock's resolution may be coarser) left one there. The pid stays last: readers
+        of the folder name take it from there."""
+        pid = os.getpid()
+        for n in range(1000):
+            path = self.root / (f"{stem}_{pid}" if n == 0 else f"{stem}-{n}_{pid}")
+            try:
+                path.mkdir(mode=0o700)
+                return path
+            except FileExistsError:
+                continue
+        raise FileExistsError(
+            f"raylite could not make a session folder {self.root / stem}_{pid}: 1,000 folders of "
+            f"that name exist already; remove old sessions from {self.root}."
+        )
 
     def _point_latest(self) -> None:
         latest = self.root / "session_latest"
