@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._actor import IntendedExit
 from . import serialization as ser
-from .protocol import DYNAMIC, ActorCall, ActorExited, ActorReady, CreateActor, TaskDone
+from .protocol import DYNAMIC, ActorCall, ActorExited, ActorReady, CreateActor, TaskDone, Value
 
 if TYPE_CHECKING:
     from .worker import WorkerRuntime
@@ -338,6 +338,10 @@ class HostedActor:
         self.rt.set_context(label=self.class_name, actor_id=self.actor_id, current=msg)
         name = f"{self.class_name}.{msg.method}"
         start = time.time()
+        results: list[Value] = []
+        contained: list[list[int]] = []
+        fds: list[int] = []  # segments of big results, sent with the TaskDone
+        error: bytes | None = None
         try:
             method = getattr(self.instance, msg.method)
             args, kwargs = self.rt.load_args(msg.args, msg.dep_positions, msg.dep_values)
@@ -345,19 +349,19 @@ class HostedActor:
             del method, args, kwargs
             if msg.stream:
                 result = self.rt.run_generator(name, msg.task_id, msg.stream, result)
-            done = self.rt.pack_results(name, msg.task_id, msg.return_ids, result)
+            results, contained, fds = self.rt.results_of(name, msg.return_ids, result)
         except SystemExit as exc:
             self._exit(name, exc)
             return
         except BaseException as exc:
-            done = TaskDone(msg.task_id, [], [], ser.dumps_error(name, exc, os.getpid()), 0.0), []
+            error = ser.dumps_error(name, exc, os.getpid())
         finally:
             self.rt.set_context(label=self.class_name, actor_id=self.actor_id, current=None)
         if self.dead:  # killed meanwhile: nobody will read the results
-            self.rt.drop_results(msg.return_ids, done[1])
+            self.rt.drop_results(msg.return_ids, fds)
         else:
-            timed = done[0]._replace(start=start, duration=time.time() - start)
-            self.rt.send_from_thread(timed, done[1], flush=False)
+            done = TaskDone(msg.task_id, results, contained, error, time.time() - start, start)
+            self.rt.send_from_thread(done, fds, flush=False)
 
     def _spawn_batch(self, group: _GroupLoop, msgs: list[ActorCall]) -> None:
         """Starts the calls of one batch as tasks of ``group``'s loop (on that loop)."""
@@ -370,6 +374,10 @@ class HostedActor:
     async def _call_async(self, group: _GroupLoop, msg: ActorCall) -> None:
         name = f"{self.class_name}.{msg.method}"
         start = time.time()
+        results: list[Value] = []
+        contained: list[list[int]] = []
+        fds: list[int] = []  # segments of big results, sent with the TaskDone
+        error: bytes | None = None
         try:
             async with group.semaphore:
                 if not self._ready.is_set():  # __init__ runs on the default group's loop
@@ -387,21 +395,20 @@ class HostedActor:
                     result = self.rt.run_generator(name, msg.task_id, msg.stream, result)
                 elif inspect.isawaitable(result):
                     result = await result
-                done = self.rt.pack_results(name, msg.task_id, msg.return_ids, result)
+                results, contained, fds = self.rt.results_of(name, msg.return_ids, result)
         except asyncio.CancelledError:  # ray.cancel() of this call
-            done = TaskDone(msg.task_id, [], [], ser.dumps_cancelled(msg.task_id), 0.0), []
+            error = ser.dumps_cancelled(msg.task_id)
         except SystemExit as exc:
             self._exit(name, exc)
             return
         except BaseException as exc:
             error = ser.dumps_error(name, exc, os.getpid())
-            done = TaskDone(msg.task_id, [], [], error, 0.0), []
         self._running.pop(msg.task_id, None)  # (a dead actor's calls: dropped with it)
-        done = done[0]._replace(start=start, duration=time.time() - start), done[1]
         if self.dead:  # killed meanwhile: nobody will read the results
-            self.rt.drop_results(msg.return_ids, done[1])
+            self.rt.drop_results(msg.return_ids, fds)
         else:
-            self.rt.send_from_thread(done[0], done[1], flush=False)
+            done = TaskDone(msg.task_id, results, contained, error, time.time() - start, start)
+            self.rt.send_from_thread(done, fds, flush=False)
             group.flush_soon()
 
     async def _stream_async(self, name: str, msg: ActorCall, agen: Any) -> Any:

@@ -366,18 +366,6 @@ class WorkerRuntime:
         payload, oid, _, spans, _ = cast(ShmValue, args)
         return ser.loads_args(payload, positions, values, self._maps.buffers(oid, spans))
 
-    def pack_results(
-        self, name: str, task_id: int, return_ids: list[int], result: Any
-    ) -> tuple[TaskDone, list[int]]:
-        """The ``TaskDone`` for ``result`` (split per ``return_ids``) and the fds of the
-        segments its big values went to.
-
-        Raises:
-            TypeError, ValueError: the result does not split or pickle (fds closed).
-        """
-        results, contained, fds = self.results_of(name, return_ids, result)
-        return TaskDone(task_id, results, contained, None, 0.0), fds
-
     def results_of(
         self, name: str, return_ids: list[int], result: Any
     ) -> tuple[list[Value], list[list[int]], list[int]]:
@@ -455,7 +443,7 @@ class WorkerRuntime:
         return oid
 
     def drop_results(self, return_ids: list[int], fds: list[int]) -> None:
-        """Frees what ``pack_results`` made for results that will never be sent (the call's
+        """Frees what ``results_of`` made for results that will never be sent (the call's
         actor was killed meanwhile): the segments' fds and this process's mappings."""
         for fd in fds:
             os.close(fd)
