@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import psutil
 import pytest
-from _helpers import kill_driver_and_wait_for_workers
+from _helpers import kill_driver_and_wait_for_workers, wait_until
 
 import raylite
 from raylite.exceptions import ObjectStoreFullError
@@ -203,6 +203,29 @@ def test_freed_objects_return_their_memory_for_reuse():
             ref = raylite.put(np.ones(30 * MB // 8))
             assert raylite.get(checksum.remote(ref)) == 10.0
             del ref
+    finally:
+        raylite.shutdown()
+
+
+@pytest.mark.parametrize("when", ["right after a call", "once the driver is idle"])
+def test_a_dropped_ref_frees_its_object_with_no_later_call(when):
+    """A release is applied by the I/O thread on its own: promptly, not at the next call."""
+    raylite.init(num_cpus=1, object_store_memory=64 * MB, _system_config=NO_SPILLING)
+    try:
+        rt = raylite._runtime.current()
+        books = rt._objs.books  # type: ignore[attr-defined]
+
+        @raylite.remote
+        def checksum(x):
+            return float(x[:10].sum())
+
+        ref = raylite.put(np.ones(30 * MB // 8))
+        assert raylite.get(checksum.remote(ref)) == 10.0
+        assert books.live >= 30 * MB
+        if when == "once the driver is idle":  # the I/O thread asleep with no deadline
+            wait_until(lambda: rt._loop.sleeping, 10, "the I/O thread to go to sleep")  # type: ignore[attr-defined]
+        del ref  # nothing after this but looking: the object must go by itself
+        wait_until(lambda: books.live == 0, 10, "the dropped object to be freed")
     finally:
         raylite.shutdown()
 

@@ -6,8 +6,10 @@
     --------------------------                     ---------------------------
     ObjectRef.__del__ ── release ──> ObjectTable.releases ─┐
     a call made on a thread that holds the lock already    ├─> settle(), first thing in
-      (a __del__ run by the collector, a signal handler)   │   every section (and the I/O
-      .remote(), cancel(), kill() ──> defer(op) ─> _deferred┘   thread is woken for it)
+      (a __del__ run by the collector, a signal handler)   │   every section (the I/O
+      .remote(), cancel(), kill() ──> defer(op) ─> _deferred┘   thread's turns included:
+                                    it is woken for a deferred op, and for a release only
+                                    when it sleeps longer than io_thread.NAP_S)
     shutdown() there ──> the I/O thread or atexit finishes it
 
     lock holders                                   the I/O thread, the lock released

@@ -38,8 +38,8 @@ wake pipe, the deadlines, the thread's turns), ``waits.Waits`` (user threads blo
 ``get``/``wait``, futures, generator streams), ``writes.ObjectWriter`` (``put`` values and
 arguments pickled, big buffers copied to segments outside the lock), ``objects.ObjectTable``
 (values, lifetimes, waiters, shared-memory books). ``ObjectRef.__del__`` may run anywhere (GC), so ``release``
-never blocks: it queues the id, wakes the I/O thread, and whoever next takes the lock
-applies it.
+never blocks: it queues the id, and whoever next takes the lock applies it (the I/O thread
+within ``io_thread.NAP_S``; it is woken for it only when asleep for longer).
 
 Dispatch flushing: a task sent to an idle worker goes out at once (latency); one queued
 behind tasks in flight waits for the I/O thread's next flush, which comes with the next
@@ -644,9 +644,10 @@ class LocalRuntime:
         self._objs.releases.append(-oid)  # a negative id is an increment, applied in order
 
     def release(self, oid: int) -> None:
-        releases = self._objs.releases
-        releases.append(oid)
-        if len(releases) == 1:  # the first since the last settle: have it applied soon
+        self._objs.releases.append(oid)  # then the flag, never the other way (io_thread.py)
+        loop = self._loop
+        if loop.sleeping:  # else the loop's next turn, or the next section, applies it
+            loop.sleeping = False
             self._wake()
 
     def forget_after_fork(self) -> None:
