@@ -2,11 +2,17 @@
 
 ::
 
-    create_actor ─> record (PENDING) ─ args ready ─> placed: CreateActor to its process
+    create_actor ─> record (PENDING_CREATION) ─ args ready ─> placed: CreateActor ─> ALIVE
                                                      ├ packed: a shared host process
                                                      └ dedicated: a lease of its own
     call ─> record.queue ─ args ready ─> ActorCall ─> TaskDone ─> results
-    process died / kill / __init__ raised ─> restart (max_restarts) or DEAD: calls fail
+    process died / kill / exit / __init__ raised / handles freed / call ended
+         ── event ──> ActorStates ── Stop | RetryCalls | FailCalls | Restart | Die | FreeName
+                                     ──> _carry_out: processes, hosts, leases, names, results
+
+Every lifecycle decision (restart or die, which lost calls retry, calls failing with the
+actor's death) is ``actor_states.ActorStates``'s, a pure state machine; the manager keeps
+placement, hosts and I/O and carries its instructions out (``_carry_out``).
 
 Actors that reserve no whole CPU and no GPU are *packed*: up to ``max_hosts`` host
 processes serve all of them, one thread (or event loop) per actor, so a thousand actors
@@ -36,6 +42,7 @@ import threading
 import time
 import warnings
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +50,6 @@ from .._actor import ActorMeta
 from .._options import ActorOptions, MethodOptions
 from ..exceptions import (
     ActorDiedError,
-    ActorUnavailableError,
     ActorUnschedulableError,
     PendingCallsLimitExceeded,
     PendingTaskWarning,
@@ -51,6 +57,19 @@ from ..exceptions import (
     TaskCancelledError,
 )
 from . import serialization as ser
+from .actor_states import (
+    ALIVE,
+    DEAD,
+    PENDING_CREATION,
+    ActorStates,
+    Die,
+    FailCalls,
+    FreeName,
+    Instruction,
+    Restart,
+    RetryCalls,
+    Stop,
+)
 from .history import ACTOR_TASK, Done
 from .objects import Waiter
 from .protocol import ActorCall, ActorExited, CancelTask, CreateActor, KillActor, TaskDone
@@ -66,7 +85,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ActorManager", "warn_unschedulable"]
 
-_PENDING, _ALIVE, _DEAD = "PENDING", "ALIVE", "DEAD"
 FLUSH_DELAY_S = 0.002  # calls queued for a busy out-of-order actor go out within this
 
 
@@ -109,7 +127,7 @@ class _Actor:
     contained: list[int]
     config: bytes
     restarts_left: int
-    state: str = _PENDING
+    state: str = PENDING_CREATION  # an actor_states state (only ActorStates changes it)
     wid: int | None = None  # the process it lives in, once placed
     # The scheduler task of its placement: a dedicated actor's lease of a process, or a
     # packed one's reservation (held for life when it names resources, see _place).
@@ -147,6 +165,7 @@ class ActorManager:
         self.hosts: dict[int, set[int]] = {}  # {host worker id: actor ids on it}
         self.names: dict[tuple[str, str], int] = {}  # {(namespace, name): actor id}
         self._flush_due: set[int] = set()  # workers with a flush deadline pending
+        self.states = ActorStates(died=self._died)
 
     # ---- creation -----------------------------------------------------------------------
 
@@ -219,7 +238,7 @@ class ActorManager:
         if key is not None:
             self.names[key] = actor_id
         if unschedulable is not None:
-            self._die(actor, ser.dumps(unschedulable)[0])
+            self._carry_out(self.states.unplaceable(actor, ser.dumps(unschedulable)[0]))
         else:
             self._place_when_ready(actor)
         return actor_id
@@ -265,18 +284,17 @@ class ActorManager:
             self._place(actor)
 
     def _place(self, actor: _Actor) -> None:
-        if actor.state == _DEAD:
+        if actor.state == DEAD:  # killed while its arguments were being made
             return
         failed = next((self.rt._objs[o] for o in actor.dep_ids if self.rt._objs[o].is_error), None)
         if failed is not None:  # an argument of __init__ failed: so does the actor
-            self._die(
-                actor, self._died(actor, "an argument of its constructor failed", failed.payload)
-            )
+            why = self._died(actor, "an argument of its constructor failed", failed.payload)
+            self._carry_out(self.states.unplaceable(actor, why))
             return
         if actor.local_cls is not None:
             assert actor.py_args is not None
             actor.local = self.rt._threads.start_actor(actor, actor.local_cls, *actor.py_args)
-            actor.state = _ALIVE
+            self.states.placed(actor)
             self._pump(actor)
         elif not actor.opts.specified:  # Ray's default: placed at once, holding nothing
             self._start(actor, self._pick_host())
@@ -296,9 +314,7 @@ class ActorManager:
         sched = self.rt.sched
         keep = max(1, math.ceil(sched.total_cpu / UNIT))
         room = sched.max_workers - keep
-        dedicated = sum(
-            1 for a in self.actors.values() if a.opts.dedicated and a.state != _DEAD
-        )
+        dedicated = sum(1 for a in self.actors.values() if a.opts.dedicated and a.state != DEAD)
         if dedicated >= room:
             raise ActorUnschedulableError(
                 f"Actor {class_name} would need a worker process of its own (it reserves "
@@ -324,7 +340,7 @@ class ActorManager:
     def idle(self, task_id: int) -> bool:
         """Whether the dedicated actor whose lease ``task_id`` is runs, with no call to run."""
         actor = self.actors.get(self.creations.get(task_id, 0))
-        if actor is None or actor.state != _ALIVE:
+        if actor is None or actor.state != ALIVE:
             return False
         return not actor.queue and not actor.parked and not actor.inflight
 
@@ -337,7 +353,7 @@ class ActorManager:
         """The scheduler placed actor creation ``task_id``: a dedicated actor's lease on
         worker ``wid``, or (``wid < 0``) a packed actor's reservation."""
         actor = self.actors.get(self.creations.get(task_id, 0))
-        if actor is None or actor.state == _DEAD or actor.creation_task != task_id:
+        if actor is None or actor.state == DEAD or actor.creation_task != task_id:
             self.creations.pop(task_id, None)
             self.rt._apply(self.rt.sched.task_done(wid, task_id))
             return
@@ -358,7 +374,7 @@ class ActorManager:
     def _start(self, actor: _Actor, w: Worker) -> None:
         rt = self.rt
         actor.wid = w.wid
-        actor.state = _ALIVE  # calls may follow CreateActor at once: the host queues them
+        self.states.placed(actor)  # calls may follow CreateActor at once: the host queues them
         if not actor.opts.dedicated:
             self.hosts[w.wid].add(actor.actor_id)
         rt._ship_function(w, actor.fn_id)
@@ -385,7 +401,7 @@ class ActorManager:
             f"The actor {actor.class_name} died because of an error raised in its creation "
             f"task (__init__), so no call to it can run:\n{text}"
         )
-        self._die(actor, ser.dumps(died)[0])
+        self._carry_out(self.states.init_failed(actor, ser.dumps(died)[0]))
 
     # ---- calls --------------------------------------------------------------------------
 
@@ -434,7 +450,7 @@ class ActorManager:
         )  # fmt: skip
         self.calls[task_id] = call
         rt._open_stream(task_id, return_ids, mopts.num_returns)
-        if actor.state == _DEAD:
+        if actor.state == DEAD:
             self._fail_call(call, actor.death or b"")
         else:
             actor.queue.append(call)
@@ -448,7 +464,7 @@ class ActorManager:
     def _pump(self, actor: _Actor) -> None:
         """Sends queued calls, in order, while the head's arguments are ready (or, out of
         order, every call whose arguments are ready)."""
-        if actor.state != _ALIVE or actor.waiting:
+        if actor.state != ALIVE or actor.waiting:
             return
         rt = self.rt
         objs = rt._objs
@@ -654,35 +670,62 @@ class ActorManager:
     # ---- death --------------------------------------------------------------------------
 
     def kill(self, actor_id: int, no_restart: bool) -> None:
-        actor = self.actors.get(actor_id)
-        if actor is None or actor.state == _DEAD:
-            return
-        why = self._died(actor, "it was killed by raylite.kill()")
-        self._stop(actor, why, restart=not no_restart)
+        if (actor := self.actors.get(actor_id)) is not None:
+            why = self._died(actor, "it was killed by raylite.kill()")
+            self._carry_out(self.states.killed(actor, why, no_restart))
 
     def exited(self, wid: int, msg: ActorExited) -> None:
         """The actor ended itself (``exit_actor()``, ``sys.exit()``) in process ``wid``."""
         actor = self.actors.get(msg.actor_id)
-        if actor is None or actor.state != _ALIVE or actor.wid != wid:
-            return  # a stale notice: dead, or restarted elsewhere since
-        self._stop(actor, self._died(actor, msg.reason), restart=msg.restart)
+        if actor is None or actor.wid != wid:
+            return  # a stale notice: restarted elsewhere since
+        self._carry_out(self.states.exited(actor, self._died(actor, msg.reason), msg.restart))
 
     def freed(self, actor_id: int) -> None:
         """The last handle is gone: end the actor once its calls are done."""
-        actor = self.actors.get(actor_id)
-        if actor is None:
-            return
-        actor.handles_gone = True
-        self._maybe_end(actor)
+        if (actor := self.actors.get(actor_id)) is not None:
+            self._carry_out(self.states.handles_freed(actor))
 
     def _maybe_end(self, actor: _Actor) -> None:
-        busy = actor.queue or actor.parked or actor.inflight
-        if actor.handles_gone and not busy and actor.state != _DEAD:
-            self._stop(actor, self._died(actor, "all its handles were deleted"), restart=False)
+        """A call ended: the actor ends too if that was its last after its handles went."""
+        if out := self.states.call_ended(actor):
+            self._carry_out(out)
 
-    def _stop(self, actor: _Actor, why: bytes, restart: bool) -> None:
-        """Ends the actor's instance: kills its process (dedicated) or drops it from its
-        host (packed); then restarts it or marks it dead."""
+    def process_died(self, wid: int, status_text: str) -> None:
+        """Worker ``wid`` died: every actor in it (a host) or of it (dedicated) is lost."""
+        if wid in self.hosts:
+            lost = [self.actors[a] for a in self.hosts.pop(wid) if a in self.actors]
+        else:
+            lost = [a for a in self.actors.values() if a.wid == wid and a.opts.dedicated]
+        for actor in lost:
+            self.creations.pop(actor.creation_task, None)  # its lease died with it
+            why = self._died(actor, f"its process died ({status_text})")
+            self._carry_out(self.states.process_died(actor, why))
+
+    def _carry_out(self, instructions: Sequence[Instruction]) -> None:
+        """Does what the actor state machine decided (lock held)."""
+        for instruction in instructions:
+            match instruction:
+                case Stop(actor):
+                    self._stop(actor)
+                case RetryCalls(actor, calls):  # first, in their order
+                    actor.queue.extendleft(reversed(calls))
+                case FailCalls(calls, error):
+                    payload = error if isinstance(error, bytes) else ser.dumps(error)[0]
+                    for call in calls:
+                        self._fail_call(call, payload)
+                case Restart(actor):
+                    self._release_lease(actor)
+                    actor.wid = None
+                    self._place(actor)
+                case Die(actor):
+                    self._free(actor)
+                case FreeName(key):
+                    self.names.pop(key, None)
+
+    def _stop(self, actor: _Actor) -> None:
+        """Ends the actor's instance: stops its thread, kills its process (dedicated) or
+        drops it from its host (packed)."""
         rt = self.rt
         if actor.local is not None:
             actor.local.stop()
@@ -696,60 +739,15 @@ class ActorManager:
                 w.chan.queue(KillActor(actor.actor_id))
                 rt._workers.dirty.add(w)
                 self.hosts.get(w.wid, set()).discard(actor.actor_id)
-        self._lost_process(actor, why, restart)
 
-    def process_died(self, wid: int, status_text: str) -> None:
-        """Worker ``wid`` died: every actor in it (a host) or of it (dedicated) is lost."""
-        if wid in self.hosts:
-            lost = [self.actors[a] for a in self.hosts.pop(wid) if a in self.actors]
-        else:
-            lost = [a for a in self.actors.values() if a.wid == wid and a.opts.dedicated]
-        for actor in lost:
-            if actor.state == _DEAD:
-                continue
-            self.creations.pop(actor.creation_task, None)
-            why = self._died(actor, f"its process died ({status_text})")
-            self._lost_process(actor, why, restart=True)
-
-    def _lost_process(self, actor: _Actor, why: bytes, restart: bool) -> None:
-        self._release_lease(actor)
-        can_restart = restart and actor.restarts_left != 0
-        inflight, actor.inflight = list(actor.inflight.values()), {}
-        for call in reversed(inflight):  # retried calls go first, in their order
-            if can_restart and call.retries_left != 0:
-                call.retries_left -= 1
-                actor.queue.appendleft(call)
-            else:
-                unavailable = ActorUnavailableError(
-                    f"The actor {actor.class_name} restarted while running {call.name}(); the "
-                    "call is lost (set max_task_retries to retry such calls)."
-                )
-                self._fail_call(call, ser.dumps(unavailable)[0] if can_restart else why)
-        if not can_restart:
-            self._die(actor, why)
-            return
-        if actor.restarts_left > 0:
-            actor.restarts_left -= 1
-        actor.state = _PENDING
-        actor.wid = None
-        self._place(actor)
-
-    def _die(self, actor: _Actor, why: bytes) -> None:
-        if actor.state != _DEAD and actor.wid is not None and actor.opts.dedicated:
+    def _free(self, actor: _Actor) -> None:
+        """Frees what a DEAD actor held: process, reservation, arguments, (detached) own id."""
+        if actor.wid is not None and actor.opts.dedicated:
             w = self.rt._workers.get(actor.wid)
             if w is not None:
                 self.creations.pop(actor.creation_task, None)
                 self.rt._workers.kill(w)
         self._release_lease(actor)
-        actor.state = _DEAD
-        actor.death = why
-        for call in [*actor.queue, *actor.parked.values(), *actor.inflight.values()]:
-            self._fail_call(call, why)
-        actor.queue.clear()
-        actor.parked.clear()
-        actor.inflight.clear()
-        if actor.name_key is not None:
-            self.names.pop(actor.name_key, None)
         held = actor.dep_ids + actor.contained
         if actor.opts.lifetime == "detached":
             held.append(actor.actor_id)
@@ -766,11 +764,7 @@ class ActorManager:
     def fail_all(self, why: bytes) -> None:
         """Every actor is dead, every call fails with ``why`` (shutdown, broken runtime)."""
         for actor in self.actors.values():
-            if actor.state != _DEAD:
-                actor.state = _DEAD
-                actor.death = why
-        for call in list(self.calls.values()):
-            self._fail_call(call, why)
+            self._carry_out(self.states.shutdown(actor, why))
 
 
 def _placement(opts: ActorOptions) -> Request:

@@ -121,11 +121,9 @@ class StateView:
             rows = []
             for a in rt._actors.actors.values():
                 restarts = a.opts.max_restarts - a.restarts_left if a.opts.max_restarts >= 0 else 0
-                state = a.state
-                if state == "PENDING":
-                    state = "RESTARTING" if restarts else "PENDING_CREATION"
                 rows.append({
-                    "actor_id": _hex(a.actor_id), "class_name": a.class_name, "state": state,
+                    "actor_id": _hex(a.actor_id), "class_name": a.class_name,
+                    "state": a.state,  # actor_states, in Ray's words
                     "name": a.name_key[1] if a.name_key else "",
                     "ray_namespace": a.name_key[0] if a.name_key else None,
                     "pid": rt._actors.pid_of(a) or None, "num_restarts": restarts,
