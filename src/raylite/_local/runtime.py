@@ -48,8 +48,10 @@ result from that worker (throughput: one frame carries many tasks).
 Decisions and their owners: ``task_states.TaskStates`` (pure) decides every step of a task's
 life (retry, rerun after a worker's death, failed argument, cancel) from the events the
 runtime feeds it, and owns the live tasks; the runtime carries out its instructions
-(``_carry_out``). ``scheduler.Scheduler`` (pure) places tasks. ``inbox.WorkerMessages``
-handles what workers send and ``watchdog.Watchdog`` warns about tasks that wait and fails
+(``_carry_out``); ``actor_states.ActorStates`` (pure) decides an actor's life (restart or
+die, which lost calls retry), fed and carried out by ``actors.ActorManager``, which places
+actors and sends their calls. ``scheduler.Scheduler`` (pure) places tasks.
+``inbox.WorkerMessages`` handles what workers send and ``watchdog.Watchdog`` warns about tasks that wait and fails
 stalled ones: each an object given the parts it needs, not the runtime. The state API, the
 control socket and the dashboard read the runtime through ``state.StateView``.
 
@@ -57,6 +59,7 @@ control socket and the dashboard read the runtime through ``state.StateView``.
 
     who                 owns                                  runs on (lock held)
     TaskStates          live tasks and their states           whoever holds the lock
+    ActorManager        actors (states: ActorStates), calls   whoever holds the lock
     Scheduler           resources, leases, worker queues      whoever holds the lock
     WorkerSet           processes, channels, borrows          I/O thread (deaths), any
     ObjectTable         values, refcounts, segments, waiters  whoever holds the lock
