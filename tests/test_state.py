@@ -210,6 +210,28 @@ def test_list_actors_and_their_calls(rt: object) -> None:
     wait_until(lambda: [a.state for a in list_actors()] in ([], ["DEAD"]), 10, "actor death")
 
 
+def test_an_actor_restarting_shows_restarting_then_alive(tmp_path: Path) -> None:
+    # The actor holds the one "slot"; killed (with a restart), it gives the slot back and
+    # a task waiting for it takes it first, so the actor waits to be placed again.
+    raylite.init(num_cpus=2, resources={"slot": 1})
+    try:
+        counter = Counter.options(resources={"slot": 1}, max_restarts=-1).remote()
+        assert raylite.get(counter.inc.remote()) == 1
+        flag = tmp_path / "go"
+        held = wait_for_file.options(resources={"slot": 1}).remote(str(flag))
+        assert [a.state for a in list_actors()] == ["ALIVE"]
+        raylite.kill(counter, no_restart=False)
+        wait_until(lambda: len(list_tasks(filters=[("state", "=", "RUNNING")])) == 1, 10,
+                   "the task to take the slot")  # fmt: skip
+        assert [a.state for a in list_actors()] == ["RESTARTING"]
+        flag.touch()
+        raylite.get(held)
+        assert raylite.get(counter.inc.remote()) == 1  # a fresh instance
+        assert [a.state for a in list_actors()] == ["ALIVE"]
+    finally:
+        raylite.shutdown()
+
+
 def test_list_objects_shows_sizes_and_shared_memory(rt: object) -> None:
     np = pytest.importorskip("numpy")
     big = raylite.put(np.zeros(1 << 20, dtype=np.uint8))
