@@ -204,11 +204,29 @@ def test_a_lost_call_without_retries_fails_unavailable_and_the_rest_retry_in_ord
     actor = alive(retries=0)
     actor.inflight[3] = Call(3, retries_left=2)
     out = STATES.process_died(actor, WHY)
-    assert [type(i) for i in out] == [FailCalls, RetryCalls, Restart]
-    assert isinstance(out[0], FailCalls) and isinstance(out[0].error, ActorUnavailableError)
-    assert "restarted while running A.f()" in str(out[0].error)
-    assert out[1] == RetryCalls(actor, [Call(3, retries_left=1)])
+    # Retried calls first: back in its books before failing one can free its last handle.
+    assert [type(i) for i in out] == [RetryCalls, FailCalls, Restart]
+    assert out[0] == RetryCalls(actor, [Call(3, retries_left=1)])
+    assert isinstance(out[1], FailCalls) and isinstance(out[1].error, ActorUnavailableError)
+    assert "restarted while running A.f()" in str(out[1].error)
     assert actor.inflight == {} and actor.restarts_left == 1
+
+
+def test_failing_a_lost_call_that_frees_the_last_handle_keeps_the_retried_ones() -> None:
+    # Failing call 4 frees the actor's last handle (it was in 4's arguments): the manager
+    # feeds handles_freed while carrying out; call 1, retried, must keep the actor going.
+    actor = idle()
+    actor.inflight.update({1: Call(1, retries_left=1), 4: Call(4)})
+    ended = []
+    for instruction in STATES.process_died(actor, WHY):
+        match instruction:
+            case RetryCalls(_, calls):
+                actor.queue.extendleft(reversed(calls))
+            case FailCalls(calls, _):
+                ended += [c.task_id for c in calls]
+                assert STATES.handles_freed(actor) == ()
+    assert ended == [4] and [c.task_id for c in actor.queue] == [1]
+    assert actor.state == RESTARTING
 
 
 def test_no_restarts_left_means_dead_with_every_call_failed_with_the_death() -> None:

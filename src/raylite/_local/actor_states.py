@@ -13,7 +13,7 @@
     unplaceable(actor, why)         PENDING_CREATION, DEAD              Die, FailCalls, FreeName
                                     RESTARTING
     init_failed(actor, why)         live              DEAD              Die, FailCalls, FreeName
-    process_died(actor, why)        live              RESTARTING        FailCalls, RetryCalls,
+    process_died(actor, why)        live              RESTARTING        RetryCalls, FailCalls,
                                                                         Restart
                                                       DEAD (none left)  Die, FailCalls, FreeName
     killed(actor, why, no_restart)  live              as process_died   Stop, then as process_died
@@ -229,8 +229,8 @@ class ActorStates:
         actor.inflight.clear()
         if not can_restart:
             return self._die(actor, why, inflight)
-        out: list[Instruction] = []
         retried: list[CallRecord] = []
+        failed: list[Instruction] = []
         for call in inflight:
             if call.retries_left != 0:
                 if call.retries_left > 0:  # -1: retried forever (max_task_retries=-1)
@@ -241,14 +241,14 @@ class ActorStates:
                     f"The actor {actor.class_name} restarted while running {call.name}(); the "
                     "call is lost (set max_task_retries to retry such calls)."
                 )
-                out.append(FailCalls([call], unavailable))
-        if retried:
-            out.append(RetryCalls(actor, retried))
+                failed.append(FailCalls([call], unavailable))
         if actor.restarts_left > 0:  # -1: restarts forever
             actor.restarts_left -= 1
         actor.state = RESTARTING
-        out.append(Restart(actor))
-        return out
+        # Retried calls go back in its books before any call fails: failing one may free
+        # the last handle (a handle in its arguments), and an actor with no call left ends.
+        out: list[Instruction] = [RetryCalls(actor, retried)] if retried else []
+        return [*out, *failed, Restart(actor)]
 
     def _die(self, actor: ActorRecord, why: bytes, lost: list[CallRecord]) -> list[Instruction]:
         """DEAD with ``why``: ``lost`` (sent calls taken already) and every call it has fail."""
