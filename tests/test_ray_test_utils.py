@@ -196,3 +196,38 @@ def test_rays_test_helper_modules_resolve_under_rays_names_and_nothing_else_priv
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split("\n")[:2] == ["worker: True", "ok False False"]
+
+
+def test_a_ray_test_module_run_by_pytest_imports_rays_test_helpers(tmp_path) -> None:
+    # pytest's assertion rewriter comes before raylite's finder and takes test_utils.py for
+    # a test file: it used to load raylite's helpers a second time as ray._common.test_utils,
+    # whose relative imports then failed ("raylite does not provide ray._api").
+    (tmp_path / "test_upstream.py").write_text(
+        textwrap.dedent(
+            """
+            import ray
+            from ray._private.test_utils import wait_for_pid_to_exit
+            from ray._common.test_utils import SignalActor
+            import raylite._common.test_utils
+
+
+            def test_helpers_are_raylites_own():
+                assert SignalActor is raylite._common.test_utils.SignalActor
+                assert callable(wait_for_pid_to_exit)
+            """
+        )
+    )
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(os.path.abspath(raylite.__file__)))
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    argv = ["-m", "raylite", "run", "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    proc = subprocess.run(
+        [sys.executable, *argv, "test_upstream.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout

@@ -9,6 +9,9 @@ Ray name raylite lacks gives.
     import ray.util.queue   _RayAliasFinder: "ray.util.queue" -> the module raylite.util.queue
                             (the very same object, so classes and isinstance agree; without
                             it Python would load raylite/util/queue.py a second time)
+    import ray._common      _AliasLoader also puts ray._common.test_utils in sys.modules
+                            (Ray's test helpers: a finder ahead of ours, pytest's, would
+                            load their file again as a test file under Ray's name)
     import ray.data         ModuleNotFoundError: raylite does not provide ray.data ...
     ray.nodes               raylite's module __getattr__ (module_getattr):
                             AttributeError: raylite does not provide ray.nodes ...
@@ -124,7 +127,8 @@ def module_getattr(module_name: str) -> Callable[[str], Any]:
 class _AliasLoader:
     """Loads ``ray.X`` as the already-built module ``raylite.X``, unchanged."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, *, alias: str, target: str) -> None:
+        self._alias = alias
         self._target = target
         self._spec: importlib.machinery.ModuleSpec | None = None
 
@@ -137,6 +141,15 @@ class _AliasLoader:
         # The import system has just set __spec__ to the alias's; keep raylite's own (its
         # other attributes it leaves alone when they are set).
         module.__spec__ = self._spec
+        # Ray's test helpers in this package enter sys.modules under Ray's names now, before
+        # anyone imports them: a finder ahead of ours would otherwise load raylite's file a
+        # second time under the Ray name. pytest's assertion rewriter is one: it takes
+        # test_utils.py for a test file, loads it as ray._common.test_utils, and its relative
+        # imports then reach for ray._api (every Ray test module importing it failed to load).
+        for helper in _RAY_TEST_HELPERS:
+            if helper.rpartition(".")[0] == self._alias:
+                target = "raylite" + helper[len("ray") :]
+                sys.modules[helper] = importlib.import_module(target)
 
 
 class _RayAliasFinder:
@@ -162,7 +175,8 @@ class _RayAliasFinder:
                 found = None
         if found is None:
             raise ModuleNotFoundError(unsupported(fullname), name=fullname)
-        loader: Any = _AliasLoader(target_name)  # importlib's loader protocol, duck-typed
+        # importlib's loader protocol, duck-typed
+        loader: Any = _AliasLoader(alias=fullname, target=target_name)
         return importlib.util.spec_from_loader(fullname, loader)
 
 
