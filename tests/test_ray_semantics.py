@@ -471,3 +471,36 @@ def test_an_actor_larger_than_the_machine_warns_and_its_calls_fail(rl):
         actor = Counter.options(num_cpus=3).remote(1)
     with pytest.raises(ActorUnschedulableError, match="Actor Counter can never be placed"):
         rl.get(actor.add.remote(1))
+
+
+def _split_first_argument(invoke):
+    # Ray's caller-side hook: gets the call's (args, kwargs), returns what .remote() returns.
+    def invocation(args, kwargs):
+        return invoke([args[0], args[0]], {}), kwargs
+
+    return invocation
+
+
+def _summing(method):
+    def execution(self, b, c):
+        return method(self, b + c)
+
+    execution.__ray_invocation_decorator__ = _split_first_argument
+    return execution
+
+
+@raylite.remote
+class Decorated:
+    @_summing
+    def plus_one(self, x):
+        return x + 1
+
+
+def test_an_invocation_decorator_wraps_the_callers_side_of_each_call(rl):
+    actor = Decorated.remote()
+    ref, extra = actor.plus_one.remote(3, kwarg=3)
+    assert isinstance(ref, raylite.ObjectRef)
+    assert extra == {"kwarg": 3}
+    assert raylite.get(ref) == 7  # (3 + 3) + 1, run by the actor
+    ref, _ = actor.plus_one.options(name="again").remote(4)
+    assert raylite.get(ref) == 9

@@ -87,6 +87,8 @@ class ActorMeta:
     generators: frozenset[str] = frozenset()  # methods that yield
     # {method name: what its calls' arguments are checked against}; "__init__" for .remote()
     specs: dict[str, ArgSpec | None] = field(default_factory=dict)
+    # {method name: its __ray_invocation_decorator__}, Ray's caller-side wrapper of calls
+    decorators: dict[str, Callable[..., Any]] = field(default_factory=dict)
 
 
 def _meta_of(cls: type) -> ActorMeta:
@@ -94,6 +96,7 @@ def _meta_of(cls: type) -> ActorMeta:
     specs: dict[str, ArgSpec | None] = {"__init__": arg_spec(cls)}
     missing_self = set()
     generators: set[str] = set()
+    decorators: dict[str, Callable[..., Any]] = {}
     is_async = False
     for name, attr in inspect.getmembers(cls):
         if name.startswith("__") and name not in ("__call__",):
@@ -112,6 +115,9 @@ def _meta_of(cls: type) -> ActorMeta:
         )
         methods[name] = replace(opts, num_returns=returns)
         specs[name] = arg_spec(attr, drop_first=True)
+        decorator = getattr(attr, "__ray_invocation_decorator__", None)
+        if decorator is not None:
+            decorators[name] = decorator
         params = list(inspect.signature(attr).parameters.values())
         if not params or params[0].kind not in (
             inspect.Parameter.POSITIONAL_ONLY,
@@ -122,7 +128,13 @@ def _meta_of(cls: type) -> ActorMeta:
         if inspect.iscoroutinefunction(attr) or inspect.isasyncgenfunction(attr):
             is_async = True
     return ActorMeta(
-        cls.__name__, methods, frozenset(missing_self), is_async, frozenset(generators), specs
+        cls.__name__,
+        methods,
+        frozenset(missing_self),
+        is_async,
+        frozenset(generators),
+        specs,
+        decorators,
     )
 
 
@@ -373,7 +385,8 @@ class ActorHandle(metaclass=abc.ABCMeta):  # noqa: B024 (an ABC for its virtual 
         # Kept in the handle's __dict__, so later accesses find it without this hook;
         # the method holds the handle weakly, so the two make no cycle (the actor lives
         # as long as its handles, not until the next garbage collection).
-        method = self.__dict__[name] = ActorMethod(self, name, opts)
+        kind = _DecoratedActorMethod if name in meta.decorators else ActorMethod
+        method = self.__dict__[name] = kind(self, name, opts)
         return method
 
     def __reduce__(self) -> Any:
@@ -410,7 +423,7 @@ class ActorMethod:
         return handle if handle is not None else ActorHandle(self._actor_ref, self._meta)
 
     def __reduce__(self) -> Any:
-        return (ActorMethod, (self._handle, self._name, self._options))
+        return (type(self), (self._handle, self._name, self._options))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -423,7 +436,7 @@ class ActorMethod:
         meta = self._meta
         what = f"{meta.class_name}.{self._name}()"
         returns = resolve_num_returns(opts.num_returns, self._name in meta.generators, what)
-        return ActorMethod(self._handle, self._name, replace(opts, num_returns=returns))
+        return type(self)(self._handle, self._name, replace(opts, num_returns=returns))
 
     def _remote(
         self,
@@ -455,3 +468,19 @@ class ActorMethod:
         if n == 1 or isinstance(n, str):
             return refs[0]
         return None if n == 0 else refs
+
+
+class _DecoratedActorMethod(ActorMethod):
+    """A method carrying Ray's ``__ray_invocation_decorator__``: the decorator wraps the
+    caller's side of each call, ``decorator(invoke)(args, kwargs)``, where ``invoke(args,
+    kwargs)`` submits the call, as on Ray (a library may reshape arguments or results there).
+    Undecorated methods are plain ``ActorMethod``s and pay nothing for it."""
+
+    __slots__ = ()
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        decorator = self._meta.decorators[self._name]
+        return decorator(self._invoke)(args, kwargs)
+
+    def _invoke(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        return ActorMethod.remote(self, *args, **kwargs)
