@@ -23,6 +23,7 @@ from raylite._common.test_utils import (
 )
 from raylite._private.client_mode_hook import client_mode_should_convert
 from raylite._private.test_utils import (
+    BatchQueue,
     RayTestTimeoutException,
     client_test_enabled,
     get_error_message,
@@ -31,6 +32,7 @@ from raylite._private.test_utils import (
     wait_for_pid_to_exit,
 )
 from raylite.cluster_utils import Cluster
+from raylite.util.queue import Empty
 
 pytestmark = pytest.mark.local_only("raylite's own implementations of Ray's test helpers")
 
@@ -231,3 +233,23 @@ def test_a_ray_test_module_run_by_pytest_imports_rays_test_helpers(tmp_path) -> 
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 passed" in proc.stdout
+
+
+def test_batch_queue_hands_out_batches_and_travels_as_itself(rl: object) -> None:
+    q = BatchQueue()
+    with pytest.raises(Empty):
+        q.get_batch(2, first_timeout=0.05)
+    q.put_nowait_batch(list(range(5)))
+    assert q.get_batch(2) == [0, 1]
+    assert q.get_batch(total_timeout=0) == [2, 3, 4]  # no size: what is there now
+
+    @raylite.remote
+    def take_three(q: BatchQueue) -> list[int]:
+        return q.get_batch(3, total_timeout=30)  # waits for the items still to come
+
+    ref = take_three.remote(q)
+    q.put(5)
+    q.put_nowait_batch([6, 7])
+    assert raylite.get(ref, timeout=60) == [5, 6, 7]
+    q.put_nowait_batch([8, 9])
+    assert q.get_batch(5, total_timeout=0.05) == [8, 9]  # the timeout ends a short batch

@@ -2,7 +2,8 @@
 against Ray (``from ray._private.test_utils import wait_for_pid_to_exit``).
 
 raylite's own implementations of the helpers that need no Ray internals, with Ray's names
-and signatures. Older Ray releases kept :class:`SignalActor`, :class:`Semaphore` and
+and signatures, among them :class:`BatchQueue` (a ``ray.util.queue.Queue`` whose actor also
+hands out batches: ``get_batch``). Older Ray releases kept :class:`SignalActor`, :class:`Semaphore` and
 :func:`run_string_as_driver` here too; they are re-exported from
 :mod:`raylite._common.test_utils`. Helpers that read Ray's GCS (error pubsub, global state
 accessors, node lists) are not provided.
@@ -10,13 +11,14 @@ accessors, node lists) are not provided.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import time
 from typing import Any
 
-from .._api import kill
+from .._api import get, kill, remote
 from .._common.test_utils import (
     Semaphore,
     SignalActor,
@@ -25,8 +27,10 @@ from .._common.test_utils import (
     run_string_as_driver,
     wait_for_condition,
 )
+from ..util.queue import Empty, Queue, _accepted, _QueueActor, _Refused
 
 __all__ = [
+    "BatchQueue",
     "RayTestTimeoutException",
     "Semaphore",
     "SignalActor",
@@ -129,3 +133,73 @@ def get_error_message(
 ) -> Any:
     """Not provided (Ray's GCS error pubsub): raises :class:`RuntimeError` saying so."""
     raise _needs_gcs("get_error_message")
+
+
+class _BatchQueueActor(_QueueActor):
+    """The queue actor with ``get_batch``; like the rest of it, it runs on the actor's one
+    event loop, so nothing else touches the queue meanwhile."""
+
+    async def get_batch(
+        self,
+        batch_size: int | None,
+        total_timeout: float | None,
+        first_timeout: float | None,
+    ) -> list[Any] | _Refused:
+        loop = asyncio.get_running_loop()
+        deadline = None if total_timeout is None else loop.time() + total_timeout
+        first = await self.get(first_timeout)
+        if isinstance(first, _Refused):
+            return first
+        batch = [first]
+        while batch_size is None or len(batch) < batch_size:
+            if not self.queue.empty():  # items there now are taken whatever the timeout
+                batch.append(self.queue.get_nowait())
+                continue
+            if batch_size is None and deadline is None:
+                break  # Ray: no size and no timeout drains what the queue holds now
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self.queue.get(), left))
+            except asyncio.TimeoutError:
+                break
+        return batch
+
+
+_BatchQueueActorClass: Any = remote(_BatchQueueActor)
+
+
+class BatchQueue(Queue):
+    """A :class:`ray.util.queue.Queue` that also returns several items per call, as Ray's
+    test helper of this name does.
+
+    Args:
+        maxsize: as for ``Queue`` (0: no limit).
+        actor_options: options of the queue's actor, as for ``Queue``.
+    """
+
+    _actor_class = _BatchQueueActorClass
+
+    def get_batch(
+        self,
+        batch_size: int | None = None,
+        total_timeout: float | None = None,
+        first_timeout: float | None = None,
+    ) -> list[Any]:
+        """Up to ``batch_size`` items (``None``: every item there now), in queue order.
+
+        Args:
+            batch_size: the most items to return.
+            total_timeout: how long, in seconds, to wait for the whole batch (``None``:
+                without limit when ``batch_size`` is given).
+            first_timeout: how long to wait for the first item (``None``: without limit).
+
+        Raises:
+            Empty: no item came within ``first_timeout``.
+        """
+        batch: list[Any] = _accepted(
+            get(self._handle().get_batch.remote(batch_size, total_timeout, first_timeout)),
+            Empty,
+        )
+        return batch

@@ -156,6 +156,10 @@ class Queue:
         ValueError: a bad actor option.
     """
 
+    # The actor class holding the items; a subclass may extend it (Ray's test helper
+    # BatchQueue, in raylite._private.test_utils, adds get_batch).
+    _actor_class: Any = _QueueActorClass
+
     def __init__(self, maxsize: int = 0, actor_options: dict[str, Any] | None = None) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
             raise TypeError(
@@ -163,10 +167,10 @@ class Queue:
                 f"{type(maxsize).__name__} {maxsize!r}."
             )
         self.maxsize = maxsize
-        self.actor: Any = _QueueActorClass.options(**(actor_options or {})).remote(maxsize)
+        self.actor: Any = self._actor_class.options(**(actor_options or {})).remote(maxsize)
 
     def __reduce__(self) -> Any:
-        return (_attach, (self.actor, self.maxsize))
+        return (_attach, (type(self), self.actor, self.maxsize))
 
     def __repr__(self) -> str:
         return f"Queue(maxsize={self.maxsize}, actor={self.actor!r})"
@@ -328,9 +332,9 @@ class Queue:
         _api.kill(actor, no_restart=True)
 
 
-def _attach(actor: Any, maxsize: int) -> Queue:
-    """A Queue on an existing queue actor: how a pickled Queue comes back."""
-    q = Queue.__new__(Queue)
+def _attach(cls: type[Queue], actor: Any, maxsize: int) -> Queue:
+    """A Queue (of class ``cls``) on an existing queue actor: how a pickled one comes back."""
+    q = cls.__new__(cls)
     q.maxsize = maxsize
     q.actor = actor
     return q
