@@ -193,7 +193,9 @@ def test_pop_idle_and_push(rl):
 
     pool.submit(lambda a, v: a.double.remote(v), 3)  # no actor: waits in the backlog
     assert not pool.has_next()  # as in Ray: nothing is running yet
+    assert len(pool._pending_submits) == 1  # Ray's attribute, which Ray's own tests read
     pool.push(a2)  # takes the waiting value at once
+    assert len(pool._pending_submits) == 0
     assert pool.has_next() and pool.get_next(timeout=30) == 6
     with pytest.raises(ValueError, match="already belongs"):
         pool.push(a2)  # idle in this pool

@@ -75,14 +75,16 @@ class ActorPool:
     def __init__(self, actors: Iterable[Any]) -> None:
         self._idle_actors: list[Any] = list(actors)
         self._calls: dict[int, _Call] = {}  # {index: call}, in submission order
-        self._backlog: deque[tuple[Callable[[Any, Any], Any], Any]] = deque()  # (fn, value)
+        # (fn, value) submitted while no actor was idle; Ray's name, which Ray's own tests
+        # (test_actor_pool.py::test_push) read
+        self._pending_submits: deque[tuple[Callable[[Any, Any], Any], Any]] = deque()
         self._next_task_index = 0  # the index the next call made gets
         self._next_return_index = 0  # the index get_next returns next
 
     def __repr__(self) -> str:
         return (
             f"ActorPool(idle={len(self._idle_actors)}, busy={len(self._calls)}, "
-            f"backlog={len(self._backlog)})"
+            f"backlog={len(self._pending_submits)})"
         )
 
     def map(self, fn: Callable[[Any, V], Any], values: Iterable[V]) -> Iterator[Any]:
@@ -135,7 +137,7 @@ class ActorPool:
         Collect the result with :meth:`get_next` or :meth:`get_next_unordered`.
         """
         if not self._idle_actors:
-            self._backlog.append((fn, value))
+            self._pending_submits.append((fn, value))
             return
         actor = self._idle_actors.pop()
         try:
@@ -220,7 +222,7 @@ class ActorPool:
 
     def has_free(self) -> bool:
         """Whether an actor is idle and no submitted value is waiting for one."""
-        return bool(self._idle_actors) and not self._backlog
+        return bool(self._idle_actors) and not self._pending_submits
 
     def pop_idle(self) -> Any:
         """Removes an idle actor from the pool and returns it; ``None`` if none is free."""
@@ -258,8 +260,8 @@ class ActorPool:
     def _return_actor(self, actor: Any, alive: bool = True) -> None:
         if alive:
             self._idle_actors.append(actor)
-        if self._backlog and self._idle_actors:
-            self.submit(*self._backlog.popleft())
+        if self._pending_submits and self._idle_actors:
+            self.submit(*self._pending_submits.popleft())
 
     def _discard_uncollected(self) -> None:
         """Gives up every call whose result was not collected, without waiting for them:
