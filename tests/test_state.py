@@ -138,6 +138,16 @@ def test_history_records_read_back_as_done_in_order() -> None:
     assert history.name_of(3) == "h" and history.name_of(1) is None  # 1 was dropped
 
 
+def test_history_extended_by_a_batch_keeps_its_order_and_its_bound() -> None:
+    history = History(3)
+    history.add((1, "f", NORMAL_TASK, 10, 0, 1.0, 2.0, None, 0, 0))
+    history.extend([(i, "g", NORMAL_TASK, 11, 0, 3.0, 4.0, None, 0, 0) for i in (2, 3, 4)])
+    assert [d.task_id for d in history.records()] == [2, 3, 4] and history.recorded == 4
+    off = History(0)
+    off.extend([(5, "h", NORMAL_TASK, 12, 0, 5.0, 6.0, None, 0, 0)])
+    assert off.records() == [] and off.recorded == 0
+
+
 def test_history_keeps_the_newest_entries_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAYLITE_TASK_HISTORY", "5")
     raylite.init(num_cpus=2)

@@ -5,11 +5,12 @@ state API.
 
     worker: t0 = time.time(); run; TaskDone(start=t0, duration)  ──> driver I/O thread
     driver: _finish / ActorManager.done ── History.add((...)) ──> deque (newest last)
+            _finish_plain (a batch of one frame's replies) ── History.extend([...]) ──┘
     readers: timeline(), list_tasks(), summarize_tasks(), the dashboard ── records(), a copy
              under the lock, as ``Done``s
 
 Recording is one plain tuple (a ``Record``, in ``Done``'s field order) appended to a bounded
-deque per task, on the I/O thread that already handles the result, so it stays on by default
+deque per task (a batch of them per frame of replies, for tasks that ended well), on the I/O thread that already handles the result, so it stays on by default
 (its cost is measured in benchmarks/); readers, which are rare, make the ``Done``s (building
 a NamedTuple costs ~0.5 us more per task than a tuple display on the hot thread). The
 deque keeps the newest ``RAYLITE_TASK_HISTORY`` entries (default 100,000, as Ray's GCS keeps
@@ -72,6 +73,12 @@ class History:
         if self.enabled:
             self._done.append(record)
             self.recorded += 1
+
+    def extend(self, records: list[Record]) -> None:
+        """Records finished tasks (a batch of one worker's replies), oldest first."""
+        if self.enabled:
+            self._done.extend(records)
+            self.recorded += len(records)
 
     def records(self) -> list[Done]:
         """What is kept, oldest first (the caller holds the runtime's lock)."""

@@ -93,6 +93,9 @@ class Core:
     store: Callable[[int, bytes, bool, list[int], Shm | None], None]
     # finish(task, payloads, is_error, contained, shms): an ended task's results
     finish: Callable[[Task, list[bytes], bool, list[list[int]] | None, list[Shm | None] | None], None]
+    # finish_plain(pid, [(task, payload, start, duration)]): ``finish`` for a batch of tasks
+    # that each returned one small value holding no refs, run in process ``pid``
+    finish_plain: Callable[[int, list[tuple[Task, bytes, float, float]]], None]
     cancel: Callable[[int, bool, bool], None]  # cancel(task_id, force, recursive)
     request_for: Callable[[TaskOptions, str], Request]  # a task's resource request
 
@@ -118,6 +121,7 @@ class WorkerMessages:
         self._submit = core.submit
         self._store = core.store
         self._finish = core.finish
+        self._finish_plain = core.finish_plain
         self._cancel_task = core.cancel
         self._request_for = core.request_for
         self._objs = objs
@@ -153,19 +157,39 @@ class WorkerMessages:
         ])  # fmt: skip
 
     def handle(self, w: Worker, msgs: list[Message]) -> None:
-        """Handles what ``w`` sent (one read's frames); its tasks done are scheduled in one
-        pass at the end."""
+        """Handles what ``w`` sent (one read's frames). Its tasks done are scheduled in one
+        pass at the end; those that returned one small value are finished in one pass each
+        run of them (before any other message, which may ask for their results)."""
         done: list[tuple[int, int, float]] = []
+        plain: list[tuple[Task, bytes, float, float]] = []
         handlers = self._handlers
+        done_ok = self._states.done_ok
+        wid = w.wid
         for msg in msgs:
             if type(msg) is TaskDone:  # the hot one
-                self._on_task_done(w, msg, done)
+                # The common reply: one small result that holds no refs, of a live task of
+                # this worker's (not an actor call, not a stale reply); else the general path.
+                results = msg.results
+                if (
+                    msg.error is None and len(results) == 1 and type(results[0]) is bytes
+                    and not msg.contained[0]
+                    and (task := done_ok(msg.task_id, wid)) is not None
+                ):  # fmt: skip
+                    plain.append((task, results[0], msg.start, msg.duration))
+                    done.append((wid, msg.task_id, msg.duration))
+                else:
+                    self._on_task_done(w, msg, done)
                 continue
+            if plain:
+                self._finish_plain(w.pid, plain)
+                plain = []
             handler = handlers.get(type(msg))
             if handler is None:
                 self._workers.kill(w, f"it sent a message the driver does not take: {msg!r:.200}")
                 return
             handler(w, msg)
+        if plain:
+            self._finish_plain(w.pid, plain)
         if done:
             self._apply(self._sched.tasks_done(done))
 

@@ -254,7 +254,8 @@ class LocalRuntime:
         self._inbox = WorkerMessages(
             core=Core(
                 apply=self._apply, carry_out=self._carry_out, submit=self._submit,
-                store=self._store, finish=self._finish, cancel=self._cancel_task,
+                store=self._store, finish=self._finish, finish_plain=self._finish_plain,
+                cancel=self._cancel_task,
                 request_for=self._request_for,
             ),
             objs=self._objs, workers=self._workers, streams=self._streams, actors=self._actors,
@@ -877,6 +878,26 @@ class LocalRuntime:
             decref(oid)
         for oid in task.contained:
             decref(oid)
+
+    def _finish_plain(self, pid: int, done: list[tuple[Task, bytes, float, float]]) -> None:
+        """``_finish`` for a batch of tasks that ended well in process ``pid``, each with one
+        small result holding no refs: ``[(task, payload, start, duration)]`` (the history
+        gets the batch at once; ~1.5 µs a task less than one ``_finish`` each)."""
+        history = self._history
+        if history.enabled:
+            history.extend([
+                (task.task_id, task.name, NORMAL_TASK, pid if start else 0, task.lane, start,
+                 start + duration, None, 0, task.opts.max_retries - task.retries_left)
+                for task, _, start, duration in done
+            ])  # fmt: skip
+        store = self._store
+        decref = self._objs.decref
+        for task, payload, _, _ in done:
+            store(task.return_ids[0], payload, False, [])
+            for oid in task.dep_ids:
+                decref(oid)
+            for oid in task.contained:
+                decref(oid)
 
     def _finish_call(self, return_ids: list[int], payloads: list[bytes], is_error: bool,
                      holds: list[int], contained: list[list[int]] | None = None,
