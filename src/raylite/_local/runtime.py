@@ -81,7 +81,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
@@ -870,7 +870,7 @@ class LocalRuntime:
             ))  # fmt: skip
         if shms is None and (not contained or not contained[0]) and len(task.return_ids) == 1:
             # The common case (one small result, or an error): stored without the loop.
-            self._store(task.return_ids[0], payloads[0], is_error, [])
+            self._store(task.return_ids[0], payloads[0], is_error, ())
         else:
             self._finish_call(task.return_ids, payloads, is_error, [], contained, shms)
         decref = self._objs.decref
@@ -893,7 +893,7 @@ class LocalRuntime:
         store = self._store
         decref = self._objs.decref
         for task, payload, _, _ in done:
-            store(task.return_ids[0], payload, False, [])
+            store(task.return_ids[0], payload, False, ())
             for oid in task.dep_ids:
                 decref(oid)
             for oid in task.contained:
@@ -950,7 +950,8 @@ class LocalRuntime:
                         self._workers.dirty.add(w)
 
     def _store(
-        self, oid: int, payload: bytes, is_error: bool, contained: list[int], shm: Shm | None = None
+        self, oid: int, payload: bytes, is_error: bool, contained: Sequence[int],
+        shm: Shm | None = None,
     ) -> None:
         if self._objs.store(oid, payload, is_error, contained, shm):
             actions = self.sched.object_ready(oid)
