@@ -37,6 +37,7 @@ from raylite._local.protocol import (
     SubmitTask,
     TaskDone,
     TaskRequest,
+    TasksDone,
     TasksReturned,
     Unblocked,
     WaitReply,
@@ -78,6 +79,7 @@ SAMPLES = [
         task_id=9, results=[b"r1", b"r2"], contained=[[10, 11], []], error=None, duration=0.25
     ),
     TaskDone(task_id=12, results=[], contained=[], error=b"boom", duration=1.5e-6),
+    TasksDone(task_ids=[40, 41], results=[b"a", b""], durations=[1e-6, 0.5], starts=[1.7e9, 0.0]),
     SubmitTask(
         task_id=BIG_ID + 1,
         fn_id=2,
@@ -326,6 +328,24 @@ def test_queue_then_flush_sends_one_frame(pair):
     assert not sender.has_output
     assert sender.flush() is True  # nothing to send
     assert_same(receiver.receive(), SAMPLES[:2])
+
+
+def test_plain_replies_join_the_tasks_done_queued_last_and_keep_their_order(pair):
+    a, b = pair
+    sender, receiver = Channel(a), Channel(b)
+    sender.queue_done(1, b"r1", 0.5, 1.7e9)
+    sender.queue_done(2, b"r2", 0.25, 1.8e9)
+    sender.queue(Unblocked())  # another message: later replies go into a new TasksDone
+    sender.queue_done(3, b"r3", 1e-6, 0.0)
+    sender.flush()
+    assert_same(
+        receiver.receive(),
+        [
+            TasksDone([1, 2], [b"r1", b"r2"], [0.5, 0.25], [1.7e9, 1.8e9]),
+            Unblocked(),
+            TasksDone([3], [b"r3"], [1e-6], [0.0]),
+        ],
+    )
 
 
 def test_queue_and_blocking_flush(pair):

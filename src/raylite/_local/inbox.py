@@ -3,7 +3,9 @@
 ::
 
     I/O thread (lock held): rt._receive(w, chunk) ── Channel.feed ──> WorkerMessages.handle
-    worker ── TaskDone ─────────────> TaskStates.done_ok/done_error: results stored (big ones
+    worker ── TasksDone (columns) ──> TaskStates.done_ok, then rt._finish_plain: a run of
+                                      small results stored, the history told, in one pass
+           ── TaskDone ─────────────> TaskStates.done_ok/done_error: results stored (big ones
                                       adopted), or the error: retried or stored
            ── SubmitTask / PutObject ─> nested task / object, borrowed by the worker
            ── GetRequest / WaitRequest > answered now, or when ready (worker lends its CPU)
@@ -15,7 +17,8 @@ Every handler runs in the I/O thread with the runtime's lock held. ``WorkerMessa
 only the parsed options of nested tasks; it is given the parts it reads and writes (object
 table, worker set, streams, actors, scheduler, task states, writer, I/O loop) and the
 runtime's few actions (``Core``) at construction. Each message class has one handler in a
-table whose entries mypy checks (``_entry``); ``TaskDone``, the hot one, is tested first.
+table whose entries mypy checks (``_entry``); ``TasksDone`` and ``TaskDone``, the hot ones,
+are tested first.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .protocol import (
     SubmitActorCall,
     SubmitTask,
     TaskDone,
+    TasksDone,
     TasksReturned,
     Unblocked,
     Value,
@@ -158,27 +162,28 @@ class WorkerMessages:
 
     def handle(self, w: Worker, msgs: list[Message]) -> None:
         """Handles what ``w`` sent (one read's frames). Its tasks done are scheduled in one
-        pass at the end; those that returned one small value are finished in one pass each
-        run of them (before any other message, which may ask for their results)."""
+        pass at the end; those of ``TasksDone`` (one small value each) are finished in one
+        pass per run of them, before any other message (which may ask for their results)."""
         done: list[tuple[int, int, float]] = []
         plain: list[tuple[Task, bytes, float, float]] = []
         handlers = self._handlers
         done_ok = self._states.done_ok
         wid = w.wid
         for msg in msgs:
-            if type(msg) is TaskDone:  # the hot one
-                # The common reply: one small result that holds no refs, of a live task of
-                # this worker's (not an actor call, not a stale reply); else the general path.
-                results = msg.results
-                if (
-                    msg.error is None and len(results) == 1 and type(results[0]) is bytes
-                    and not msg.contained[0]
-                    and (task := done_ok(msg.task_id, wid)) is not None
-                ):  # fmt: skip
-                    plain.append((task, results[0], msg.start, msg.duration))
-                    done.append((wid, msg.task_id, msg.duration))
-                else:
-                    self._on_task_done(w, msg, done)
+            if type(msg) is TasksDone:  # the hot one: replies of one small value, no refs
+                for task_id, result, duration, start in zip(
+                    msg.task_ids, msg.results, msg.durations, msg.starts, strict=True
+                ):
+                    task = done_ok(task_id, wid)
+                    if task is not None:
+                        plain.append((task, result, start, duration))
+                        done.append((wid, task_id, duration))
+                    else:  # not live on this worker (an earlier run's): the general path
+                        reply = TaskDone(task_id, [result], [[]], None, duration, start)
+                        self._on_task_done(w, reply, done)
+                continue
+            if type(msg) is TaskDone:
+                self._on_task_done(w, msg, done)
                 continue
             if plain:
                 self._finish_plain(w.pid, plain)

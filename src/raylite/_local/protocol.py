@@ -217,6 +217,19 @@ class TaskDone(NamedTuple):
     start: float = 0.0
 
 
+@_message
+class TasksDone(NamedTuple):
+    """Tasks that each returned one small value holding no refs (the common reply), as
+    columns: one message for a run of them, not a ``TaskDone`` each (``Channel.queue_done``
+    appends to the one last queued). Entry ``i`` is ``TaskDone(task_ids[i], [results[i]],
+    [[]], None, durations[i], starts[i])``."""
+
+    task_ids: list[int]
+    results: list[bytes]
+    durations: list[float]
+    starts: list[float]
+
+
 # How a generator task's values travel (TaskRequest.stream, ActorCall.stream).
 NOT_STREAMED = 0  # the task's return value(s) come in its TaskDone
 STREAMING = 1  # each yielded value comes as a GeneratorItem, flushed as it is yielded
@@ -523,6 +536,19 @@ class Channel:
             if len(self._out_fds) >= MAX_FDS_PER_FRAME:
                 self._seal()
         return len(self._out) == 1
+
+    def queue_done(self, task_id: int, result: bytes, duration: float, start: float) -> None:
+        """Queues a task's reply of one small value holding no refs: into the ``TasksDone``
+        queued last if there is one (so the order of messages holds), else a new one."""
+        out = self._out
+        if out and type(out[-1]) is TasksDone:
+            done = out[-1]
+            done.task_ids.append(task_id)
+            done.results.append(result)
+            done.durations.append(duration)
+            done.starts.append(start)
+        else:
+            out.append(TasksDone([task_id], [result], [duration], [start]))
 
     def _seal(self) -> None:
         if self._out:

@@ -9,9 +9,11 @@ the object table, and decides what each event means.
       scheduler.submit, dispatch -> │     ├ every worker message: inbox.WorkerMessages
       Channel.queue                 │     │   TaskDone -> TaskStates.done_ok: store results,
     cancel(): TaskStates.cancel     │lock │   wake waiters; done_error: retry or store it;
-    get()/wait()/future():          ├──── │   scheduler.tasks_done -> dispatch
-      waits.Waits: flush, then      │     │   Submit/Put/Get/Wait/RefOps/Cancel: nested calls
-      block on a Waiter             │     ├ zygote: started -> scheduler.worker_started
+    get()/wait()/future():          ├──── │   TasksDone (a run of one-small-value replies):
+      waits.Waits: flush, then      │     │   done_ok each, _finish_plain in one pass;
+      block on a Waiter             │     │   scheduler.tasks_done (once a read) -> dispatch
+                                    │     │   Submit/Put/Get/Wait/RefOps/Cancel: nested calls
+                                    │     ├ zygote: started -> scheduler.worker_started
     put(): writes.ObjectWriter      │     │   exited -> drain its socket, then
     ObjectRef.__del__: release ─────┘     │   TaskStates.worker_died: rerun, retry or fail
       (queued, never locks)               ├ a channel failing (stray bytes, fds dropped,
