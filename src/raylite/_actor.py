@@ -407,14 +407,17 @@ class ActorMethod:
 
     __module__ = "raylite.actor"
 
-    __slots__ = ("_handle_ref", "_actor_ref", "_meta", "_name", "_options")
+    __slots__ = ("_handle_ref", "_actor_ref", "_meta", "_name", "_options", "_spec", "_what")
 
     def __init__(self, handle: ActorHandle, name: str, options: MethodOptions) -> None:
         self._handle_ref = weakref.ref(handle)
         self._actor_ref = handle._actor_ref  # keeps the actor alive, as the handle does
-        self._meta = handle._meta
+        self._meta = meta = handle._meta
         self._name = name
         self._options = options
+        # What each .remote() checks, looked up once per method, not once per call.
+        self._spec = meta.specs.get(name)
+        self._what = f"{meta.class_name}.{name}.remote()"
 
     @property
     def _handle(self) -> ActorHandle:
@@ -458,13 +461,11 @@ class ActorMethod:
                 f"so the actor cannot call it on its instance. Declare it as "
                 f"'def {self._name}(self, ...)'."
             )
-        spec = meta.specs.get(self._name)
-        if spec is not None:
-            spec.check(f"{meta.class_name}.{self._name}.remote()", args, kwargs)
-        refs = _runtime.current().submit_actor_call(
-            self._handle, self._name, args, kwargs, self._options
-        )
-        n = self._options.num_returns
+        if self._spec is not None:
+            self._spec.check(self._what, args, kwargs)
+        options = self._options
+        refs = _runtime.current().submit_actor_call(self._handle, self._name, args, kwargs, options)
+        n = options.num_returns
         if n == 1 or isinstance(n, str):
             return refs[0]
         return None if n == 0 else refs

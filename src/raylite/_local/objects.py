@@ -308,7 +308,7 @@ class ObjectTable:
         return (entry.payload, shm.key, shm.layout.size, shm.layout.spans, follows)
 
     def wire_call(
-        self, wid: int, mapped: set[int], args: bytes | int, dep_ids: list[int]
+        self, wid: int, mapped: set[int], args: bytes | int, dep_ids: Sequence[int]
     ) -> tuple[Value, list[Value], list[int]]:
         """A call's arguments (the pickle, or a hidden object's id) and its resolved refs
         as wire values for worker ``wid``, and the fds that must ride along."""

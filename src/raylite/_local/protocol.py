@@ -40,6 +40,7 @@ import resource
 import socket
 import struct
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -176,9 +177,9 @@ class ActorCall(NamedTuple):
     actor_id: int
     method: str
     args: Value
-    dep_positions: list[Any]
+    dep_positions: Sequence[Any]
     dep_values: list[Value]
-    return_ids: list[int]
+    return_ids: Sequence[int]
     group: str | None
     stream: int = 0  # as TaskRequest.stream
 

@@ -479,17 +479,20 @@ class LocalRuntime:
         opts: MethodOptions,
     ) -> list[ObjectRef]:  # fmt: skip
         py_args = None
-        if self._actors.is_local(handle._actor_id):  # a thread actor: nothing is pickled
+        actor_id = handle._actor_ref._id
+        if self._actors.is_local(actor_id):  # a thread actor: nothing is pickled
             args, kwargs, positions, dep_ids = ser.split_refs(args, kwargs)
             packed = PackedArgs(ser.Serialized(b"", [], []), positions, dep_ids, None)
             py_args = (args, kwargs)
         else:
             packed = self._writer.pack_args(f"{handle._meta.class_name}.{method}", args, kwargs)
-        return_ids = [next(self._ids) for _ in range(n_refs(opts.num_returns))]
+        ids = self._ids
+        n = opts.num_returns
+        return_ids = [next(ids)] if n == 1 else [next(ids) for _ in range(n_refs(n))]
 
         def enqueue() -> None:  # lock held
             self._check_alive()
-            self._actors.call(handle._actor_id, method, packed, opts, return_ids, py_args=py_args)
+            self._actors.call(actor_id, method, packed, opts, return_ids, py_args=py_args)
 
         return self._run_call(return_ids, enqueue, opts.num_returns)
 
@@ -901,8 +904,8 @@ class LocalRuntime:
             for oid in task.contained:
                 decref(oid)
 
-    def _finish_call(self, return_ids: list[int], payloads: list[bytes], is_error: bool,
-                     holds: list[int], contained: list[list[int]] | None = None,
+    def _finish_call(self, return_ids: Sequence[int], payloads: list[bytes], is_error: bool,
+                     holds: Sequence[int], contained: list[list[int]] | None = None,
                      shms: list[Shm | None] | None = None) -> None:  # fmt: skip
         """Stores a call's outcome (one error for all its results) and releases ``holds``."""
         for i, oid in enumerate(return_ids):

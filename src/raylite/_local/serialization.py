@@ -451,7 +451,7 @@ _NO_ARGS = Serialized(b"", _NONE, _NONE)
 
 def loads_args(
     payload: bytes,
-    positions: list[Any],
+    positions: Sequence[Any],
     values: list[Any],
     buffers: list[memoryview] | None = None,
 ) -> tuple[Sequence[Any], dict[str, Any]]:
@@ -467,7 +467,7 @@ def loads_args(
 
 
 def place_values(
-    args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], positions: list[Any],
+    args: tuple[Any, ...] | list[Any], kwargs: dict[str, Any], positions: Sequence[Any],
     values: list[Any],
 ) -> tuple[list[Any], dict[str, Any]]:  # fmt: skip
     """Puts resolved ref values back where :func:`split_refs` took the refs out."""

@@ -28,7 +28,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import serialization as ser
@@ -175,7 +175,7 @@ class ThreadRunner:
 
     def call(
         self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-        positions: list[Any], dep_ids: list[int], num_returns: int,
+        positions: Sequence[Any], dep_ids: Sequence[int], num_returns: int,
     ) -> Outcome:  # fmt: skip
         """Runs ``fn`` here on the caller's objects, refs resolved; never raises."""
         rt = self.rt
@@ -204,8 +204,8 @@ class ThreadRunner:
         )  # fmt: skip
 
     def resolve(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], positions: list[Any],
-        dep_ids: list[int],
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], positions: Sequence[Any],
+        dep_ids: Sequence[int],
     ) -> tuple[list[Any], dict[str, Any]]:  # fmt: skip
         """The call's arguments with the values of its top-level refs put in place."""
         rt = self.rt

@@ -356,7 +356,7 @@ class WorkerRuntime:
         return fn
 
     def load_args(
-        self, args: Value, positions: list[Any], dep_values: list[Value]
+        self, args: Value, positions: Sequence[Any], dep_values: list[Value]
     ) -> tuple[Sequence[Any], dict[str, Any]]:
         """A call's ``(args, kwargs)``, top-level refs resolved, big buffers zero-copy."""
         if type(args) is bytes:
@@ -368,7 +368,7 @@ class WorkerRuntime:
         return ser.loads_args(payload, positions, values, self._maps.buffers(oid, spans))
 
     def results_of(
-        self, name: str, return_ids: list[int], result: Any
+        self, name: str, return_ids: Sequence[int], result: Any
     ) -> tuple[list[Value], list[list[int]], list[int]]:
         """``result`` as a ``TaskDone``'s ``results`` and ``contained`` (split per
         ``return_ids``), and the fds of the segments its big values went to.
@@ -443,7 +443,7 @@ class WorkerRuntime:
         self.send_from_thread(item, fds, flush=mode == STREAMING)
         return oid
 
-    def drop_results(self, return_ids: list[int], fds: list[int]) -> None:
+    def drop_results(self, return_ids: Sequence[int], fds: list[int]) -> None:
         """Frees what ``results_of`` made for results that will never be sent (the call's
         actor was killed meanwhile): the segments' fds and this process's mappings."""
         for fd in fds:
