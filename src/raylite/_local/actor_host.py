@@ -88,13 +88,16 @@ class _Lane:
         self._ended = ended  # called by each thread as it ends, once the lane is stopped
         self._by_reader = by_reader
         self._queue: deque[Any] = deque()
-        self._cond = threading.Condition()
+        # Entered as the bare lock: `with` on a C lock runs no Python frame, on a Condition
+        # it runs two (timeit here, loaded: 0.58 vs 1.21 us; 4 sections per inline call).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._threads = 0
         self._busy = 0
         self._stopped = False
 
     def put(self, item: Any) -> None:
-        with self._cond:
+        with self._lock:
             self._queue.append(item)
             if self._by_reader:
                 return
@@ -106,19 +109,19 @@ class _Lane:
     def next_inline(self) -> Any:
         """The next item of a ``by_reader`` lane for the caller to run (then call
         ``inline_done``); None if none waits, or the caller runs one already (nested)."""
-        with self._cond:
+        with self._lock:
             if self._busy or not self._queue or self._stopped:
                 return None
             self._busy = 1
             return self._queue.popleft()
 
     def inline_done(self) -> None:
-        with self._cond:
+        with self._lock:
             self._busy = 0
 
     def drop(self, task_id: int) -> bool:
         """Removes call ``task_id`` if it waits here, not started; True if it did."""
-        with self._cond:
+        with self._lock:
             for item in self._queue:
                 if not callable(item) and item.task_id == task_id:
                     self._queue.remove(item)
@@ -126,7 +129,7 @@ class _Lane:
         return False
 
     def stop(self) -> None:
-        with self._cond:
+        with self._lock:
             self._stopped = True
             self._queue.clear()
             self._cond.notify_all()
@@ -140,7 +143,7 @@ class _Lane:
 
     def _serve_calls(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 while not self._queue and not self._stopped:
                     self._cond.wait()
                 if self._stopped:
@@ -154,7 +157,7 @@ class _Lane:
                     self._ready.wait()  # calls in other lanes or threads wait for it
                     self._run(item)
             finally:
-                with self._cond:
+                with self._lock:
                     self._busy -= 1
                     dry = not self._queue
             if dry:
@@ -237,6 +240,8 @@ class HostedActor:
         return self.inline
 
     def _send_batches(self) -> None:
+        if not self._batches:  # a sync actor's batch (no dict swapped per batch)
+            return
         batches, self._batches = self._batches, {}
         for group, msgs in batches.items():
             group.loop.call_soon_threadsafe(self._spawn_batch, group, msgs)

@@ -50,7 +50,8 @@ class Replies:
         self._adopt = adopt
         self._main = main
         self._divert = divert
-        self._turn = threading.Condition(threading.Lock())
+        self._turn_lock = threading.Lock()  # entered bare: no Python frame (see actor_host)
+        self._turn = threading.Condition(self._turn_lock)
         self._reader: threading.Thread | None = None  # the thread reading now (guarded)
         self.eof = False  # the driver closed the channel
         self.futures: dict[int, concurrent.futures.Future[Message]] = {}  # other threads'
@@ -60,7 +61,7 @@ class Replies:
     def expect(self, req_id: int) -> concurrent.futures.Future[Message]:
         """A future for the reply to ``req_id`` (call before sending the request)."""
         future: concurrent.futures.Future[Message] = concurrent.futures.Future()
-        with self._turn:
+        with self._turn_lock:
             self.futures[req_id] = future
         return future
 
@@ -76,7 +77,7 @@ class Replies:
             False if the driver closed the channel.
         """
         me = threading.current_thread()
-        with self._turn:
+        with self._turn_lock:
             while not ready() and not self.eof and self._reader is not None:
                 if not block:
                     return True
@@ -97,7 +98,7 @@ class Replies:
             self._route(self._chan.feed(chunk))
             return True
         finally:
-            with self._turn:
+            with self._turn_lock:
                 self._reader = None
                 self._turn.notify_all()
 
@@ -107,7 +108,7 @@ class Replies:
             self._adopt(msg)
             if isinstance(msg, (GetReply, WaitReply, ActorInfo, StreamNextReply)):
                 req_id = msg.req_id
-                with self._turn:
+                with self._turn_lock:
                     future = self.futures.pop(req_id, None)
                     if future is None:
                         self.replies[req_id] = msg
