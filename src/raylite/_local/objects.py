@@ -32,7 +32,7 @@ import itertools
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import cast
 
 from ..exceptions import ObjectLostError, ObjectStoreFullError
 from . import serialization as ser
@@ -44,9 +44,6 @@ from .store import DRIVER, Layout, ObjectStore, Segment, Shm
 __all__ = ["Entry", "ObjectTable", "Waiter", "lost"]
 
 _PRUNE_AT = 16  # waiters on one object before add_waiter drops the fired ones
-# The empty list of a call with no refs (its values, its fds), shared, never changed: not
-# one more object per queued TaskRequest for the cyclic collector to count.
-_NONE: list[Any] = []
 
 
 class Entry:
@@ -313,7 +310,7 @@ class ObjectTable:
         """A call's arguments (the pickle, or a hidden object's id) and its resolved refs
         as wire values for worker ``wid``, and the fds that must ride along."""
         if not dep_ids and type(args) is bytes:  # the common case: nothing to resolve
-            return args, _NONE, _NONE
+            return args, ser.NO_ITEMS, ser.NO_ITEMS  # shared, never changed
         fds: list[int] = []
         values = [self.wire(wid, mapped, oid, fds) for oid in dep_ids]
         args_value = args if isinstance(args, bytes) else self.wire(wid, mapped, args, fds)
