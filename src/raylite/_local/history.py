@@ -10,10 +10,11 @@ state API.
              under the lock, as ``Done``s
 
 Recording is one plain tuple (a ``Record``, in ``Done``'s field order) appended to a bounded
-deque per task (a batch of them per frame of replies, for tasks that ended well), on the I/O thread that already handles the result, so it stays on by default
-(its cost is measured in benchmarks/); readers, which are rare, make the ``Done``s (building
-a NamedTuple costs ~0.5 us more per task than a tuple display on the hot thread). The
-deque keeps the newest ``RAYLITE_TASK_HISTORY`` entries (default 100,000, as Ray's GCS keeps
+deque per task (a batch of them per frame of replies, for tasks that ended well), on the
+I/O thread that already handles the result, so it stays on by default (its cost is
+measured in benchmarks/); readers, which are rare, make the ``Done``s (building a
+NamedTuple costs ~0.5 us more per task than a tuple display on the hot thread). The deque
+keeps the newest ``RAYLITE_TASK_HISTORY`` entries (default 100,000, as Ray's GCS keeps
 100,000 task events); ``0`` turns recording off.
 """
 

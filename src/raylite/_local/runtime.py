@@ -53,9 +53,10 @@ runtime feeds it, and owns the live tasks; the runtime carries out its instructi
 (``_carry_out``); ``actor_states.ActorStates`` (pure) decides an actor's life (restart or
 die, which lost calls retry), fed and carried out by ``actors.ActorManager``, which places
 actors and sends their calls. ``scheduler.Scheduler`` (pure) places tasks.
-``inbox.WorkerMessages`` handles what workers send and ``watchdog.Watchdog`` warns about tasks that wait and fails
-stalled ones: each an object given the parts it needs, not the runtime. The state API, the
-control socket and the dashboard read the runtime through ``state.StateView``.
+``inbox.WorkerMessages`` handles what workers send and ``watchdog.Watchdog`` warns about
+tasks that wait and fails stalled ones: each an object given the parts it needs, not the
+runtime. The state API, the control socket and the dashboard read the runtime through
+``state.StateView``.
 
 ::
 
