@@ -169,9 +169,14 @@ def test_async_calls_cancelled_before_their_first_step_still_answer(rl, go, tmp_
         raylite.cancel(ref)
     Path(go).touch()
     assert raylite.get(blocker, timeout=30) == "unblocked"
-    for ref in refs:
-        with pytest.raises(TaskCancelledError):
-            raylite.get(ref, timeout=30)
+    # Each call answers (the bug was a get() that hung). A cancel is asynchronous, as in Ray:
+    # one that reaches a loaded host after its loop resumed finds the call done, so its
+    # value is right too (seen once in a full suite run); the usual answer is the cancel.
+    for i, ref in enumerate(refs):
+        try:
+            assert raylite.get(ref, timeout=30) == i
+        except TaskCancelledError:
+            pass
 
 
 def test_max_pending_calls_counts_per_caller(rl, go, tmp_path):
